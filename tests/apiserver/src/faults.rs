@@ -1,0 +1,138 @@
+//! Fault injection: failing, delaying and cutting off requests so tests can
+//! check that clients retry, back off and resume watches.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::errors::ApiError;
+
+struct Rule {
+    re: regex::Regex,
+    remaining: usize,
+    status: u16,
+    retry_after: Option<u64>,
+}
+
+struct Inner {
+    rules: Mutex<Vec<Rule>>,
+    latency_ms: AtomicU64,
+    drops: tokio::sync::watch::Sender<u64>,
+    connections: Mutex<CancellationToken>,
+}
+
+/// Cloneable handle to the server's fault switches.
+#[derive(Clone)]
+pub struct Faults {
+    inner: Arc<Inner>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Faults {
+    pub fn new() -> Self {
+        let (drops, _) = tokio::sync::watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                rules: Mutex::new(Vec::new()),
+                latency_ms: AtomicU64::new(0),
+                drops,
+                connections: Mutex::new(CancellationToken::new()),
+            }),
+        }
+    }
+
+    /// Ends every open watch stream now (clients see the body end).
+    pub fn drop_watches(&self) {
+        self.inner.drops.send_modify(|v| *v += 1);
+    }
+
+    /// The next `count` requests whose path (with query) matches `path_regex`
+    /// get `status` with a metav1.Status body; 429 also carries Retry-After.
+    /// An invalid regex is matched literally.
+    pub fn fail_next(
+        &self,
+        path_regex: &str,
+        count: usize,
+        status: u16,
+        retry_after_secs: Option<u64>,
+    ) {
+        let re = regex::Regex::new(path_regex)
+            .or_else(|_| regex::Regex::new(&regex::escape(path_regex)))
+            .unwrap_or_else(|_| {
+                regex::Regex::new("$^").unwrap_or_else(|e| panic!("static regex: {e}"))
+            });
+        let mut rules = self.inner.rules.lock().unwrap_or_else(|p| p.into_inner());
+        rules.push(Rule {
+            re,
+            remaining: count,
+            status,
+            retry_after: retry_after_secs,
+        });
+    }
+
+    /// Latency added before every (non-admin) request is handled.
+    pub fn set_latency(&self, d: Duration) {
+        self.inner
+            .latency_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Simulates an apiserver restart: drops all connections and watches,
+    /// keeps every object.
+    pub fn restart(&self) {
+        self.drop_watches();
+        let old = {
+            let mut tok = self
+                .inner
+                .connections
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *tok, CancellationToken::new())
+        };
+        old.cancel();
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        Duration::from_millis(self.inner.latency_ms.load(Ordering::SeqCst))
+    }
+
+    /// Consumes one matching failure rule, if any.
+    pub(crate) fn take_failure(&self, path_and_query: &str) -> Option<ApiError> {
+        let mut rules = self.inner.rules.lock().unwrap_or_else(|p| p.into_inner());
+        let idx = rules
+            .iter()
+            .position(|r| r.remaining > 0 && r.re.is_match(path_and_query))?;
+        let r = &mut rules[idx];
+        r.remaining -= 1;
+        let err = ApiError::for_code(
+            r.status,
+            r.retry_after
+                .or(if r.status == 429 { Some(1) } else { None }),
+        );
+        rules.retain(|r| r.remaining > 0);
+        Some(err)
+    }
+
+    pub(crate) fn connection_token(&self) -> CancellationToken {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn watch_drops(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.drops.subscribe()
+    }
+}

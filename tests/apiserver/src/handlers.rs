@@ -1,0 +1,433 @@
+//! HTTP routing: maps kube-apiserver URL shapes and verbs onto the store,
+//! discovery, OpenAPI, tables and watches; also the admin fault endpoints.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    body::to_bytes,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    App, discovery,
+    errors::{ApiError, ApiResult},
+    openapi,
+    selectors::{FieldSelector, LabelSelector, Selectors},
+    store::{DeleteOpts, FieldValidation, Target, WriteOpts, Written},
+    table, watch,
+};
+
+type Query = HashMap<String, String>;
+
+fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
+    let mut resp = (code, v.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
+        if let Ok(h) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", h);
+        }
+    }
+    resp
+}
+
+fn ok(v: &Value) -> ApiResult<Response> {
+    Ok(json_response(StatusCode::OK, v, &[]))
+}
+
+/// Entry point for every request.
+pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let query: Query = url::form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
+    if let Some(admin) = path.strip_prefix("/testserver/") {
+        return match admin_request(&app, admin, &query) {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
+    let latency = app.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let full = if raw_query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{raw_query}")
+    };
+    if let Some(err) = app.faults.take_failure(&full) {
+        return err.into_response();
+    }
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let body = match to_bytes(req.into_body(), 256 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request(format!("failed to read request body: {e}"))
+                .into_response();
+        }
+    };
+    match route(&app, &method, &path, &query, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn admin_request(app: &App, path: &str, q: &Query) -> ApiResult<Response> {
+    let f = &app.faults;
+    match path {
+        "faults/drop-watches" => f.drop_watches(),
+        "faults/restart" => f.restart(),
+        "faults/latency" => {
+            let ms = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+            f.set_latency(Duration::from_millis(ms));
+        }
+        "faults/fail-next" => {
+            let re = q.get("path").cloned().unwrap_or_else(|| ".*".into());
+            let count = q.get("count").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let status = q
+                .get("status")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ApiError::bad_request("status is required"))?;
+            let retry = q.get("retryAfter").and_then(|v| v.parse().ok());
+            f.fail_next(&re, count, status, retry);
+        }
+        _ => return Err(ApiError::no_route()),
+    }
+    ok(&json!({"ok": true}))
+}
+
+fn route(
+    app: &Arc<App>,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let get_only = || {
+        if method == Method::GET {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed())
+        }
+    };
+    match segs.as_slice() {
+        ["version"] => {
+            get_only()?;
+            ok(&discovery::version())
+        }
+        ["healthz"] | ["readyz"] | ["livez"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["api"] => {
+            get_only()?;
+            ok(&discovery::api_versions(&app.addr))
+        }
+        ["apis"] => {
+            get_only()?;
+            ok(&discovery::api_group_list(&app.store.lock()))
+        }
+        ["api", "v1"] => {
+            get_only()?;
+            ok(&discovery::resource_list(&app.store.lock(), "", "v1")
+                .ok_or_else(ApiError::no_route)?)
+        }
+        ["apis", g] => {
+            get_only()?;
+            ok(&discovery::api_group(&app.store.lock(), g).ok_or_else(ApiError::no_route)?)
+        }
+        ["apis", g, v] => {
+            get_only()?;
+            ok(
+                &discovery::resource_list(&app.store.lock(), g, v)
+                    .ok_or_else(ApiError::no_route)?,
+            )
+        }
+        ["openapi", "v3"] => ok(&openapi::root(&app.store.lock())),
+        ["openapi", "v3", "api", "v1"] => {
+            ok(&openapi::group_version(&app.store.lock(), "", "v1")
+                .ok_or_else(ApiError::no_route)?)
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            ok(&openapi::group_version(&app.store.lock(), g, v).ok_or_else(ApiError::no_route)?)
+        }
+        ["api", "v1", rest @ ..] => resource(app, method, "", "v1", rest, q, headers, body),
+        ["apis", g, v, rest @ ..] => resource(app, method, g, v, rest, q, headers, body),
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = content_type(headers);
+    if ct.contains("protobuf") {
+        return Err(ApiError::unsupported_media_type(
+            &ct,
+            &["application/json", "application/yaml"],
+        ));
+    }
+    if ct.contains("yaml") {
+        let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        return serde_saphyr::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+fn selectors(q: &Query) -> ApiResult<Selectors> {
+    Ok(Selectors {
+        labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
+        fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?,
+    })
+}
+
+fn truthy(q: &Query, k: &str) -> bool {
+    matches!(q.get(k).map(String::as_str), Some("true" | "1"))
+}
+
+fn write_opts(q: &Query) -> ApiResult<WriteOpts> {
+    let field_validation = match q.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation invalid value: {other}. Valid values are Ignore, Warn, Strict"
+            )));
+        }
+    };
+    Ok(WriteOpts {
+        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        field_validation,
+        field_manager: q.get("fieldManager").cloned(),
+        force: truthy(q, "force"),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resource(
+    app: &Arc<App>,
+    method: &Method,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    // /namespaces/{ns}/{plural}/... vs /namespaces/{name}[/status|/finalize]
+    let (ns, plural, name, sub) = match rest {
+        ["namespaces", ns, p, tail @ ..] if !matches!(*p, "status" | "finalize") => {
+            (Some(*ns), *p, tail.first().copied(), tail.get(1).copied())
+        }
+        [p, tail @ ..] => (None, *p, tail.first().copied(), tail.get(1).copied()),
+        [] => return Err(ApiError::no_route()),
+    };
+    if rest.len() > 5 {
+        return Err(ApiError::no_route());
+    }
+    let def = app
+        .store
+        .lock()
+        .find(group, version, plural)
+        .ok_or_else(ApiError::no_route)?;
+    if ns.is_some() && !def.namespaced {
+        return Err(ApiError::no_route());
+    }
+    if let Some(s) = sub {
+        if !(s == "status" && def.has_status(version))
+            && !(s == "finalize" && plural == "namespaces")
+        {
+            return Err(ApiError::no_route());
+        }
+    }
+    let sub = sub.filter(|s| *s == "status");
+    let t = Target {
+        def: def.clone(),
+        version: version.to_string(),
+        namespace: ns.map(String::from),
+    };
+    let table = wants_table(headers);
+    let include = q
+        .get("includeObject")
+        .cloned()
+        .unwrap_or_else(|| "Metadata".into());
+    let written = |w: Written, code: StatusCode| Ok(json_response(code, &w.obj, &w.warnings));
+    match (method.as_str(), name) {
+        ("GET", None) if truthy(q, "watch") => {
+            let rv = q
+                .get("resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0);
+            let params = watch::WatchParams {
+                resource_version: rv,
+                bookmarks: truthy(q, "allowWatchBookmarks"),
+                timeout: q
+                    .get("timeoutSeconds")
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_secs),
+                send_initial_events: truthy(q, "sendInitialEvents"),
+                selectors: selectors(q)?,
+            };
+            if let Some(bad) = q
+                .get("resourceVersion")
+                .filter(|v| !v.is_empty() && v.parse::<u64>().is_err())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "invalid resource version: {bad}"
+                )));
+            }
+            let render: watch::Render = {
+                let app = app.clone();
+                let t = t.clone();
+                Arc::new(move |o: &Value| {
+                    let presented = app.store.lock().present(&t, o);
+                    if table {
+                        let rv = presented
+                            .pointer("/metadata/resourceVersion")
+                            .cloned()
+                            .unwrap_or(json!(""));
+                        table::table(
+                            &t.def,
+                            &t.version,
+                            &[presented],
+                            &include,
+                            json!({"resourceVersion": rv}),
+                        )
+                    } else {
+                        presented
+                    }
+                })
+            };
+            Ok(watch::serve(app.clone(), t, params, render))
+        }
+        ("GET", None) => {
+            let sel = selectors(q)?;
+            let limit = q.get("limit").and_then(|v| v.parse().ok());
+            let list =
+                app.store
+                    .lock()
+                    .list(&t, &sel, limit, q.get("continue").map(String::as_str))?;
+            if table {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                return ok(&table::table(
+                    &def,
+                    version,
+                    &items,
+                    &include,
+                    list["metadata"].clone(),
+                ));
+            }
+            ok(&list)
+        }
+        ("GET", Some(n)) => {
+            let obj = app.store.lock().get(&t, n)?;
+            if table {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                return ok(&table::table(
+                    &def,
+                    version,
+                    &[obj],
+                    &include,
+                    json!({"resourceVersion": rv}),
+                ));
+            }
+            ok(&obj)
+        }
+        ("POST", None) => {
+            let opts = write_opts(q)?;
+            let obj = parse_body(headers, body)?;
+            let w = app.store.write(|st| st.create(&t, obj, &opts))?;
+            written(w, StatusCode::CREATED)
+        }
+        ("PUT", Some(n)) => {
+            let opts = write_opts(q)?;
+            let obj = parse_body(headers, body)?;
+            let w = app.store.write(|st| st.update(&t, n, obj, sub, &opts))?;
+            written(w, StatusCode::OK)
+        }
+        ("PATCH", Some(n)) => {
+            let opts = write_opts(q)?;
+            let ct = content_type(headers);
+            let existed = app.store.lock().get_raw(&t, n).is_some();
+            let w = app
+                .store
+                .write(|st| st.patch(&t, n, sub, &ct, body, &opts))?;
+            written(
+                w,
+                if existed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+            )
+        }
+        ("DELETE", Some(n)) => {
+            let opts = delete_opts(q, body)?;
+            let v = app.store.write(|st| st.delete(&t, n, &opts))?;
+            ok(&v)
+        }
+        ("DELETE", None) => {
+            let opts = delete_opts(q, body)?;
+            let sel = selectors(q)?;
+            let v = app
+                .store
+                .write(|st| st.delete_collection(&t, &sel, &opts))?;
+            ok(&v)
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
+    let mut o = DeleteOpts {
+        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        ..Default::default()
+    };
+    if body.iter().any(|b| !b.is_ascii_whitespace()) {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        o.uid = v
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(String::from);
+        o.resource_version = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from);
+        if v.get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x == "All"))
+        {
+            o.dry_run = true;
+        }
+    }
+    Ok(o)
+}

@@ -1,0 +1,36 @@
+//! The kubeconfig written for the server, so kubectl and kube clients need
+//! no flags (`KUBECONFIG=path kubectl get ns`).
+
+use std::path::Path;
+
+pub const CONTEXT: &str = "kaws-testserver";
+
+pub fn render(url: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: {CONTEXT}
+  cluster:
+    server: {url}
+users:
+- name: {CONTEXT}
+  user: {{}}
+contexts:
+- name: {CONTEXT}
+  context:
+    cluster: {CONTEXT}
+    user: {CONTEXT}
+    namespace: default
+current-context: {CONTEXT}
+preferences: {{}}
+"
+    )
+}
+
+pub fn write(path: &Path, url: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, render(url))
+}

@@ -1,0 +1,1348 @@
+//! The in-memory object store: one global resourceVersion counter, a
+//! BTreeMap per resource, a bounded event log per resource for watches, and
+//! the write paths (create / update / patch / delete) with the Kubernetes
+//! object semantics that controllers depend on.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::{
+    errors::{ApiError, ApiResult, Cause},
+    patch, resources,
+    resources::ResourceDef,
+    schema,
+    selectors::Selectors,
+};
+
+/// Watch event types as they appear on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One entry of a resource's event log; `old` lets selector-filtered
+/// watches turn "stopped matching" into DELETED.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub kind: EventType,
+    pub obj: Arc<Value>,
+    pub old: Option<Arc<Value>>,
+}
+
+type ObjKey = (String, String);
+
+/// Objects and history of one resource (all versions share it).
+#[derive(Default)]
+pub struct Bucket {
+    pub objects: BTreeMap<ObjKey, Arc<Value>>,
+    /// Last configuration each field manager applied (`manager|subresource`).
+    applied: HashMap<ObjKey, HashMap<String, Value>>,
+    pub log: VecDeque<Event>,
+    /// resourceVersion of the newest event dropped from `log`.
+    pub compacted: u64,
+}
+
+/// How to treat fields the schema does not know (`fieldValidation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+/// Per-request write options.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOpts {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+    pub field_manager: Option<String>,
+    pub force: bool,
+}
+
+/// Where a request points.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub def: Arc<ResourceDef>,
+    pub version: String,
+    pub namespace: Option<String>,
+}
+
+/// Options from a DeleteOptions body / query.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOpts {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+/// Result of a successful write: the stored object plus `Warning` headers.
+pub struct Written {
+    pub obj: Value,
+    pub warnings: Vec<String>,
+}
+
+pub struct State {
+    pub rv: u64,
+    pub defs: BTreeMap<String, Arc<ResourceDef>>,
+    pub buckets: HashMap<String, Bucket>,
+    history: usize,
+    validator: kube_cel::Validator,
+    /// Changes whenever the set of served resources changes (OpenAPI/discovery hashes).
+    pub epoch: u64,
+    /// owner uid → dependents, for garbage collection.
+    owners: HashMap<String, HashSet<(String, String, String)>>,
+}
+
+/// Shared handle: the state behind one lock, plus a channel that carries the
+/// newest resourceVersion so watches wake up without polling.
+pub struct Store {
+    state: Mutex<State>,
+    pub notify: tokio::sync::watch::Sender<u64>,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    meta_str(obj, "name")
+}
+
+pub fn namespace_of(obj: &Value) -> &str {
+    meta_str(obj, "namespace")
+}
+
+fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    match obj.get_mut("metadata") {
+        Some(Value::Object(m)) => m,
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Drops what Go's `omitempty` would drop and what this server does not keep.
+fn normalize_meta(obj: &mut Value) {
+    let m = meta_mut(obj);
+    for k in ["labels", "annotations", "finalizers", "ownerReferences"] {
+        let empty = match m.get(k) {
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(Value::Null) => true,
+            _ => false,
+        };
+        if empty {
+            m.remove(k);
+        }
+    }
+    m.remove("managedFields");
+    m.remove("selfLink");
+}
+
+fn dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !p.starts_with('-')
+                && !p.ends_with('-')
+        })
+}
+
+fn dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && dns1123_subdomain(s)
+}
+
+fn name_causes(def: &ResourceDef, name: &str) -> Vec<Cause> {
+    if def.plural == "namespaces" {
+        if !dns1123_label(name) {
+            return vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!(
+                    "Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+                ),
+                field: "metadata.name".into(),
+            }];
+        }
+    } else if !dns1123_subdomain(name) {
+        return vec![Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!(
+                "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            ),
+            field: "metadata.name".into(),
+        }];
+    }
+    Vec::new()
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Everything but metadata (and status when it is a subresource): what
+/// `metadata.generation` tracks.
+fn spec_part(obj: &Value, status_sub: bool) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        if status_sub {
+            m.remove("status");
+        }
+    }
+    v
+}
+
+fn without_rv(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    v
+}
+
+fn crd_status(crd: &Value, def: &ResourceDef) -> Value {
+    let t = now();
+    json!({
+        "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or(json!({})),
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": t},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": t}
+        ],
+        "storedVersions": [def.storage_version()]
+    })
+}
+
+impl Store {
+    pub fn new(history: usize) -> Self {
+        let mut defs = BTreeMap::new();
+        for d in resources::builtins() {
+            defs.insert(d.key(), Arc::new(d));
+        }
+        let mut state = State {
+            rv: 1,
+            defs,
+            buckets: HashMap::new(),
+            history: history.max(1),
+            validator: kube_cel::Validator::new(),
+            epoch: 1,
+            owners: HashMap::new(),
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let t = state.target("", "namespaces", None);
+            if let Some(t) = t {
+                let body =
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                let _ = state.create(&t, body, &WriteOpts::default());
+            }
+        }
+        let (notify, _) = tokio::sync::watch::channel(state.rv);
+        Self {
+            state: Mutex::new(state),
+            notify,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a state mutation and wakes watchers afterwards.
+    pub fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let (out, rv) = {
+            let mut st = self.lock();
+            let out = f(&mut st);
+            (out, st.rv)
+        };
+        self.notify.send_if_modified(|v| {
+            if *v != rv {
+                *v = rv;
+                true
+            } else {
+                false
+            }
+        });
+        out
+    }
+}
+
+impl State {
+    pub fn target(&self, group: &str, plural: &str, namespace: Option<&str>) -> Option<Target> {
+        let def = self.defs.get(&format!("{group}/{plural}"))?.clone();
+        let version = def.storage_version().to_string();
+        Some(Target {
+            def,
+            version,
+            namespace: namespace.map(String::from),
+        })
+    }
+
+    /// The resource served at `group/version` with this plural.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {
+        self.defs
+            .get(&format!("{group}/{plural}"))
+            .filter(|d| d.version(version).is_some())
+            .cloned()
+    }
+
+    pub fn bucket(&self, key: &str) -> Option<&Bucket> {
+        self.buckets.get(key)
+    }
+
+    /// The object as served at the requested version.
+    pub fn present(&self, t: &Target, obj: &Value) -> Value {
+        let mut v = obj.clone();
+        v["apiVersion"] = json!(t.def.api_version(&t.version));
+        v["kind"] = json!(t.def.kind);
+        v
+    }
+
+    fn ns_key(t: &Target, name: &str) -> ObjKey {
+        (t.namespace.clone().unwrap_or_default(), name.to_string())
+    }
+
+    pub fn get_raw(&self, t: &Target, name: &str) -> Option<Arc<Value>> {
+        self.buckets
+            .get(&t.def.key())?
+            .objects
+            .get(&Self::ns_key(t, name))
+            .cloned()
+    }
+
+    pub fn get(&self, t: &Target, name: &str) -> ApiResult<Value> {
+        let obj = self
+            .get_raw(t, name)
+            .ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?;
+        Ok(self.present(t, &self.read_defaults(t, &obj)))
+    }
+
+    /// Defaults are also applied on read, so objects stored before a schema
+    /// gained a default look defaulted (as on a real server).
+    fn read_defaults(&self, t: &Target, obj: &Value) -> Value {
+        match t.def.version(&t.version).and_then(|v| v.schema.as_ref()) {
+            Some(s) => schema::default(s, obj),
+            None => obj.clone(),
+        }
+    }
+
+    /// A page of objects matching the selectors, sorted by namespace/name.
+    pub fn list(
+        &self,
+        t: &Target,
+        sel: &Selectors,
+        limit: Option<usize>,
+        cont: Option<&str>,
+    ) -> ApiResult<Value> {
+        let empty = Bucket::default();
+        let bucket = self.buckets.get(&t.def.key()).unwrap_or(&empty);
+        let mut rv = self.rv;
+        let mut start: Option<ObjKey> = None;
+        if let Some(token) = cont.filter(|c| !c.is_empty()) {
+            let (trv, key) = decode_continue(token)?;
+            if trv < bucket.compacted {
+                return Err(ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ));
+            }
+            rv = trv;
+            start = Some(key);
+        }
+        let range: Box<dyn Iterator<Item = (&ObjKey, &Arc<Value>)>> = match &start {
+            Some(k) => Box::new(bucket.objects.range((
+                std::ops::Bound::Excluded(k.clone()),
+                std::ops::Bound::Unbounded,
+            ))),
+            None => Box::new(bucket.objects.iter()),
+        };
+        let ns = t.namespace.clone();
+        let mut matching = range
+            .filter(|(k, _)| ns.as_ref().is_none_or(|n| &k.0 == n))
+            .filter(|(_, o)| sel.matches(o));
+        let mut items = Vec::new();
+        let mut last = None;
+        let lim = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        for (k, o) in matching.by_ref() {
+            if items.len() >= lim {
+                last = Some(k.clone());
+                break;
+            }
+            items.push(self.present(t, &self.read_defaults(t, o)));
+        }
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if last.is_some() {
+            let remaining = 1 + matching.count();
+            if let Some(Value::Object(o)) = items.last().and_then(|i| i.get("metadata")) {
+                let key = (
+                    o.get("namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    o.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                );
+                meta["continue"] = json!(encode_continue(rv, &key));
+                meta["remainingItemCount"] = json!(remaining);
+            }
+        }
+        Ok(json!({
+            "kind": t.def.list_kind,
+            "apiVersion": t.def.api_version(&t.version),
+            "metadata": meta,
+            "items": items,
+        }))
+    }
+
+    /// Events of `key` after `since`, or Err(oldest retained rv) when
+    /// `since` predates the retained history.
+    pub fn events_since(&self, key: &str, since: u64) -> Result<Vec<Event>, u64> {
+        let Some(b) = self.buckets.get(key) else {
+            return Ok(Vec::new());
+        };
+        if since < b.compacted {
+            return Err(b.compacted + 1);
+        }
+        let idx = b.log.partition_point(|e| e.rv <= since);
+        Ok(b.log.range(idx..).cloned().collect())
+    }
+
+    pub fn snapshot(&self, t: &Target, sel: &Selectors) -> Vec<Arc<Value>> {
+        let Some(b) = self.buckets.get(&t.def.key()) else {
+            return Vec::new();
+        };
+        b.objects
+            .iter()
+            .filter(|(k, _)| t.namespace.as_ref().is_none_or(|n| &k.0 == n))
+            .filter(|(_, o)| sel.matches(o))
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    // ---- commit primitives -------------------------------------------------
+
+    fn log_event(&mut self, key: &str, kind: EventType, obj: Arc<Value>, old: Option<Arc<Value>>) {
+        let history = self.history;
+        let rv = self.rv;
+        let b = self.buckets.entry(key.to_string()).or_default();
+        b.log.push_back(Event { rv, kind, obj, old });
+        while b.log.len() > history {
+            if let Some(e) = b.log.pop_front() {
+                b.compacted = e.rv;
+            }
+        }
+    }
+
+    fn index_owners(&mut self, key: &str, obj: &Value, add: bool) {
+        let Some(refs) = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+        else {
+            return;
+        };
+        let me = (
+            key.to_string(),
+            namespace_of(obj).to_string(),
+            name_of(obj).to_string(),
+        );
+        for r in refs {
+            if let Some(uid) = r.get("uid").and_then(Value::as_str) {
+                if add {
+                    self.owners
+                        .entry(uid.to_string())
+                        .or_default()
+                        .insert(me.clone());
+                } else if let Some(set) = self.owners.get_mut(uid) {
+                    set.remove(&me);
+                    if set.is_empty() {
+                        self.owners.remove(uid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit_put(&mut self, t: &Target, mut obj: Value, old: Option<Arc<Value>>) -> Value {
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        let key = t.def.key();
+        let okey = (namespace_of(&obj).to_string(), name_of(&obj).to_string());
+        if let Some(o) = &old {
+            self.index_owners(&key, o, false);
+        }
+        self.index_owners(&key, &obj, true);
+        let arc = Arc::new(obj.clone());
+        self.buckets
+            .entry(key.clone())
+            .or_default()
+            .objects
+            .insert(okey, arc.clone());
+        let kind = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.log_event(&key, kind, arc, old);
+        if t.def.key() == "apiextensions.k8s.io/customresourcedefinitions" {
+            if let Ok(d) = resources::from_crd(&obj) {
+                self.defs.insert(d.key(), Arc::new(d));
+                self.epoch += 1;
+            }
+        }
+        obj
+    }
+
+    fn commit_remove(&mut self, t: &Target, mut obj: Value) -> Value {
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        let key = t.def.key();
+        let okey = (namespace_of(&obj).to_string(), name_of(&obj).to_string());
+        let old = self.buckets.get_mut(&key).and_then(|b| {
+            b.applied.remove(&okey);
+            b.objects.remove(&okey)
+        });
+        if let Some(o) = &old {
+            self.index_owners(&key, o, false);
+        }
+        let arc = Arc::new(obj.clone());
+        self.log_event(&key, EventType::Deleted, arc, old);
+        if key == "apiextensions.k8s.io/customresourcedefinitions" {
+            self.remove_crd_resource(&obj);
+        }
+        if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
+            self.collect_garbage(uid);
+        }
+        obj
+    }
+
+    /// Deleting a CRD deletes every object of its resource (immediately;
+    /// finalizers on those objects are not waited for) and stops serving it.
+    fn remove_crd_resource(&mut self, crd: &Value) {
+        let Ok(def) = resources::from_crd(crd) else {
+            return;
+        };
+        let Some(t) = self.target(&def.group, &def.plural, None) else {
+            return;
+        };
+        let objs: Vec<Arc<Value>> = self
+            .buckets
+            .get(&def.key())
+            .map(|b| b.objects.values().cloned().collect())
+            .unwrap_or_default();
+        for o in objs {
+            let mut t = t.clone();
+            t.namespace = Some(namespace_of(&o).to_string()).filter(|s| !s.is_empty());
+            self.commit_remove(&t, (*o).clone());
+        }
+        self.defs.remove(&def.key());
+        self.epoch += 1;
+    }
+
+    /// Background-deletes dependents whose owners are all gone.
+    fn collect_garbage(&mut self, uid: &str) {
+        let Some(deps) = self.owners.remove(uid) else {
+            return;
+        };
+        for (key, ns, name) in deps {
+            let Some(def) = self.defs.get(&key).cloned() else {
+                continue;
+            };
+            let t = Target {
+                version: def.storage_version().to_string(),
+                def,
+                namespace: Some(ns).filter(|s| !s.is_empty()),
+            };
+            let Some(obj) = self.get_raw(&t, &name) else {
+                continue;
+            };
+            let live_owner = obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .any(|u| u != uid && self.uid_exists(u));
+            if !live_owner {
+                let _ = self.delete(&t, &name, &DeleteOpts::default());
+            }
+        }
+    }
+
+    fn uid_exists(&self, uid: &str) -> bool {
+        self.buckets.values().any(|b| {
+            b.objects
+                .values()
+                .any(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid))
+        })
+    }
+
+    // ---- admission -----------------------------------------------------------
+
+    /// Kind-specific defaulting that the real registry strategies do.
+    fn prepare_builtin(&self, t: &Target, obj: &mut Value) -> ApiResult<()> {
+        match t.def.key().as_str() {
+            "/secrets" => {
+                if let Some(Value::Object(sd)) =
+                    obj.as_object_mut().and_then(|o| o.remove("stringData"))
+                {
+                    if !obj.get("data").is_some_and(Value::is_object) {
+                        obj["data"] = json!({});
+                    }
+                    for (k, v) in sd {
+                        let s = v.as_str().unwrap_or_default();
+                        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
+                    }
+                }
+                if obj
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
+                    obj["type"] = json!("Opaque");
+                }
+            }
+            "/namespaces" => {
+                let name = name_of(obj).to_string();
+                let m = meta_mut(obj);
+                if !m.get("labels").is_some_and(Value::is_object) {
+                    m.insert("labels".into(), json!({}));
+                }
+                m["labels"]["kubernetes.io/metadata.name"] = json!(name);
+                if obj.pointer("/spec/finalizers").is_none() {
+                    obj["spec"] = json!({"finalizers": ["kubernetes"]});
+                }
+            }
+            "apiextensions.k8s.io/customresourcedefinitions" => match resources::from_crd(obj) {
+                Ok(def) => {
+                    obj["status"] = crd_status(obj, &def);
+                }
+                Err(errs) => {
+                    let causes = errs
+                        .into_iter()
+                        .map(|(field, message)| Cause {
+                            reason: "FieldValueInvalid".into(),
+                            message,
+                            field,
+                        })
+                        .collect();
+                    return Err(ApiError::invalid(
+                        &t.def.group,
+                        &t.def.kind,
+                        name_of(obj),
+                        causes,
+                    ));
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Prune, default and validate a custom object; returns Warning texts.
+    fn admit(
+        &self,
+        t: &Target,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOpts,
+    ) -> ApiResult<Vec<String>> {
+        let name = name_of(obj).to_string();
+        let mut causes = name_causes(&t.def, &name);
+        let mut warnings = Vec::new();
+        self.prepare_builtin(t, obj)?;
+        let vdef = t.def.version(&t.version);
+        if let Some(s) = vdef.and_then(|v| v.schema.as_ref()) {
+            let mut unknown = Vec::new();
+            schema::prune(s, obj, "", true, &mut unknown);
+            if !unknown.is_empty() {
+                match opts.field_validation {
+                    FieldValidation::Strict => {
+                        let list: Vec<String> = unknown
+                            .iter()
+                            .map(|u| format!("unknown field \"{u}\""))
+                            .collect();
+                        return Err(ApiError::bad_request(format!(
+                            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                            t.def.kind,
+                            t.version,
+                            t.def.kind,
+                            list.join(", ")
+                        )));
+                    }
+                    FieldValidation::Warn => {
+                        warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\"")));
+                    }
+                    FieldValidation::Ignore => {}
+                }
+            }
+            *obj = schema::default(s, obj);
+            schema::validate(s, obj, "", &mut causes);
+            if let Some(compiled) = vdef.and_then(|v| v.cel.as_ref()) {
+                let old_defaulted = old.map(|o| schema::default(s, o));
+                causes.extend(schema::validate_cel(
+                    &self.validator,
+                    compiled,
+                    obj,
+                    old_defaulted.as_ref(),
+                ));
+            }
+        }
+        if let Some(old) = old {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                let before = finalizers(old);
+                let added: Vec<String> = finalizers(obj)
+                    .into_iter()
+                    .filter(|f| !before.contains(f))
+                    .collect();
+                if !added.is_empty() {
+                    causes.push(Cause {
+                        reason: "FieldValueForbidden".into(),
+                        message: format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
+                        ),
+                        field: "metadata.finalizers".into(),
+                    });
+                }
+            }
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&t.def.group, &t.def.kind, &name, causes));
+        }
+        Ok(warnings)
+    }
+
+    fn check_namespace(&self, t: &Target) -> ApiResult<()> {
+        let Some(ns) = t.namespace.as_deref() else {
+            return Ok(());
+        };
+        let Some(nst) = self.target("", "namespaces", None) else {
+            return Ok(());
+        };
+        match self.get_raw(&nst, ns) {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", crate::errors::qualified(&t.def.group, &t.def.plural), "")
+                    .replace(" \"\" is", " is"),
+            )
+            .with_details(json!({"group": t.def.group, "kind": t.def.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    // ---- verbs ---------------------------------------------------------------
+
+    pub fn create(&mut self, t: &Target, mut body: Value, opts: &WriteOpts) -> ApiResult<Written> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "Object 'Kind' is missing in the request body",
+            ));
+        }
+        if t.def.namespaced && t.namespace.is_none() {
+            return Err(ApiError::method_not_allowed());
+        }
+        body["apiVersion"] = json!(t.def.api_version(&t.version));
+        body["kind"] = json!(t.def.kind);
+        normalize_meta(&mut body);
+        if let Some(ns) = &t.namespace {
+            let body_ns = namespace_of(&body);
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            meta_mut(&mut body).insert("namespace".into(), json!(ns));
+        } else {
+            meta_mut(&mut body).remove("namespace");
+        }
+        if !meta_str(&body, "resourceVersion").is_empty() {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        self.check_namespace(t)?;
+        if name_of(&body).is_empty() {
+            let prefix = meta_str(&body, "generateName").to_string();
+            if prefix.is_empty() {
+                return Err(ApiError::invalid(
+                    &t.def.group,
+                    &t.def.kind,
+                    "",
+                    vec![Cause {
+                        reason: "FieldValueRequired".into(),
+                        message: "Required value: name or generateName is required".into(),
+                        field: "metadata.name".into(),
+                    }],
+                ));
+            }
+            let mut name = format!("{prefix}{}", random_suffix());
+            while self.get_raw(t, &name).is_some() {
+                name = format!("{prefix}{}", random_suffix());
+            }
+            meta_mut(&mut body).insert("name".into(), json!(name));
+        }
+        {
+            let m = meta_mut(&mut body);
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(now()));
+            for k in [
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                m.remove(k);
+            }
+        }
+        if t.def.tracks_generation() {
+            meta_mut(&mut body).insert("generation".into(), json!(1));
+        }
+        if t.def.has_status(&t.version) && t.def.custom {
+            if let Some(o) = body.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        if t.def.plural == "namespaces" {
+            body["status"] = json!({"phase": "Active"});
+        }
+        let warnings = self.admit(t, &mut body, None, opts)?;
+        let name = name_of(&body).to_string();
+        if self.get_raw(t, &name).is_some() {
+            return Err(ApiError::already_exists(&t.def.group, &t.def.plural, &name));
+        }
+        let obj = if opts.dry_run {
+            body
+        } else {
+            self.commit_put(t, body, None)
+        };
+        Ok(Written {
+            obj: self.present(t, &obj),
+            warnings,
+        })
+    }
+
+    /// Builds the object an update would store: status-subresource rules and
+    /// immutable metadata.
+    fn compose(&self, t: &Target, old: &Value, body: Value, sub: Option<&str>) -> Value {
+        let status_sub = t.def.has_status(&t.version);
+        let mut new = if sub == Some("status") {
+            let mut n = old.clone();
+            match body.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    if let Some(o) = n.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            n
+        } else {
+            let mut n = body;
+            if status_sub {
+                match old.get("status") {
+                    Some(s) => n["status"] = s.clone(),
+                    None => {
+                        if let Some(o) = n.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            n
+        };
+        new["apiVersion"] = old["apiVersion"].clone();
+        new["kind"] = old["kind"].clone();
+        normalize_meta(&mut new);
+        let old_meta = old
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let m = meta_mut(&mut new);
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "resourceVersion",
+            "generateName",
+        ] {
+            match old_meta.get(k) {
+                Some(v) => m.insert(k.into(), v.clone()),
+                None => m.remove(k),
+            };
+        }
+        new
+    }
+
+    /// Validation, generation, no-op detection, finalizer-driven removal.
+    fn finish_update(
+        &mut self,
+        t: &Target,
+        old: Arc<Value>,
+        mut new: Value,
+        opts: &WriteOpts,
+    ) -> ApiResult<Written> {
+        let warnings = self.admit(t, &mut new, Some(&old), opts)?;
+        if t.def.tracks_generation() {
+            let status_sub = t.def.has_status(&t.version);
+            if spec_part(&old, status_sub) != spec_part(&new, status_sub) {
+                let g = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+            }
+        }
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        if without_rv(&new) == without_rv(&old) && !(deleting && finalizers(&new).is_empty()) {
+            return Ok(Written {
+                obj: self.present(t, &old),
+                warnings,
+            });
+        }
+        if opts.dry_run {
+            return Ok(Written {
+                obj: self.present(t, &new),
+                warnings,
+            });
+        }
+        let stored = if deleting && finalizers(&new).is_empty() && t.def.plural != "namespaces" {
+            self.commit_remove(t, new)
+        } else {
+            self.commit_put(t, new, Some(old))
+        };
+        Ok(Written {
+            obj: self.present(t, &stored),
+            warnings,
+        })
+    }
+
+    pub fn update(
+        &mut self,
+        t: &Target,
+        name: &str,
+        body: Value,
+        sub: Option<&str>,
+        opts: &WriteOpts,
+    ) -> ApiResult<Written> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "Object 'Kind' is missing in the request body",
+            ));
+        }
+        let body_name = name_of(&body);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let old = self
+            .get_raw(t, name)
+            .ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?;
+        let rv = meta_str(&body, "resourceVersion");
+        if rv.is_empty() {
+            if t.def.custom {
+                return Err(ApiError::invalid(
+                    &t.def.group,
+                    &t.def.kind,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid".into(),
+                        message: "Invalid value: 0x0: must be specified for an update".into(),
+                        field: "metadata.resourceVersion".into(),
+                    }],
+                ));
+            }
+        } else if rv != meta_str(&old, "resourceVersion") {
+            return Err(ApiError::modified(&t.def.group, &t.def.plural, name));
+        }
+        let new = self.compose(t, &old, body, sub);
+        self.finish_update(t, old, new, opts)
+    }
+
+    pub fn patch(
+        &mut self,
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+        opts: &WriteOpts,
+    ) -> ApiResult<Written> {
+        let parse_json = || -> ApiResult<Value> {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+        };
+        let is_apply = content_type == "application/apply-patch+yaml";
+        let old = self.get_raw(t, name);
+        if is_apply {
+            let manager = opts
+                .field_manager
+                .clone()
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| {
+                    ApiError::bad_request("PATCH /: fieldManager is required for apply requests")
+                })?;
+            let text =
+                std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let cfg: Value = serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            if !cfg.is_object() {
+                return Err(ApiError::bad_request(
+                    "apply configuration must be an object",
+                ));
+            }
+            let cfg_name = name_of(&cfg);
+            if !cfg_name.is_empty() && cfg_name != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({cfg_name}) does not match the name on the URL ({name})"
+                )));
+            }
+            let status_sub = t.def.has_status(&t.version);
+            let scoped = match (sub, status_sub) {
+                (Some("status"), _) => {
+                    json!({"status": cfg.get("status").cloned().unwrap_or(json!({}))})
+                }
+                (_, true) => {
+                    let mut c = cfg.clone();
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove("status");
+                    }
+                    c
+                }
+                _ => cfg.clone(),
+            };
+            let slot = format!("{manager}|{}", sub.unwrap_or(""));
+            let okey = Self::ns_key(t, name);
+            let written = match old {
+                None if sub.is_some() => {
+                    return Err(ApiError::not_found(&t.def.group, &t.def.plural, name));
+                }
+                None => {
+                    let mut body = scoped.clone();
+                    meta_mut(&mut body).insert("name".into(), json!(name));
+                    self.create(t, body, opts)?
+                }
+                Some(old) => {
+                    let schema = t.def.version(&t.version).and_then(|v| v.schema.clone());
+                    let mut patched = (*old).clone();
+                    patch::apply(&mut patched, &scoped, schema.as_ref(), "");
+                    let prev = self
+                        .buckets
+                        .get(&t.def.key())
+                        .and_then(|b| b.applied.get(&okey))
+                        .and_then(|m| m.get(&slot))
+                        .cloned();
+                    if let Some(prev) = prev {
+                        patch::remove_unapplied(&mut patched, &prev, &scoped, schema.as_ref(), "");
+                    }
+                    self.check_patched_rv(t, name, &old, &patched)?;
+                    meta_mut(&mut patched).insert(
+                        "resourceVersion".into(),
+                        old["metadata"]["resourceVersion"].clone(),
+                    );
+                    let new = self.compose(t, &old, patched, sub);
+                    self.finish_update(t, old, new, opts)?
+                }
+            };
+            if !opts.dry_run {
+                if let Some(b) = self.buckets.get_mut(&t.def.key()) {
+                    if b.objects.contains_key(&okey) {
+                        b.applied.entry(okey).or_default().insert(slot, scoped);
+                    }
+                }
+            }
+            return Ok(written);
+        }
+        let old = old.ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?;
+        let mut patched = self.present(t, &old);
+        match content_type {
+            "application/merge-patch+json" => patch::merge(&mut patched, &parse_json()?),
+            "application/json-patch+json" => patch::json_patch(&mut patched, &parse_json()?)?,
+            "application/strategic-merge-patch+json" if !t.def.custom => {
+                patch::strategic(&mut patched, &parse_json()?, "")
+            }
+            other => {
+                let mut accepted = vec![
+                    "application/json-patch+json",
+                    "application/merge-patch+json",
+                    "application/apply-patch+yaml",
+                ];
+                if !t.def.custom {
+                    accepted.insert(2, "application/strategic-merge-patch+json");
+                }
+                return Err(ApiError::unsupported_media_type(other, &accepted));
+            }
+        }
+        self.check_patched_rv(t, name, &old, &patched)?;
+        meta_mut(&mut patched).insert(
+            "resourceVersion".into(),
+            old["metadata"]["resourceVersion"].clone(),
+        );
+        let new = self.compose(t, &old, patched, sub);
+        self.finish_update(t, old, new, opts)
+    }
+
+    /// A resourceVersion carried in a patch is a precondition, as on the real server.
+    fn check_patched_rv(
+        &self,
+        t: &Target,
+        name: &str,
+        old: &Value,
+        patched: &Value,
+    ) -> ApiResult<()> {
+        let want = meta_str(patched, "resourceVersion");
+        if !want.is_empty() && want != meta_str(old, "resourceVersion") {
+            return Err(ApiError::modified(&t.def.group, &t.def.plural, name));
+        }
+        Ok(())
+    }
+
+    /// DELETE: finalizers turn it into setting deletionTimestamp.
+    pub fn delete(&mut self, t: &Target, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+        let old = self
+            .get_raw(t, name)
+            .ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?;
+        if let Some(uid) = &opts.uid {
+            let actual = meta_str(&old, "uid");
+            if uid != actual {
+                return Err(ApiError::conflict(
+                    &t.def.group,
+                    &t.def.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = &opts.resource_version {
+            let actual = meta_str(&old, "resourceVersion");
+            if rv != actual {
+                return Err(ApiError::conflict(
+                    &t.def.group,
+                    &t.def.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+        let is_ns = t.def.key() == "/namespaces";
+        if is_ns && matches!(name, "default" | "kube-system" | "kube-public") {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+            .with_details(json!({"name": name, "kind": "namespaces"})));
+        }
+        if is_ns || !finalizers(&old).is_empty() {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(self.present(t, &old));
+            }
+            let mut new = (*old).clone();
+            {
+                let m = meta_mut(&mut new);
+                m.insert("deletionTimestamp".into(), json!(now()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            }
+            if t.def.tracks_generation() {
+                let g = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+            }
+            if is_ns {
+                new["status"] = json!({"phase": "Terminating"});
+            }
+            if opts.dry_run {
+                return Ok(self.present(t, &new));
+            }
+            let stored = self.commit_put(t, new, Some(old));
+            return Ok(self.present(t, &stored));
+        }
+        if opts.dry_run {
+            return Ok(self.present(t, &old));
+        }
+        let removed = self.commit_remove(t, (*old).clone());
+        if t.def.custom {
+            Ok(self.present(t, &removed))
+        } else {
+            Ok(json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "group": t.def.group, "kind": t.def.plural, "uid": meta_str(&removed, "uid")}
+            }))
+        }
+    }
+
+    pub fn delete_collection(
+        &mut self,
+        t: &Target,
+        sel: &Selectors,
+        opts: &DeleteOpts,
+    ) -> ApiResult<Value> {
+        let names: Vec<(String, String)> = self
+            .snapshot(t, sel)
+            .iter()
+            .map(|o| (namespace_of(o).to_string(), name_of(o).to_string()))
+            .collect();
+        let mut items = Vec::new();
+        for (ns, name) in names {
+            let mut t = t.clone();
+            t.namespace = Some(ns).filter(|s| !s.is_empty());
+            if let Ok(v) = self.delete(&t, &name, opts) {
+                if v.get("kind").and_then(Value::as_str) != Some("Status") {
+                    items.push(v);
+                }
+            }
+        }
+        Ok(json!({
+            "kind": t.def.list_kind,
+            "apiVersion": t.def.api_version(&t.version),
+            "metadata": {"resourceVersion": self.rv.to_string()},
+            "items": items,
+        }))
+    }
+
+    /// One pass of the namespace lifecycle controller: empty terminating
+    /// namespaces, then remove them once nothing is left.
+    pub fn finalize_namespaces(&mut self) {
+        let Some(nst) = self.target("", "namespaces", None) else {
+            return;
+        };
+        let terminating: Vec<Value> = self
+            .buckets
+            .get("/namespaces")
+            .map(|b| {
+                b.objects
+                    .values()
+                    .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
+                    .map(|n| (**n).clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ns in terminating {
+            let nsname = name_of(&ns).to_string();
+            let mut remaining = 0;
+            let defs: Vec<Arc<ResourceDef>> = self
+                .defs
+                .values()
+                .filter(|d| d.namespaced)
+                .cloned()
+                .collect();
+            for def in defs {
+                let t = Target {
+                    version: def.storage_version().to_string(),
+                    def,
+                    namespace: Some(nsname.clone()),
+                };
+                for o in self.snapshot(&t, &Selectors::default()) {
+                    remaining += 1;
+                    if o.pointer("/metadata/deletionTimestamp").is_none() {
+                        let _ = self.delete(&t, name_of(&o), &DeleteOpts::default());
+                    }
+                }
+            }
+            if remaining == 0 {
+                self.commit_remove(&nst, ns);
+            }
+        }
+    }
+}
+
+fn encode_continue(rv: u64, key: &ObjKey) -> String {
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": [key.0, key.1]}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> ApiResult<(u64, ObjKey)> {
+    let bad = || ApiError::bad_request(format!("invalid continue token: {token}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rv = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
+    let ns = v
+        .pointer("/start/0")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?;
+    let name = v
+        .pointer("/start/1")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?;
+    Ok((rv, (ns.to_string(), name.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_token_round_trips() {
+        let key = ("ns".to_string(), "a".to_string());
+        let (rv, k) = decode_continue(&encode_continue(42, &key)).unwrap();
+        assert_eq!((rv, k), (42, key));
+        assert!(decode_continue("!!").is_err());
+    }
+
+    #[test]
+    fn names_are_checked_as_dns_subdomains() {
+        assert!(dns1123_subdomain("a.b-c"));
+        assert!(!dns1123_subdomain("A"));
+        assert!(!dns1123_subdomain("-a"));
+        assert!(!dns1123_label("a.b"));
+    }
+}
