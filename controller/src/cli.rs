@@ -1,0 +1,129 @@
+//! Command-line interface: every flag also reads an environment variable.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::core::api::DeletionPolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kaws",
+    version,
+    about = "Kubernetes controller for AWS resources"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller.
+    Run(Box<RunArgs>),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds(CrdsArgs),
+}
+
+/// The kinds kaws can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum KindName {
+    Bucket,
+}
+
+impl KindName {
+    pub fn all() -> Vec<KindName> {
+        KindName::value_variants().to_vec()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeletionPolicyArg {
+    Delete,
+    Retain,
+}
+
+impl From<DeletionPolicyArg> for DeletionPolicy {
+    fn from(p: DeletionPolicyArg) -> Self {
+        match p {
+            DeletionPolicyArg::Delete => DeletionPolicy::Delete,
+            DeletionPolicyArg::Retain => DeletionPolicy::Retain,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Kubeconfig file; absent: in-cluster config, then $KUBECONFIG, then ~/.kube/config.
+    #[arg(long, env = "KAWS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Default AWS region for objects that name none; absent: the SDK's chain (AWS_REGION,
+    /// profile, IMDS).
+    #[arg(long, env = "KAWS_AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// Custom AWS endpoint (AWS-compatible services, VPC endpoints, moto in tests).
+    #[arg(long, env = "KAWS_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Kinds to run, comma-separated. Default: all.
+    #[arg(long, env = "KAWS_KINDS", value_delimiter = ',', value_enum)]
+    pub kinds: Vec<KindName>,
+
+    /// Namespaces to watch, comma-separated. Empty: all namespaces.
+    #[arg(long, env = "KAWS_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// How often each object is checked for drift (jittered by ±10%). Per-object override:
+    /// the annotation kaws.io/resync-period.
+    #[arg(long, env = "KAWS_RESYNC_PERIOD", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub resync_period: Duration,
+
+    /// Deletion policy for objects that set none.
+    #[arg(
+        long,
+        env = "KAWS_DEFAULT_DELETION_POLICY",
+        value_enum,
+        default_value = "delete"
+    )]
+    pub default_deletion_policy: DeletionPolicyArg,
+
+    /// Cluster identity written into the kaws.io/owner tag. Default: the UID of the
+    /// kube-system namespace.
+    #[arg(long, env = "KAWS_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
+    /// Objects of one kind reconciled at the same time.
+    #[arg(long, env = "KAWS_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+
+    /// Log format.
+    #[arg(long, env = "KAWS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "KAWS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Instance name reported on Events (e.g. the pod name).
+    #[arg(long, env = "KAWS_INSTANCE")]
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CrdsArgs {
+    /// Kinds to print, comma-separated. Default: all.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub kinds: Vec<KindName>,
+    /// Write one `<crd-name>.yaml` file per CRD into this directory instead of printing.
+    #[arg(long)]
+    pub out_dir: Option<std::path::PathBuf>,
+}

@@ -1,0 +1,642 @@
+//! The reconcile pipeline every kind runs: finalizer → paused? → validate → observe → ownership
+//! → diff → act → status. Kinds plug in through [`ManagedObject`] (their CRD type) and
+//! [`External`] (their AWS calls); everything else lives here once.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Debug,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use k8s_openapi::{NamespaceResourceScope, jiff::Timestamp};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        finalizer::{self, Event as FinalizerEvent},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use super::{
+    api::{CommonSpec, CommonStatus, DeletionPolicy, ManagementPolicy},
+    backoff::{Backoffs, jittered},
+    conditions::{ConditionState, is_true, set_condition},
+    error::{Error, Result},
+    events::Events,
+    names::{FIELD_MANAGER, FINALIZER, annotations, conditions, reasons},
+    ownership::{self, Owner, Ownership},
+};
+use crate::metrics::SharedMetrics;
+
+/// What the shared machinery needs from a kind's CRD type.
+pub trait ManagedObject:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: Clone + Default + Debug + Serialize + DeserializeOwned + Send + Sync;
+
+    /// The kind's name in metrics, logs and Events.
+    const KIND: &'static str;
+
+    fn common_spec(&self) -> &CommonSpec;
+    fn status(&self) -> Option<&Self::Status>;
+    fn common_status(status: &Self::Status) -> &CommonStatus;
+    fn common_status_mut(status: &mut Self::Status) -> &mut CommonStatus;
+}
+
+/// A change the diff found; `field` names it in Events (`DriftCorrected: versioning, tags`).
+pub trait Change: Debug + Send + Sync {
+    fn field(&self) -> &'static str;
+}
+
+/// Where an AWS resource lives and who owns it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub region: String,
+    pub owner: Owner,
+}
+
+/// Whether AWS says the resource can take the next change now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    /// Not usable yet (creating, modifying…): no write call now; poll again soon.
+    Busy {
+        reason: String,
+        message: String,
+    },
+}
+
+/// Result of a delete call that never blocks on AWS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteProgress {
+    Gone,
+    InProgress,
+}
+
+/// A kind's AWS side, shaped like crossplane's ExternalClient. `create`, `update` and `delete`
+/// are idempotent and start operations without waiting for AWS to finish them.
+#[async_trait]
+pub trait External<K: ManagedObject>: Send + Sync + 'static {
+    type Observed: Send + Sync;
+    type Change: Change;
+
+    /// How Events and messages name the AWS resource, e.g. `S3 bucket "logs"`.
+    fn describe(&self, obj: &K) -> String;
+    /// Pure checks of the spec; the message goes into the `Synced` condition.
+    fn validate(&self, obj: &K) -> std::result::Result<(), String>;
+    /// Reads the AWS resource; `Ok(None)` when it does not exist.
+    async fn observe(&self, obj: &K, target: &Target) -> Result<Option<Self::Observed>>;
+    /// Tags of the observed resource, for the ownership check.
+    fn observed_tags<'a>(&self, observed: &'a Self::Observed) -> &'a BTreeMap<String, String>;
+    fn availability(&self, observed: &Self::Observed) -> Availability;
+    /// Pure: the changes that make `observed` match the spec (tags included).
+    fn diff(
+        &self,
+        obj: &K,
+        observed: &Self::Observed,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<Self::Change>;
+    /// Creates the resource with `tags`; records its identity in `status`.
+    async fn create(
+        &self,
+        obj: &K,
+        target: &Target,
+        tags: &BTreeMap<String, String>,
+        status: &mut K::Status,
+    ) -> Result<()>;
+    async fn update(
+        &self,
+        obj: &K,
+        target: &Target,
+        observed: &Self::Observed,
+        changes: &[Self::Change],
+    ) -> Result<()>;
+    /// Checks that may block deletion (e.g. deletion protection), then deletes.
+    async fn delete(
+        &self,
+        obj: &K,
+        target: &Target,
+        observed: &Self::Observed,
+    ) -> Result<DeleteProgress>;
+    /// Pure: copies what users need from the observed resource into status.
+    fn fill_status(
+        &self,
+        obj: &K,
+        target: &Target,
+        observed: &Self::Observed,
+        status: &mut K::Status,
+    );
+}
+
+/// Controller-wide settings and clients shared by every kind.
+pub struct Shared {
+    pub client: Client,
+    pub cluster_id: String,
+    pub default_region: String,
+    pub default_deletion_policy: DeletionPolicy,
+    pub resync_period: Duration,
+    pub metrics: SharedMetrics,
+    pub events: Events,
+    pub backoffs: Backoffs,
+}
+
+/// Everything one kind's reconciler needs.
+pub struct Context<E> {
+    pub shared: Arc<Shared>,
+    pub external: E,
+}
+
+/// How often to look again while AWS is busy with a change.
+const POLL_BUSY: Duration = Duration::from_secs(5);
+/// How soon to confirm a change just made.
+const POLL_AFTER_WRITE: Duration = Duration::from_secs(1);
+
+/// What the apply path decided, before it becomes conditions.
+struct Progress {
+    ready: ConditionState,
+    synced: ConditionState,
+    requeue: Option<Duration>,
+}
+
+fn object_key<K: ManagedObject>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Changes to anything but status: the only changes that need a reconcile. Status writes by
+/// kaws itself are filtered out, which is what keeps terminal errors from looping.
+pub fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
+    let meta = obj.meta();
+    let mut h = DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// The reconcile entry point for kube-runtime's `Controller`.
+pub async fn reconcile<K, E>(obj: Arc<K>, ctx: Arc<Context<E>>) -> Result<Action>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let started = Instant::now();
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.shared.client.clone(), &ns);
+    let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply(o.as_ref(), &ctx, &api).await,
+            FinalizerEvent::Cleanup(o) => cleanup(o.as_ref(), &ctx, &api).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::InvalidSpec(other.to_string()),
+    });
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(Error::StillDeleting(_)) => "deleting",
+        Err(_) => "error",
+    };
+    ctx.shared
+        .metrics
+        .reconciled(K::KIND, outcome, started.elapsed());
+    result
+}
+
+/// What to do after an error that escaped `reconcile`.
+pub fn error_policy<K, E>(obj: Arc<K>, err: &Error, ctx: Arc<Context<E>>) -> Action
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let key = object_key(obj.as_ref());
+    if err.is_terminal() {
+        return Action::await_change();
+    }
+    if let Some(fixed) = err.fixed_retry() {
+        return Action::requeue(fixed);
+    }
+    let delay = ctx.shared.backoffs.next_delay(&key);
+    tracing::debug!(kind = K::KIND, object = %key, ?delay, error = %err, "retrying");
+    Action::requeue(delay)
+}
+
+fn annotation<'a, K: Resource>(obj: &'a K, name: &str) -> Option<&'a String> {
+    obj.meta().annotations.as_ref().and_then(|a| a.get(name))
+}
+
+fn is_paused<K: Resource>(obj: &K) -> bool {
+    annotation(obj, annotations::PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn resync_period<K: ManagedObject>(obj: &K, default: Duration) -> Duration {
+    annotation(obj, annotations::RESYNC_PERIOD)
+        .and_then(|v| humantime::parse_duration(v).ok())
+        .filter(|d| *d >= Duration::from_secs(1))
+        .unwrap_or(default)
+}
+
+fn target<K: ManagedObject>(obj: &K, shared: &Shared) -> Target {
+    let meta = obj.meta();
+    Target {
+        region: obj
+            .common_spec()
+            .region
+            .clone()
+            .unwrap_or_else(|| shared.default_region.clone()),
+        owner: Owner::new(
+            &shared.cluster_id,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.uid.as_deref().unwrap_or_default(),
+        ),
+    }
+}
+
+fn starting_status<K: ManagedObject>(obj: &K) -> K::Status {
+    let mut status = obj.status().cloned().unwrap_or_default();
+    if let Some(token) = annotation(obj, annotations::RECONCILE_REQUESTED_AT) {
+        K::common_status_mut(&mut status).last_handled_reconcile_at = Some(token.clone());
+    }
+    status
+}
+
+/// Writes status by server-side apply on `/status`, from the typed struct.
+async fn write_status<K: ManagedObject>(api: &Api<K>, obj: &K, status: &K::Status) -> Result<()> {
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+fn set_conditions<K: ManagedObject>(
+    obj: &K,
+    status: &mut K::Status,
+    ready: Option<&ConditionState>,
+    synced: &ConditionState,
+) {
+    let generation = obj.meta().generation;
+    let now = Timestamp::now();
+    let common = K::common_status_mut(status);
+    if let Some(ready) = ready {
+        set_condition(
+            &mut common.conditions,
+            conditions::READY,
+            ready,
+            generation,
+            now,
+        );
+    }
+    set_condition(
+        &mut common.conditions,
+        conditions::SYNCED,
+        synced,
+        generation,
+        now,
+    );
+    common.observed_generation = generation;
+}
+
+async fn apply<K, E>(obj: &K, ctx: &Context<E>, api: &Api<K>) -> Result<Action>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let shared = &ctx.shared;
+    let key = object_key(obj);
+    let mut status = starting_status(obj);
+
+    if is_paused(obj) {
+        let paused = ConditionState::no(
+            reasons::PAUSED,
+            format!(
+                "reconciliation is paused by the annotation {}",
+                annotations::PAUSED
+            ),
+        );
+        set_conditions(obj, &mut status, None, &paused);
+        write_status(api, obj, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let previous = obj.status().cloned();
+    let result = apply_inner(obj, ctx, &mut status, previous.as_ref()).await;
+    let action = match result {
+        Ok(progress) => {
+            shared.backoffs.reset(&key);
+            set_conditions(obj, &mut status, Some(&progress.ready), &progress.synced);
+            Action::requeue(
+                progress
+                    .requeue
+                    .unwrap_or_else(|| jittered(resync_period(obj, shared.resync_period))),
+            )
+        }
+        Err(err) => {
+            let category = err.category();
+            shared.metrics.error(K::KIND, category);
+            tracing::warn!(kind = K::KIND, object = %key, category, error = %err, "reconcile failed");
+            let synced = ConditionState::no(category, err.to_string());
+            let common = K::common_status(&status);
+            let had_ready = common
+                .conditions
+                .iter()
+                .any(|c| c.type_ == conditions::READY);
+            // Terminal errors mean the resource is not what the spec asks for; a transient error
+            // says nothing about the resource, so an existing Ready condition is kept.
+            let ready = (err.is_terminal() || !had_ready)
+                .then(|| ConditionState::no(category, err.to_string()));
+            let changed = !common.conditions.iter().any(|c| {
+                c.type_ == conditions::SYNCED && c.reason == category && c.message == synced.message
+            });
+            set_conditions(obj, &mut status, ready.as_ref(), &synced);
+            if changed || !err.is_terminal() {
+                shared.events.warning(obj, category, err.to_string()).await;
+            }
+            if err.is_terminal() {
+                Action::await_change()
+            } else if let Some(fixed) = err.fixed_retry() {
+                Action::requeue(fixed)
+            } else {
+                Action::requeue(shared.backoffs.next_delay(&key))
+            }
+        }
+    };
+    write_status(api, obj, &status).await?;
+    shared.metrics.object_ready(
+        K::KIND,
+        &key,
+        Some(is_true(
+            &K::common_status(&status).conditions,
+            conditions::READY,
+        )),
+    );
+    Ok(action)
+}
+
+async fn apply_inner<K, E>(
+    obj: &K,
+    ctx: &Context<E>,
+    status: &mut K::Status,
+    previous: Option<&K::Status>,
+) -> Result<Progress>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let shared = &ctx.shared;
+    let external = &ctx.external;
+    external.validate(obj).map_err(Error::InvalidSpec)?;
+    let target = target(obj, shared);
+    let what = external.describe(obj);
+    let observed = external.observe(obj, &target).await?;
+    let observe_only = obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly;
+
+    let Some(observed) = observed else {
+        if observe_only {
+            return Ok(Progress {
+                ready: ConditionState::no(reasons::NOT_FOUND, format!("{what} does not exist")),
+                synced: ConditionState::yes(
+                    reasons::OBSERVED,
+                    "managementPolicy is ObserveOnly: kaws reads but never creates",
+                ),
+                requeue: None,
+            });
+        }
+        let tags = target.owner.desired_tags(&obj.common_spec().tags);
+        external.create(obj, &target, &tags, status).await?;
+        K::common_status_mut(status).region = Some(target.region.clone());
+        shared
+            .events
+            .normal(obj, reasons::CREATED, format!("created {what}"))
+            .await;
+        return Ok(Progress {
+            ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
+            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "created"),
+            requeue: Some(POLL_AFTER_WRITE),
+        });
+    };
+
+    external.fill_status(obj, &target, &observed, status);
+    K::common_status_mut(status).region = Some(target.region.clone());
+    let availability = external.availability(&observed);
+    if observe_only {
+        let ready = match availability {
+            Availability::Available => {
+                ConditionState::yes(reasons::AVAILABLE, format!("{what} is available"))
+            }
+            Availability::Busy { reason, message } => ConditionState::no(&reason, message),
+        };
+        return Ok(Progress {
+            ready,
+            synced: ConditionState::yes(
+                reasons::OBSERVED,
+                "managementPolicy is ObserveOnly: status shows AWS, nothing is changed",
+            ),
+            requeue: None,
+        });
+    }
+
+    let ownership = ownership::check(
+        &what,
+        &target.owner,
+        external.observed_tags(&observed),
+        obj.annotations(),
+    )?;
+    if ownership == Ownership::Adopt {
+        shared
+            .events
+            .normal(obj, reasons::ADOPTED, format!("adopted existing {what}"))
+            .await;
+    }
+
+    if let Availability::Busy { reason, message } = availability {
+        return Ok(Progress {
+            ready: ConditionState::no(&reason, message),
+            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "waiting for AWS"),
+            requeue: Some(POLL_BUSY),
+        });
+    }
+
+    let tags = target.owner.desired_tags(&obj.common_spec().tags);
+    let changes = external.diff(obj, &observed, &tags);
+    if changes.is_empty() {
+        return Ok(Progress {
+            ready: ConditionState::yes(
+                reasons::AVAILABLE,
+                format!("{what} is available and matches the spec"),
+            ),
+            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "AWS matches the spec"),
+            requeue: None,
+        });
+    }
+
+    external.update(obj, &target, &observed, &changes).await?;
+    let fields = changed_fields(&changes);
+    // The spec this status describes was already applied once: what differs now was changed
+    // outside Kubernetes.
+    let drift = ownership == Ownership::Ours
+        && previous.is_some_and(|p| {
+            let c = K::common_status(p);
+            c.observed_generation == obj.meta().generation
+                && is_true(&c.conditions, conditions::SYNCED)
+        });
+    let (reason, note) = if drift {
+        (
+            reasons::DRIFT_CORRECTED,
+            format!("corrected drift of {what}: {fields}"),
+        )
+    } else {
+        (reasons::UPDATED, format!("updated {what}: {fields}"))
+    };
+    shared.events.normal(obj, reason, note).await;
+    Ok(Progress {
+        ready: ConditionState::no(
+            reasons::UPDATING,
+            format!("{what} is being updated: {fields}"),
+        ),
+        synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, format!("applied {fields}")),
+        requeue: Some(POLL_AFTER_WRITE),
+    })
+}
+
+fn changed_fields<C: Change>(changes: &[C]) -> String {
+    let mut fields: Vec<&str> = changes.iter().map(Change::field).collect();
+    fields.dedup();
+    fields.join(", ")
+}
+
+async fn cleanup<K, E>(obj: &K, ctx: &Context<E>, api: &Api<K>) -> Result<Action>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let shared = &ctx.shared;
+    let key = object_key(obj);
+    let mut status = starting_status(obj);
+    let what = ctx.external.describe(obj);
+
+    if is_paused(obj) {
+        let paused = ConditionState::no(
+            reasons::PAUSED,
+            format!(
+                "deletion of {what} is paused by the annotation {}; the finalizer stays",
+                annotations::PAUSED
+            ),
+        );
+        set_conditions(obj, &mut status, None, &paused);
+        write_status(api, obj, &status).await?;
+        return Err(Error::Paused);
+    }
+
+    let policy = obj
+        .common_spec()
+        .deletion_policy
+        .unwrap_or(shared.default_deletion_policy);
+    let observe_only = obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly;
+    if policy == DeletionPolicy::Retain || observe_only {
+        let why = if observe_only {
+            "managementPolicy is ObserveOnly"
+        } else {
+            "deletionPolicy is Retain"
+        };
+        shared
+            .events
+            .normal(obj, reasons::RETAINED, format!("left {what} in AWS: {why}"))
+            .await;
+        shared.metrics.object_ready(K::KIND, &key, None);
+        return Ok(Action::await_change());
+    }
+
+    match cleanup_inner(obj, ctx, &what).await {
+        Ok(()) => {
+            shared.backoffs.reset(&key);
+            shared.metrics.object_ready(K::KIND, &key, None);
+            Ok(Action::await_change())
+        }
+        Err(err) => {
+            let category = err.category();
+            let state = ConditionState::no(category, err.to_string());
+            if matches!(err, Error::StillDeleting(_)) {
+                set_conditions(
+                    obj,
+                    &mut status,
+                    Some(&state),
+                    &ConditionState::yes(reasons::DELETING, "deleting"),
+                );
+            } else {
+                shared.metrics.error(K::KIND, category);
+                shared.events.warning(obj, category, err.to_string()).await;
+                set_conditions(obj, &mut status, Some(&state), &state);
+            }
+            write_status(api, obj, &status).await?;
+            Err(err)
+        }
+    }
+}
+
+async fn cleanup_inner<K, E>(obj: &K, ctx: &Context<E>, what: &str) -> Result<()>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let shared = &ctx.shared;
+    let target = target(obj, shared);
+    let Some(observed) = ctx.external.observe(obj, &target).await? else {
+        shared
+            .events
+            .normal(obj, reasons::DELETED, format!("{what} is gone"))
+            .await;
+        return Ok(());
+    };
+    let tags = ctx.external.observed_tags(&observed);
+    let ours = tags.get(super::names::tags::OWNER) == Some(&target.owner.owner);
+    if !ours {
+        // Never delete what kaws does not own; releasing the object is all that is left.
+        shared
+            .events
+            .normal(
+                obj,
+                reasons::RETAINED,
+                format!("left {what} in AWS: it is not owned by this object"),
+            )
+            .await;
+        return Ok(());
+    }
+    match ctx.external.delete(obj, &target, &observed).await? {
+        DeleteProgress::Gone => {
+            shared
+                .events
+                .normal(obj, reasons::DELETED, format!("deleted {what}"))
+                .await;
+            Ok(())
+        }
+        DeleteProgress::InProgress => Err(Error::StillDeleting(what.to_string())),
+    }
+}

@@ -1,0 +1,92 @@
+//! The reconcile error type: every error knows whether it is terminal and which category
+//! (metric label, condition and Event reason) it belongs to.
+
+use std::time::Duration;
+
+/// Why a reconcile did not reach the desired state.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec cannot be applied as written; fixing it is up to the user.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// An AWS resource with this identity exists and no kaws object owns it.
+    #[error(
+        "{0} already exists in AWS and is not managed by kaws; set the annotation kaws.io/adopt: \"true\" to take it over"
+    )]
+    AlreadyExists(String),
+    /// The AWS resource belongs to another kaws object, cluster or AWS account.
+    #[error("{resource} is owned by {owner}; kaws will not change or delete it")]
+    OwnedByOther { resource: String, owner: String },
+    /// AWS refused the credentials kaws runs with.
+    #[error("access denied by AWS during {operation}: {message}")]
+    AccessDenied { operation: String, message: String },
+    /// AWS rejected the request as invalid; retrying the same request cannot succeed.
+    #[error("AWS rejected {operation}: {message}")]
+    AwsRejected { operation: String, message: String },
+    /// AWS asked kaws to slow down.
+    #[error("throttled by AWS during {operation}")]
+    Throttled { operation: String },
+    /// A failure that may go away by itself: 5xx, timeouts, connection errors.
+    #[error("failed to call AWS {operation}: {message}")]
+    AwsTransient { operation: String, message: String },
+    /// The AWS resource is in a state that blocks the next step (e.g. a non-empty bucket on delete).
+    /// Retried on a slow schedule, since it usually needs a person to act.
+    #[error("{message}")]
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+    /// `kaws.io/paused` stops deletion too; the finalizer stays until the annotation goes.
+    #[error("paused by the annotation kaws.io/paused")]
+    Paused,
+    /// Deletion has started in AWS and is not finished yet; not a failure.
+    #[error("waiting for AWS to finish deleting {0}")]
+    StillDeleting(String),
+    /// A call to the Kubernetes API failed.
+    #[error("failed to call the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// Terminal errors are not retried until the object changes.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidSpec(_)
+                | Error::AlreadyExists(_)
+                | Error::OwnedByOther { .. }
+                | Error::AccessDenied { .. }
+                | Error::AwsRejected { .. }
+                | Error::Paused
+        )
+    }
+
+    /// Metric label, condition reason and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::AlreadyExists(_) => "AlreadyExists",
+            Error::OwnedByOther { .. } => "OwnedByOther",
+            Error::AccessDenied { .. } => "AccessDenied",
+            Error::AwsRejected { .. } => "AwsError",
+            Error::Throttled { .. } => "Throttled",
+            Error::AwsTransient { .. } => "AwsError",
+            Error::Blocked { reason, .. } => reason,
+            Error::Paused => "Paused",
+            Error::StillDeleting(_) => "Deleting",
+            Error::Kube(_) => "KubernetesError",
+        }
+    }
+
+    /// How long to wait before retrying a non-terminal error, when it has a fixed cadence
+    /// rather than exponential backoff.
+    pub fn fixed_retry(&self) -> Option<Duration> {
+        match self {
+            Error::StillDeleting(_) => Some(Duration::from_secs(5)),
+            Error::Blocked { .. } => Some(Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

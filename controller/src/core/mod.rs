@@ -1,0 +1,12 @@
+//! What every kind shares: API fields, conditions, errors, ownership, backoff, Events and the
+//! reconcile driver.
+
+pub mod api;
+pub mod backoff;
+pub mod conditions;
+pub mod driver;
+pub mod error;
+pub mod events;
+pub mod names;
+pub mod ownership;
+pub mod runner;

@@ -1,0 +1,158 @@
+//! Ownership tags and the adoption rules: who may touch an existing AWS resource.
+
+use std::collections::BTreeMap;
+
+use super::{
+    error::Error,
+    names::{annotations, tags},
+};
+
+/// Identity of one Kubernetes object, as written into the `kaws.io/*` tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// `<cluster-id>/<namespace>/<name>`.
+    pub owner: String,
+    pub uid: String,
+}
+
+impl Owner {
+    pub fn new(cluster_id: &str, namespace: &str, name: &str, uid: &str) -> Self {
+        Self {
+            owner: format!("{cluster_id}/{namespace}/{name}"),
+            uid: uid.to_string(),
+        }
+    }
+
+    /// The system tags kaws puts on every resource it creates or adopts.
+    pub fn system_tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (tags::OWNER.to_string(), self.owner.clone()),
+            (tags::UID.to_string(), self.uid.clone()),
+        ])
+    }
+
+    /// User tags merged with the system tags; system tags always win.
+    pub fn desired_tags(&self, user: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut all: BTreeMap<String, String> = user
+            .iter()
+            .filter(|(k, _)| !tags::is_system(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.extend(self.system_tags());
+        all
+    }
+}
+
+/// How an existing AWS resource relates to the object reconciling it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Tagged as ours.
+    Ours,
+    /// No owner tag, and the object carries `kaws.io/adopt: "true"`: take it over.
+    Adopt,
+}
+
+/// Applies SPEC §2.3 to the tags of an existing AWS resource.
+pub fn check(
+    resource: &str,
+    me: &Owner,
+    observed_tags: &BTreeMap<String, String>,
+    object_annotations: &BTreeMap<String, String>,
+) -> Result<Ownership, Error> {
+    match observed_tags.get(tags::OWNER) {
+        Some(owner) if *owner == me.owner => Ok(Ownership::Ours),
+        Some(owner) => Err(Error::OwnedByOther {
+            resource: resource.to_string(),
+            owner: owner.clone(),
+        }),
+        None if adopt_requested(object_annotations) => Ok(Ownership::Adopt),
+        None => Err(Error::AlreadyExists(resource.to_string())),
+    }
+}
+
+/// Whether `kaws.io/adopt: "true"` is set.
+pub fn adopt_requested(object_annotations: &BTreeMap<String, String>) -> bool {
+    object_annotations
+        .get(annotations::ADOPT)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Owner {
+        Owner::new("c1", "team-a", "logs", "uid-1")
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn ownership_cases() {
+        let adopt = map(&[(annotations::ADOPT, "true")]);
+        let cases: Vec<(
+            &str,
+            BTreeMap<String, String>,
+            BTreeMap<String, String>,
+            Result<Ownership, &str>,
+        )> = vec![
+            (
+                "our owner tag",
+                map(&[(tags::OWNER, "c1/team-a/logs")]),
+                map(&[]),
+                Ok(Ownership::Ours),
+            ),
+            (
+                "other object in our cluster",
+                map(&[(tags::OWNER, "c1/team-b/logs")]),
+                adopt.clone(),
+                Err("OwnedByOther"),
+            ),
+            (
+                "same object name in another cluster",
+                map(&[(tags::OWNER, "c2/team-a/logs")]),
+                map(&[]),
+                Err("OwnedByOther"),
+            ),
+            (
+                "untagged without adopt",
+                map(&[("team", "x")]),
+                map(&[]),
+                Err("AlreadyExists"),
+            ),
+            (
+                "untagged with adopt",
+                map(&[]),
+                adopt.clone(),
+                Ok(Ownership::Adopt),
+            ),
+            (
+                "adopt must be exactly true",
+                map(&[]),
+                map(&[(annotations::ADOPT, "yes")]),
+                Err("AlreadyExists"),
+            ),
+        ];
+        for (why, observed, annots, want) in cases {
+            let got = check("bucket x", &me(), &observed, &annots).map_err(|e| e.category());
+            assert_eq!(got, want, "{why}");
+        }
+    }
+
+    #[test]
+    fn user_tags_never_clobber_system_tags() {
+        let user = map(&[(tags::OWNER, "evil"), ("team", "data")]);
+        let merged = me().desired_tags(&user);
+        assert_eq!(
+            merged.get(tags::OWNER).map(String::as_str),
+            Some("c1/team-a/logs")
+        );
+        assert_eq!(merged.get(tags::UID).map(String::as_str), Some("uid-1"));
+        assert_eq!(merged.get("team").map(String::as_str), Some("data"));
+    }
+}

@@ -1,0 +1,105 @@
+//! Runs one kind's kube-runtime `Controller` per watched scope, wired to the shared driver.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use futures::StreamExt;
+use kube::{
+    Api,
+    runtime::{
+        Controller, WatchStreamExt, controller::Config as ControllerConfig, reflector, watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+use super::driver::{self, Context, External, ManagedObject, Shared};
+
+/// Counts watches whose initial list has not finished; `/readyz` is true at zero.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    pending: Arc<AtomicUsize>,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Readiness {
+    pub fn expect(&self, n: usize) {
+        self.pending.fetch_add(n, Ordering::SeqCst);
+        self.started.store(true, Ordering::SeqCst);
+    }
+    fn done(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.started.load(Ordering::SeqCst) && self.pending.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// Where and how hard one kind's controller works.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Empty: every namespace.
+    pub namespaces: Vec<String>,
+    pub concurrency: u16,
+}
+
+/// Runs the controller for kind `K` until `shutdown` fires.
+pub async fn run_kind<K, E>(
+    shared: Arc<Shared>,
+    external: E,
+    options: RunOptions,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let ctx = Arc::new(Context {
+        shared: shared.clone(),
+        external,
+    });
+    let apis: Vec<Api<K>> = if options.namespaces.is_empty() {
+        vec![Api::all(shared.client.clone())]
+    } else {
+        options
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(shared.client.clone(), ns))
+            .collect()
+    };
+    readiness.expect(apis.len());
+    let mut controllers = Vec::new();
+    for api in apis {
+        let (reader, writer) = reflector::store();
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(driver::trigger_hash::<K>, Default::default());
+        let ready_reader = reader.clone();
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            if ready_reader.wait_until_ready().await.is_ok() {
+                readiness.done();
+            }
+        });
+        let token = shutdown.clone();
+        let controller = Controller::for_stream(stream, reader)
+            .with_config(ControllerConfig::default().concurrency(options.concurrency))
+            .graceful_shutdown_on(async move { token.cancelled().await })
+            .run(
+                driver::reconcile::<K, E>,
+                driver::error_policy::<K, E>,
+                ctx.clone(),
+            )
+            .for_each(|result| async move {
+                if let Err(err) = result {
+                    tracing::debug!(kind = K::KIND, error = %err, "reconcile did not finish");
+                }
+            });
+        controllers.push(controller);
+    }
+    futures::future::join_all(controllers).await;
+    tracing::info!(kind = K::KIND, "controller stopped");
+}

@@ -1,0 +1,11 @@
+//! kaws: a Kubernetes controller that keeps AWS resources matching Kubernetes objects.
+#![forbid(unsafe_code)]
+
+pub mod aws;
+pub mod cli;
+pub mod core;
+pub mod crds;
+pub mod http;
+pub mod metrics;
+pub mod resources;
+pub mod run;

@@ -1,0 +1,207 @@
+//! Prometheus metrics: reconciles, errors by category, durations, AWS calls, managed objects.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsCallLabels {
+    pub service: String,
+    pub operation: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub kind: String,
+    pub ready: String,
+}
+
+/// All metrics kaws exports, registered once and shared by every kind.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<KindLabels, Histogram>,
+    aws_calls: Family<AwsCallLabels, Counter>,
+    objects: Family<ObjectLabels, Gauge>,
+    readiness: Mutex<HashMap<(String, String), bool>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kaws");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        let aws_calls = Family::<AwsCallLabels, Counter>::default();
+        let objects = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and outcome",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by kind and category",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration by kind",
+            durations.clone(),
+        );
+        registry.register(
+            "aws_api_calls",
+            "AWS API calls by service, operation and outcome",
+            aws_calls.clone(),
+        );
+        registry.register(
+            "managed_objects",
+            "Objects by kind and Ready condition",
+            objects.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            aws_calls,
+            objects,
+            readiness: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn reconciled(&self, kind: &str, outcome: &str, took: Duration) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.durations
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn error(&self, kind: &str, category: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+                category: category.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn aws_call(&self, service: &str, operation: &str, outcome: &str) {
+        self.aws_calls
+            .get_or_create(&AwsCallLabels {
+                service: service.to_string(),
+                operation: operation.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records whether object `key` of `kind` is Ready; `None` forgets it (object gone).
+    pub fn object_ready(&self, kind: &str, key: &str, ready: Option<bool>) {
+        let mut readiness = self.readiness.lock().unwrap_or_else(|e| e.into_inner());
+        let id = (kind.to_string(), key.to_string());
+        match ready {
+            Some(r) => readiness.insert(id, r),
+            None => readiness.remove(&id),
+        };
+        let (mut yes, mut no) = (0, 0);
+        for ((k, _), r) in readiness.iter() {
+            if k == kind {
+                if *r { yes += 1 } else { no += 1 }
+            }
+        }
+        for (label, count) in [("true", yes), ("false", no)] {
+            self.objects
+                .get_or_create(&ObjectLabels {
+                    kind: kind.to_string(),
+                    ready: label.to_string(),
+                })
+                .set(count);
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_counts_calls_and_objects() {
+        let m = Metrics::new();
+        m.aws_call("s3", "GetBucketTagging", "success");
+        m.aws_call("s3", "GetBucketTagging", "success");
+        m.object_ready("Bucket", "ns/a", Some(true));
+        m.object_ready("Bucket", "ns/b", Some(false));
+        m.object_ready("Bucket", "ns/b", None);
+        let text = m.encode();
+        assert!(text.contains(
+            r#"kaws_aws_api_calls_total{service="s3",operation="GetBucketTagging",outcome="success"} 2"#
+        ), "{text}");
+        assert!(
+            text.contains(r#"kaws_managed_objects{kind="Bucket",ready="true"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kaws_managed_objects{kind="Bucket",ready="false"} 0"#),
+            "{text}"
+        );
+    }
+}

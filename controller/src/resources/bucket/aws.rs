@@ -1,0 +1,657 @@
+//! The Bucket's AWS side: S3 calls that observe, create, update and delete a bucket.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_config::{Region, SdkConfig};
+use aws_sdk_s3::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    types as s3,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::operation::BuildError;
+
+use super::{
+    diff::{self, BucketChange, ObservedBucket},
+    types::{
+        Bucket, BucketStatus, CorsRule, Encryption, LifecycleRule, PublicAccessBlock, RuleStatus,
+        SseAlgorithm, Transition, VersioningStatus,
+    },
+};
+use crate::{
+    aws::{CallMetrics, RegionalClients, classify, partition},
+    core::{
+        driver::{Availability, DeleteProgress, External, Target},
+        error::{Error, Result},
+    },
+    metrics::SharedMetrics,
+};
+
+/// How many pages of object versions one reconcile deletes before requeueing, so that
+/// emptying a huge bucket never holds a worker for long.
+const EMPTY_PAGES_PER_RECONCILE: usize = 10;
+
+/// S3 clients, one per region.
+pub struct S3 {
+    clients: RegionalClients<Client>,
+}
+
+impl S3 {
+    pub fn new(sdk: SdkConfig, metrics: SharedMetrics) -> Self {
+        Self {
+            clients: RegionalClients::new(sdk, metrics, build_client),
+        }
+    }
+}
+
+fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .region(Region::new(region.to_string()))
+        // Custom endpoints (moto, MinIO, LocalStack) rarely resolve virtual-hosted names.
+        .force_path_style(sdk.endpoint_url().is_some())
+        .interceptor(CallMetrics(metrics.clone()))
+        .build();
+    Client::from_conf(conf)
+}
+
+fn built<T>(r: std::result::Result<T, BuildError>) -> Result<T> {
+    r.map_err(|e| Error::InvalidSpec(e.to_string()))
+}
+
+fn http_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// A read whose "not configured" error code means `None`.
+fn absent_if<T, E>(
+    operation: &str,
+    res: std::result::Result<T, SdkError<E, HttpResponse>>,
+    absent_codes: &[&str],
+) -> Result<Option<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.code().is_some_and(|c| absent_codes.contains(&c)) => Ok(None),
+        // The bucket vanished between two reads: look again soon rather than give up.
+        Err(e) if e.code() == Some("NoSuchBucket") => Err(Error::AwsTransient {
+            operation: operation.to_string(),
+            message: "the bucket disappeared while being read".to_string(),
+        }),
+        Err(e) => Err(classify(operation, &e)),
+    }
+}
+
+fn to_observed_lifecycle(rule: &s3::LifecycleRule) -> LifecycleRule {
+    #[allow(deprecated)]
+    let legacy_prefix = rule.prefix();
+    LifecycleRule {
+        id: rule.id().unwrap_or_default().to_string(),
+        status: if *rule.status() == s3::ExpirationStatus::Disabled {
+            RuleStatus::Disabled
+        } else {
+            RuleStatus::Enabled
+        },
+        prefix: rule
+            .filter()
+            .and_then(|f| f.prefix())
+            .or(legacy_prefix)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
+        expiration_days: rule.expiration().and_then(|e| e.days()),
+        noncurrent_version_expiration_days: rule
+            .noncurrent_version_expiration()
+            .and_then(|e| e.noncurrent_days()),
+        abort_incomplete_multipart_upload_days: rule
+            .abort_incomplete_multipart_upload()
+            .and_then(|a| a.days_after_initiation()),
+        transitions: rule
+            .transitions()
+            .iter()
+            .map(|t| Transition {
+                days: t.days().unwrap_or_default(),
+                storage_class: t
+                    .storage_class()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+fn to_s3_lifecycle(rule: &LifecycleRule) -> Result<s3::LifecycleRule> {
+    let mut b = s3::LifecycleRule::builder()
+        .id(&rule.id)
+        .status(match rule.status {
+            RuleStatus::Enabled => s3::ExpirationStatus::Enabled,
+            RuleStatus::Disabled => s3::ExpirationStatus::Disabled,
+        })
+        .filter(
+            s3::LifecycleRuleFilter::builder()
+                .prefix(rule.prefix.clone().unwrap_or_default())
+                .build(),
+        );
+    if let Some(days) = rule.expiration_days {
+        b = b.expiration(s3::LifecycleExpiration::builder().days(days).build());
+    }
+    if let Some(days) = rule.noncurrent_version_expiration_days {
+        b = b.noncurrent_version_expiration(
+            s3::NoncurrentVersionExpiration::builder()
+                .noncurrent_days(days)
+                .build(),
+        );
+    }
+    if let Some(days) = rule.abort_incomplete_multipart_upload_days {
+        b = b.abort_incomplete_multipart_upload(
+            s3::AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(days)
+                .build(),
+        );
+    }
+    for t in &rule.transitions {
+        b = b.transitions(
+            s3::Transition::builder()
+                .days(t.days)
+                .storage_class(s3::TransitionStorageClass::from(t.storage_class.as_str()))
+                .build(),
+        );
+    }
+    built(b.build())
+}
+
+fn to_observed_cors(rule: &s3::CorsRule) -> CorsRule {
+    CorsRule {
+        id: rule.id().map(str::to_string),
+        allowed_methods: rule.allowed_methods().to_vec(),
+        allowed_origins: rule.allowed_origins().to_vec(),
+        allowed_headers: rule.allowed_headers().to_vec(),
+        expose_headers: rule.expose_headers().to_vec(),
+        max_age_seconds: rule.max_age_seconds(),
+    }
+}
+
+fn to_s3_cors(rule: &CorsRule) -> Result<s3::CorsRule> {
+    built(
+        s3::CorsRule::builder()
+            .set_id(rule.id.clone())
+            .set_allowed_methods(Some(rule.allowed_methods.clone()))
+            .set_allowed_origins(Some(rule.allowed_origins.clone()))
+            .set_allowed_headers(
+                (!rule.allowed_headers.is_empty()).then(|| rule.allowed_headers.clone()),
+            )
+            .set_expose_headers(
+                (!rule.expose_headers.is_empty()).then(|| rule.expose_headers.clone()),
+            )
+            .set_max_age_seconds(rule.max_age_seconds)
+            .build(),
+    )
+}
+
+fn sse_algorithm(a: &s3::ServerSideEncryption) -> SseAlgorithm {
+    match a {
+        s3::ServerSideEncryption::AwsKms => SseAlgorithm::AwsKms,
+        s3::ServerSideEncryption::AwsKmsDsse => SseAlgorithm::AwsKmsDsse,
+        _ => SseAlgorithm::Aes256,
+    }
+}
+
+fn s3_sse_algorithm(a: SseAlgorithm) -> s3::ServerSideEncryption {
+    match a {
+        SseAlgorithm::Aes256 => s3::ServerSideEncryption::Aes256,
+        SseAlgorithm::AwsKms => s3::ServerSideEncryption::AwsKms,
+        SseAlgorithm::AwsKmsDsse => s3::ServerSideEncryption::AwsKmsDsse,
+    }
+}
+
+impl S3 {
+    async fn apply_change(&self, s3c: &Client, bucket: &str, change: &BucketChange) -> Result<()> {
+        match change {
+            BucketChange::Tags(tags) => {
+                let set = tags
+                    .iter()
+                    .map(|(k, v)| built(s3::Tag::builder().key(k).value(v).build()))
+                    .collect::<Result<Vec<_>>>()?;
+                s3c.put_bucket_tagging()
+                    .bucket(bucket)
+                    .tagging(built(
+                        s3::Tagging::builder().set_tag_set(Some(set)).build(),
+                    )?)
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutBucketTagging", &e))?;
+            }
+            BucketChange::PublicAccessBlock(p) => {
+                s3c.put_public_access_block()
+                    .bucket(bucket)
+                    .public_access_block_configuration(
+                        s3::PublicAccessBlockConfiguration::builder()
+                            .block_public_acls(p.block_public_acls)
+                            .ignore_public_acls(p.ignore_public_acls)
+                            .block_public_policy(p.block_public_policy)
+                            .restrict_public_buckets(p.restrict_public_buckets)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutPublicAccessBlock", &e))?;
+            }
+            BucketChange::Encryption(enc) => {
+                let default = built(
+                    s3::ServerSideEncryptionByDefault::builder()
+                        .sse_algorithm(s3_sse_algorithm(enc.sse_algorithm))
+                        .set_kms_master_key_id(enc.kms_master_key_id.clone())
+                        .build(),
+                )?;
+                let rule = s3::ServerSideEncryptionRule::builder()
+                    .apply_server_side_encryption_by_default(default)
+                    .set_bucket_key_enabled(enc.bucket_key_enabled)
+                    .build();
+                s3c.put_bucket_encryption()
+                    .bucket(bucket)
+                    .server_side_encryption_configuration(built(
+                        s3::ServerSideEncryptionConfiguration::builder()
+                            .rules(rule)
+                            .build(),
+                    )?)
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutBucketEncryption", &e))?;
+            }
+            BucketChange::Versioning(v) => {
+                let status = match v {
+                    VersioningStatus::Enabled => s3::BucketVersioningStatus::Enabled,
+                    VersioningStatus::Suspended => s3::BucketVersioningStatus::Suspended,
+                };
+                s3c.put_bucket_versioning()
+                    .bucket(bucket)
+                    .versioning_configuration(
+                        s3::VersioningConfiguration::builder()
+                            .status(status)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutBucketVersioning", &e))?;
+            }
+            BucketChange::LifecycleRules(rules) if rules.is_empty() => {
+                s3c.delete_bucket_lifecycle()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DeleteBucketLifecycle", &e))?;
+            }
+            BucketChange::LifecycleRules(rules) => {
+                let rules = rules
+                    .iter()
+                    .map(to_s3_lifecycle)
+                    .collect::<Result<Vec<_>>>()?;
+                s3c.put_bucket_lifecycle_configuration()
+                    .bucket(bucket)
+                    .lifecycle_configuration(built(
+                        s3::BucketLifecycleConfiguration::builder()
+                            .set_rules(Some(rules))
+                            .build(),
+                    )?)
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutBucketLifecycleConfiguration", &e))?;
+            }
+            BucketChange::CorsRules(rules) if rules.is_empty() => {
+                s3c.delete_bucket_cors()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DeleteBucketCors", &e))?;
+            }
+            BucketChange::CorsRules(rules) => {
+                let rules = rules.iter().map(to_s3_cors).collect::<Result<Vec<_>>>()?;
+                s3c.put_bucket_cors()
+                    .bucket(bucket)
+                    .cors_configuration(built(
+                        s3::CorsConfiguration::builder()
+                            .set_cors_rules(Some(rules))
+                            .build(),
+                    )?)
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutBucketCors", &e))?;
+            }
+            BucketChange::Policy(None) => {
+                s3c.delete_bucket_policy()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DeleteBucketPolicy", &e))?;
+            }
+            BucketChange::Policy(Some(policy)) => {
+                s3c.put_bucket_policy()
+                    .bucket(bucket)
+                    .policy(policy)
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutBucketPolicy", &e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes up to [`EMPTY_PAGES_PER_RECONCILE`] pages of object versions and delete markers.
+    /// Returns whether objects remain.
+    async fn empty_some(&self, s3c: &Client, bucket: &str) -> Result<bool> {
+        for _ in 0..EMPTY_PAGES_PER_RECONCILE {
+            let page = s3c
+                .list_object_versions()
+                .bucket(bucket)
+                .max_keys(1000)
+                .send()
+                .await
+                .map_err(|e| classify("ListObjectVersions", &e))?;
+            let mut ids = Vec::new();
+            for v in page.versions() {
+                if let Some(key) = v.key() {
+                    ids.push(built(
+                        s3::ObjectIdentifier::builder()
+                            .key(key)
+                            .set_version_id(v.version_id().map(str::to_string))
+                            .build(),
+                    )?);
+                }
+            }
+            for m in page.delete_markers() {
+                if let Some(key) = m.key() {
+                    ids.push(built(
+                        s3::ObjectIdentifier::builder()
+                            .key(key)
+                            .set_version_id(m.version_id().map(str::to_string))
+                            .build(),
+                    )?);
+                }
+            }
+            if ids.is_empty() {
+                return Ok(false);
+            }
+            let out = s3c
+                .delete_objects()
+                .bucket(bucket)
+                .delete(built(
+                    s3::Delete::builder()
+                        .set_objects(Some(ids))
+                        .quiet(true)
+                        .build(),
+                )?)
+                .send()
+                .await
+                .map_err(|e| classify("DeleteObjects", &e))?;
+            if let Some(failed) = out.errors().first() {
+                return Err(Error::AwsTransient {
+                    operation: "DeleteObjects".to_string(),
+                    message: format!(
+                        "{} objects could not be deleted, e.g. {:?}: {}",
+                        out.errors().len(),
+                        failed.key().unwrap_or_default(),
+                        failed.message().unwrap_or_default()
+                    ),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl External<Bucket> for S3 {
+    type Observed = ObservedBucket;
+    type Change = BucketChange;
+
+    fn describe(&self, obj: &Bucket) -> String {
+        format!("S3 bucket {:?}", obj.spec.bucket_name)
+    }
+
+    fn validate(&self, obj: &Bucket) -> std::result::Result<(), String> {
+        diff::validate(&obj.spec)
+    }
+
+    async fn observe(&self, obj: &Bucket, target: &Target) -> Result<Option<ObservedBucket>> {
+        let s3c = self.clients.get(&target.region);
+        let b = obj.spec.bucket_name.as_str();
+        let head = match s3c.head_bucket().bucket(b).send().await {
+            Ok(head) => head,
+            Err(e) => {
+                return match http_status(&e) {
+                    Some(404) => Ok(None),
+                    Some(301) => Err(Error::InvalidSpec(format!(
+                        "bucket {b:?} exists in another region than {}",
+                        target.region
+                    ))),
+                    Some(403) => Err(Error::OwnedByOther {
+                        resource: format!("S3 bucket {b:?}"),
+                        owner: "another AWS account (S3 bucket names are global)".to_string(),
+                    }),
+                    _ => Err(classify("HeadBucket", &e)),
+                };
+            }
+        };
+        if let Some(region) = head.bucket_region()
+            && region != target.region
+        {
+            return Err(Error::InvalidSpec(format!(
+                "bucket {b:?} exists in region {region}, not {}",
+                target.region
+            )));
+        }
+        let (tags, versioning, encryption, pab, lifecycle, cors, policy) = futures::join!(
+            s3c.get_bucket_tagging().bucket(b).send(),
+            s3c.get_bucket_versioning().bucket(b).send(),
+            s3c.get_bucket_encryption().bucket(b).send(),
+            s3c.get_public_access_block().bucket(b).send(),
+            s3c.get_bucket_lifecycle_configuration().bucket(b).send(),
+            s3c.get_bucket_cors().bucket(b).send(),
+            s3c.get_bucket_policy().bucket(b).send(),
+        );
+        let tags = absent_if(
+            "GetBucketTagging",
+            tags,
+            &["NoSuchTagSet", "NoSuchTagSetError"],
+        )?;
+        let versioning = absent_if("GetBucketVersioning", versioning, &[])?;
+        let encryption = absent_if(
+            "GetBucketEncryption",
+            encryption,
+            &["ServerSideEncryptionConfigurationNotFoundError"],
+        )?;
+        let pab = absent_if(
+            "GetPublicAccessBlock",
+            pab,
+            &["NoSuchPublicAccessBlockConfiguration"],
+        )?;
+        let lifecycle = absent_if(
+            "GetBucketLifecycleConfiguration",
+            lifecycle,
+            &["NoSuchLifecycleConfiguration"],
+        )?;
+        let cors = absent_if("GetBucketCors", cors, &["NoSuchCORSConfiguration"])?;
+        let policy = absent_if("GetBucketPolicy", policy, &["NoSuchBucketPolicy"])?;
+
+        Ok(Some(ObservedBucket {
+            region: head.bucket_region().map(str::to_string),
+            tags: tags
+                .map(|t| {
+                    t.tag_set()
+                        .iter()
+                        .map(|t| (t.key().to_string(), t.value().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            versioning: versioning.and_then(|v| match v.status() {
+                Some(s3::BucketVersioningStatus::Enabled) => Some(VersioningStatus::Enabled),
+                Some(s3::BucketVersioningStatus::Suspended) => Some(VersioningStatus::Suspended),
+                _ => None,
+            }),
+            encryption: encryption.and_then(|e| {
+                let rule = e.server_side_encryption_configuration()?.rules().first()?;
+                let default = rule.apply_server_side_encryption_by_default()?;
+                Some(Encryption {
+                    sse_algorithm: sse_algorithm(default.sse_algorithm()),
+                    kms_master_key_id: default.kms_master_key_id().map(str::to_string),
+                    bucket_key_enabled: rule.bucket_key_enabled(),
+                })
+            }),
+            public_access_block: pab.and_then(|p| {
+                let c = p.public_access_block_configuration()?;
+                Some(PublicAccessBlock {
+                    block_public_acls: c.block_public_acls().unwrap_or(false),
+                    ignore_public_acls: c.ignore_public_acls().unwrap_or(false),
+                    block_public_policy: c.block_public_policy().unwrap_or(false),
+                    restrict_public_buckets: c.restrict_public_buckets().unwrap_or(false),
+                })
+            }),
+            lifecycle_rules: lifecycle
+                .map(|l| l.rules().iter().map(to_observed_lifecycle).collect())
+                .unwrap_or_default(),
+            cors_rules: cors
+                .map(|c| c.cors_rules().iter().map(to_observed_cors).collect())
+                .unwrap_or_default(),
+            policy: policy.and_then(|p| p.policy().map(str::to_string)),
+        }))
+    }
+
+    fn observed_tags<'a>(&self, observed: &'a ObservedBucket) -> &'a BTreeMap<String, String> {
+        &observed.tags
+    }
+
+    fn availability(&self, _observed: &ObservedBucket) -> Availability {
+        // S3 buckets are usable as soon as CreateBucket returns.
+        Availability::Available
+    }
+
+    fn diff(
+        &self,
+        obj: &Bucket,
+        observed: &ObservedBucket,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<BucketChange> {
+        diff::diff(&obj.spec, observed, tags)
+    }
+
+    async fn create(
+        &self,
+        obj: &Bucket,
+        target: &Target,
+        tags: &BTreeMap<String, String>,
+        status: &mut BucketStatus,
+    ) -> Result<()> {
+        let s3c = self.clients.get(&target.region);
+        let b = obj.spec.bucket_name.as_str();
+        let mut config = s3::CreateBucketConfiguration::builder();
+        // us-east-1 is the one region S3 wants no location constraint for.
+        if target.region != "us-east-1" {
+            config = config
+                .location_constraint(s3::BucketLocationConstraint::from(target.region.as_str()));
+        }
+        for (k, v) in tags {
+            config = config.tags(built(s3::Tag::builder().key(k).value(v).build())?);
+        }
+        let created = s3c
+            .create_bucket()
+            .bucket(b)
+            .create_bucket_configuration(config.build())
+            .object_ownership(s3::ObjectOwnership::BucketOwnerEnforced)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // A retry after a lost response: the ownership check on the next observe decides.
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => {}
+            Err(e) if e.code() == Some("BucketAlreadyExists") => {
+                return Err(Error::OwnedByOther {
+                    resource: format!("S3 bucket {b:?}"),
+                    owner: "another AWS account (S3 bucket names are global)".to_string(),
+                });
+            }
+            Err(e) => return Err(classify("CreateBucket", &e)),
+        }
+        status.bucket_name = Some(b.to_string());
+        status.common.arn = Some(bucket_arn(&target.region, b));
+        // Tags first: until the owner tag is on, a crash would leave a bucket kaws cannot
+        // recognise as its own (not every S3-compatible endpoint honours tags on create).
+        let fresh = ObservedBucket::default();
+        for change in diff::diff(&obj.spec, &fresh, tags) {
+            self.apply_change(&s3c, b, &change).await?;
+        }
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        obj: &Bucket,
+        target: &Target,
+        _observed: &ObservedBucket,
+        changes: &[BucketChange],
+    ) -> Result<()> {
+        let s3c = self.clients.get(&target.region);
+        for change in changes {
+            self.apply_change(&s3c, &obj.spec.bucket_name, change)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        obj: &Bucket,
+        target: &Target,
+        _observed: &ObservedBucket,
+    ) -> Result<DeleteProgress> {
+        let s3c = self.clients.get(&target.region);
+        let b = obj.spec.bucket_name.as_str();
+        if obj.spec.force_delete && self.empty_some(&s3c, b).await? {
+            return Ok(DeleteProgress::InProgress);
+        }
+        match s3c.delete_bucket().bucket(b).send().await {
+            Ok(_) => Ok(DeleteProgress::Gone),
+            Err(e) if e.code() == Some("NoSuchBucket") => Ok(DeleteProgress::Gone),
+            Err(e) if e.code() == Some("BucketNotEmpty") => Err(Error::Blocked {
+                reason: "BucketNotEmpty",
+                message: format!(
+                    "S3 bucket {b:?} is not empty; empty it, or set spec.forceDelete: true to delete every object version with it"
+                ),
+            }),
+            Err(e) => Err(classify("DeleteBucket", &e)),
+        }
+    }
+
+    fn fill_status(
+        &self,
+        obj: &Bucket,
+        target: &Target,
+        observed: &ObservedBucket,
+        status: &mut BucketStatus,
+    ) {
+        let b = &obj.spec.bucket_name;
+        status.bucket_name = Some(b.clone());
+        status.common.arn = Some(bucket_arn(&target.region, b));
+        status.versioning = observed.versioning.map(|v| match v {
+            VersioningStatus::Enabled => "Enabled".to_string(),
+            VersioningStatus::Suspended => "Suspended".to_string(),
+        });
+        status.sse_algorithm = observed.encryption.as_ref().map(|e| {
+            serde_json::to_value(e.sse_algorithm)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        });
+        status.public_access_block = observed.public_access_block.clone();
+        status.lifecycle_rule_count = Some(observed.lifecycle_rules.len() as u32);
+        status.cors_rule_count = Some(observed.cors_rules.len() as u32);
+        status.has_policy = Some(observed.policy.is_some());
+    }
+}
+
+fn bucket_arn(region: &str, bucket: &str) -> String {
+    format!("arn:{}:s3:::{bucket}", partition(region))
+}

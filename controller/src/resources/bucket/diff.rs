@@ -1,0 +1,493 @@
+//! Pure Bucket logic: spec validation and desired × observed → changes. No IO.
+
+use std::collections::BTreeMap;
+
+use super::types::{
+    BucketSpec, CorsRule, Encryption, LifecycleRule, PublicAccessBlock, SseAlgorithm,
+    VersioningStatus,
+};
+use crate::core::{driver::Change, names::tags::AWS_RESERVED_PREFIX};
+
+/// The bucket as S3 reports it, in the spec's terms.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedBucket {
+    pub region: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// `None`: versioning was never enabled.
+    pub versioning: Option<VersioningStatus>,
+    pub encryption: Option<Encryption>,
+    pub public_access_block: Option<PublicAccessBlock>,
+    pub lifecycle_rules: Vec<LifecycleRule>,
+    pub cors_rules: Vec<CorsRule>,
+    pub policy: Option<String>,
+}
+
+/// One write that brings S3 closer to the spec. The order of the variants is the order they
+/// are applied in: public access settings before a policy that depends on them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BucketChange {
+    Tags(BTreeMap<String, String>),
+    PublicAccessBlock(PublicAccessBlock),
+    Encryption(Encryption),
+    Versioning(VersioningStatus),
+    /// Empty: remove the lifecycle configuration.
+    LifecycleRules(Vec<LifecycleRule>),
+    /// Empty: remove the CORS configuration.
+    CorsRules(Vec<CorsRule>),
+    /// `None`: remove the bucket policy.
+    Policy(Option<String>),
+}
+
+impl Change for BucketChange {
+    fn field(&self) -> &'static str {
+        match self {
+            BucketChange::Tags(_) => "tags",
+            BucketChange::PublicAccessBlock(_) => "publicAccessBlock",
+            BucketChange::Encryption(_) => "encryption",
+            BucketChange::Versioning(_) => "versioning",
+            BucketChange::LifecycleRules(_) => "lifecycleRules",
+            BucketChange::CorsRules(_) => "corsRules",
+            BucketChange::Policy(_) => "policy",
+        }
+    }
+}
+
+/// Checks S3's bucket naming rules and the parts of the spec S3 would reject, so the user
+/// gets a clear message instead of an AWS error code.
+pub fn validate(spec: &BucketSpec) -> Result<(), String> {
+    validate_name(&spec.bucket_name)?;
+    if let Some(policy) = &spec.policy {
+        match serde_json::from_str::<serde_json::Value>(policy) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return Err("policy must be a JSON object".to_string()),
+            Err(e) => return Err(format!("policy is not valid JSON: {e}")),
+        }
+    }
+    if let Some(enc) = &spec.encryption
+        && enc.sse_algorithm == SseAlgorithm::Aes256
+        && enc.kms_master_key_id.is_some()
+    {
+        return Err(
+            "encryption.kmsMasterKeyID requires sseAlgorithm aws:kms or aws:kms:dsse".to_string(),
+        );
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for rule in &spec.lifecycle_rules {
+        if !ids.insert(rule.id.as_str()) {
+            return Err(format!("lifecycleRules: duplicate id {:?}", rule.id));
+        }
+        if rule.expiration_days.is_none()
+            && rule.noncurrent_version_expiration_days.is_none()
+            && rule.abort_incomplete_multipart_upload_days.is_none()
+            && rule.transitions.is_empty()
+        {
+            return Err(format!(
+                "lifecycleRules[{}]: the rule has no action",
+                rule.id
+            ));
+        }
+    }
+    for (i, rule) in spec.cors_rules.iter().enumerate() {
+        if rule.allowed_methods.is_empty() || rule.allowed_origins.is_empty() {
+            return Err(format!(
+                "corsRules[{i}]: allowedMethods and allowedOrigins must not be empty"
+            ));
+        }
+        for m in &rule.allowed_methods {
+            if !["GET", "PUT", "POST", "DELETE", "HEAD"].contains(&m.as_str()) {
+                return Err(format!("corsRules[{i}]: unsupported method {m:?}"));
+            }
+        }
+    }
+    for key in spec.common.tags.keys() {
+        if key.starts_with(AWS_RESERVED_PREFIX) {
+            return Err(format!(
+                "tags: the prefix {AWS_RESERVED_PREFIX:?} is reserved by AWS ({key:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_name(name: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "bucketName {name:?} is not a valid S3 bucket name: {why}"
+        ))
+    };
+    if !(3..=63).contains(&name.len()) {
+        return bad("it must be 3 to 63 characters long");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        return bad("only lowercase letters, digits, dots and hyphens are allowed");
+    }
+    let first_last_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_last_ok(name.chars().next()) || !first_last_ok(name.chars().last()) {
+        return bad("it must begin and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return bad("it must not contain two adjacent dots");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return bad("it must not look like an IP address");
+    }
+    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
+        if name.starts_with(prefix) {
+            return bad(&format!("the prefix {prefix:?} is reserved"));
+        }
+    }
+    for suffix in ["-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap"] {
+        if name.ends_with(suffix) {
+            return bad(&format!("the suffix {suffix:?} is reserved"));
+        }
+    }
+    Ok(())
+}
+
+/// The changes that make `observed` match `spec`; empty when S3 already matches.
+pub fn diff(
+    spec: &BucketSpec,
+    observed: &ObservedBucket,
+    desired_tags: &BTreeMap<String, String>,
+) -> Vec<BucketChange> {
+    let mut changes = Vec::new();
+
+    let observed_tags: BTreeMap<String, String> = observed
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(AWS_RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if &observed_tags != desired_tags {
+        changes.push(BucketChange::Tags(desired_tags.clone()));
+    }
+
+    let pab = spec.public_access_block.clone().unwrap_or_default();
+    if observed.public_access_block.as_ref() != Some(&pab) {
+        changes.push(BucketChange::PublicAccessBlock(pab));
+    }
+
+    let encryption = spec.encryption.clone().unwrap_or_default();
+    if !encryption_matches(&encryption, observed.encryption.as_ref()) {
+        changes.push(BucketChange::Encryption(encryption));
+    }
+
+    let versioning = spec.versioning;
+    // A never-versioned bucket already behaves as Suspended; S3 cannot go back to it anyway.
+    let observed_versioning = observed.versioning.unwrap_or(VersioningStatus::Suspended);
+    if versioning != observed_versioning {
+        changes.push(BucketChange::Versioning(versioning));
+    }
+
+    if normalized_lifecycle(&spec.lifecycle_rules)
+        != normalized_lifecycle(&observed.lifecycle_rules)
+    {
+        changes.push(BucketChange::LifecycleRules(spec.lifecycle_rules.clone()));
+    }
+
+    if spec.cors_rules != observed.cors_rules {
+        changes.push(BucketChange::CorsRules(spec.cors_rules.clone()));
+    }
+
+    if !policy_matches(spec.policy.as_deref(), observed.policy.as_deref()) {
+        changes.push(BucketChange::Policy(spec.policy.clone()));
+    }
+    changes
+}
+
+fn encryption_matches(desired: &Encryption, observed: Option<&Encryption>) -> bool {
+    let Some(observed) = observed else {
+        return false;
+    };
+    if desired.sse_algorithm != observed.sse_algorithm {
+        return false;
+    }
+    // S3 may report a key id given as an alias or bare id as a full ARN.
+    let key_ok = match (&desired.kms_master_key_id, &observed.kms_master_key_id) {
+        (None, _) => true,
+        (Some(d), Some(o)) => o == d || o.ends_with(&format!("/{d}")),
+        (Some(_), None) => false,
+    };
+    let bucket_key_ok = match desired.bucket_key_enabled {
+        None => true,
+        Some(d) => observed.bucket_key_enabled.unwrap_or(false) == d,
+    };
+    key_ok && bucket_key_ok
+}
+
+fn normalized_lifecycle(rules: &[LifecycleRule]) -> Vec<LifecycleRule> {
+    let mut rules: Vec<LifecycleRule> = rules
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.transitions.sort();
+            if r.prefix.as_deref() == Some("") {
+                r.prefix = None;
+            }
+            r
+        })
+        .collect();
+    rules.sort_by(|a, b| a.id.cmp(&b.id));
+    rules
+}
+
+/// Policies are compared as JSON values, so S3 reformatting a document is not drift.
+fn policy_matches(desired: Option<&str>, observed: Option<&str>) -> bool {
+    match (desired, observed) {
+        (None, None) => true,
+        (Some(d), Some(o)) => {
+            let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+            match (parse(d), parse(o)) {
+                (Some(d), Some(o)) => d == o,
+                _ => d == o,
+            }
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> BucketSpec {
+        serde_saphyr::from_str(yaml).expect("fixture spec parses")
+    }
+
+    fn tags() -> BTreeMap<String, String> {
+        BTreeMap::from([("kaws.io/owner".to_string(), "c/ns/b".to_string())])
+    }
+
+    /// A bucket exactly as the default spec wants it.
+    fn converged() -> ObservedBucket {
+        ObservedBucket {
+            tags: tags(),
+            versioning: None,
+            encryption: Some(Encryption::default()),
+            public_access_block: Some(PublicAccessBlock::default()),
+            ..Default::default()
+        }
+    }
+
+    fn fields(changes: &[BucketChange]) -> Vec<&'static str> {
+        changes.iter().map(Change::field).collect()
+    }
+
+    #[test]
+    fn diff_cases() {
+        let cases: Vec<(&str, &str, ObservedBucket, Vec<&str>)> = vec![
+            (
+                "default spec on a converged bucket needs nothing",
+                "bucketName: b01",
+                converged(),
+                vec![],
+            ),
+            (
+                "a brand-new bucket gets secure defaults and tags",
+                "bucketName: b01",
+                ObservedBucket::default(),
+                vec!["tags", "publicAccessBlock", "encryption"],
+            ),
+            (
+                "AWS-reserved tags are not drift",
+                "bucketName: b01",
+                ObservedBucket {
+                    tags: {
+                        let mut t = tags();
+                        t.insert("aws:cloudformation:stack-name".into(), "x".into());
+                        t
+                    },
+                    ..converged()
+                },
+                vec![],
+            ),
+            (
+                "a tag added outside kaws is removed",
+                "bucketName: b01",
+                ObservedBucket {
+                    tags: {
+                        let mut t = tags();
+                        t.insert("rogue".into(), "x".into());
+                        t
+                    },
+                    ..converged()
+                },
+                vec!["tags"],
+            ),
+            (
+                "versioning suspended outside is re-enabled",
+                "bucketName: b01\nversioning: Enabled",
+                ObservedBucket {
+                    versioning: Some(VersioningStatus::Suspended),
+                    ..converged()
+                },
+                vec!["versioning"],
+            ),
+            (
+                "never-versioned bucket already counts as Suspended",
+                "bucketName: b01\nversioning: Suspended",
+                converged(),
+                vec![],
+            ),
+            (
+                "PAB turned off outside is turned back on",
+                "bucketName: b01",
+                ObservedBucket {
+                    public_access_block: Some(PublicAccessBlock {
+                        block_public_policy: false,
+                        ..Default::default()
+                    }),
+                    ..converged()
+                },
+                vec!["publicAccessBlock"],
+            ),
+            (
+                "KMS key reported as ARN matches a bare key id",
+                "bucketName: b01\nencryption: {sseAlgorithm: 'aws:kms', kmsMasterKeyID: k-1}",
+                ObservedBucket {
+                    encryption: Some(Encryption {
+                        sse_algorithm: SseAlgorithm::AwsKms,
+                        kms_master_key_id: Some("arn:aws:kms:eu-west-1:1:key/k-1".into()),
+                        bucket_key_enabled: None,
+                    }),
+                    ..converged()
+                },
+                vec![],
+            ),
+            (
+                "lifecycle rules compare regardless of order",
+                "bucketName: b01\nlifecycleRules: [{id: a, expirationDays: 3}, {id: b, expirationDays: 5}]",
+                ObservedBucket {
+                    lifecycle_rules: vec![
+                        LifecycleRule {
+                            id: "b".into(),
+                            expiration_days: Some(5),
+                            ..Default::default()
+                        },
+                        LifecycleRule {
+                            id: "a".into(),
+                            expiration_days: Some(3),
+                            ..Default::default()
+                        },
+                    ],
+                    ..converged()
+                },
+                vec![],
+            ),
+            (
+                "removing lifecycle rules from the spec removes them from S3",
+                "bucketName: b01",
+                ObservedBucket {
+                    lifecycle_rules: vec![LifecycleRule {
+                        id: "a".into(),
+                        expiration_days: Some(3),
+                        ..Default::default()
+                    }],
+                    ..converged()
+                },
+                vec!["lifecycleRules"],
+            ),
+            (
+                "policy whitespace and key order are not drift",
+                "bucketName: b01\npolicy: '{\"Version\": \"2012-10-17\", \"Statement\": []}'",
+                ObservedBucket {
+                    policy: Some("{\"Statement\":[],\"Version\":\"2012-10-17\"}".into()),
+                    ..converged()
+                },
+                vec![],
+            ),
+            (
+                "a policy added outside is removed",
+                "bucketName: b01",
+                ObservedBucket {
+                    policy: Some("{}".into()),
+                    ..converged()
+                },
+                vec!["policy"],
+            ),
+            (
+                "CORS added in the spec is applied",
+                "bucketName: b01\ncorsRules: [{allowedMethods: [GET], allowedOrigins: ['*']}]",
+                converged(),
+                vec!["corsRules"],
+            ),
+        ];
+        for (why, yaml, observed, want) in cases {
+            let got = diff(&spec(yaml), &observed, &tags());
+            assert_eq!(fields(&got), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn validation_cases() {
+        let cases: Vec<(&str, &str, Option<&str>)> = vec![
+            ("plain name", "bucketName: my-logs.2024", None),
+            (
+                "uppercase",
+                "bucketName: My_Bucket",
+                Some("only lowercase letters"),
+            ),
+            ("too short", "bucketName: ab", Some("3 to 63")),
+            (
+                "ends with hyphen",
+                "bucketName: logs-",
+                Some("begin and end"),
+            ),
+            ("adjacent dots", "bucketName: a..b", Some("adjacent dots")),
+            ("IP address", "bucketName: 192.168.1.1", Some("IP address")),
+            (
+                "reserved suffix",
+                "bucketName: logs-s3alias",
+                Some("reserved"),
+            ),
+            (
+                "policy not JSON",
+                "bucketName: b01\npolicy: '{not json'",
+                Some("policy is not valid JSON"),
+            ),
+            (
+                "policy not an object",
+                "bucketName: b01\npolicy: '[1]'",
+                Some("JSON object"),
+            ),
+            (
+                "KMS key with AES256",
+                "bucketName: b01\nencryption: {kmsMasterKeyID: k}",
+                Some("requires sseAlgorithm"),
+            ),
+            (
+                "duplicate lifecycle id",
+                "bucketName: b01\nlifecycleRules: [{id: a, expirationDays: 1}, {id: a, expirationDays: 2}]",
+                Some("duplicate id"),
+            ),
+            (
+                "lifecycle rule without action",
+                "bucketName: b01\nlifecycleRules: [{id: a}]",
+                Some("no action"),
+            ),
+            (
+                "bad CORS method",
+                "bucketName: b01\ncorsRules: [{allowedMethods: [PATCH], allowedOrigins: ['*']}]",
+                Some("unsupported method"),
+            ),
+            (
+                "reserved tag prefix",
+                "bucketName: b01\ntags: {'aws:x': v}",
+                Some("reserved by AWS"),
+            ),
+        ];
+        for (why, yaml, want) in cases {
+            let got = validate(&spec(yaml));
+            match want {
+                None => assert_eq!(got, Ok(()), "{why}"),
+                Some(fragment) => {
+                    let msg = got.expect_err(why);
+                    assert!(msg.contains(fragment), "{why}: {msg}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! One module tree per kind, each the same shape: `types` (API), `diff` (pure), `aws` (calls).
+
+pub mod bucket;
