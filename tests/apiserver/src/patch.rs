@@ -225,6 +225,22 @@ pub fn remove_unapplied(
             let n = new.as_object().unwrap_or(&empty);
             for (k, ov) in o {
                 match n.get(k) {
+                    // Structs and maps are owned field by field: drop only what
+                    // this manager set, and the container once it is empty.
+                    None if ov.is_object() => {
+                        if let Some(lv) = l.get_mut(k) {
+                            remove_unapplied(
+                                lv,
+                                ov,
+                                &Value::Object(Map::new()),
+                                child_schema(schema, k),
+                                k,
+                            );
+                            if lv.as_object().is_some_and(|m| m.is_empty()) {
+                                l.remove(k);
+                            }
+                        }
+                    }
                     None => {
                         l.remove(k);
                     }

@@ -1,0 +1,1107 @@
+//! Conformance-style checks through the real `kube` client: each test pins
+//! one piece of kube-apiserver behaviour that kaws (or kube-runtime) relies on.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::*;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kaws_testserver::Options;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{
+        DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+        WatchParams,
+    },
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn stale_resource_version_put_is_409_conflict() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let first = create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let mut a = first.clone();
+    a.data["spec"]["size"] = json!(2);
+    api.replace("w", &PostParams::default(), &a).await.unwrap();
+    let mut b = first;
+    b.data["spec"]["size"] = json!(3);
+    let st = api_err(
+        api.replace("w", &PostParams::default(), &b)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((st.code, st.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        st.message,
+        "Operation cannot be fulfilled on widgets.test.kaws.io \"w\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+}
+
+#[tokio::test]
+async fn resource_versions_are_global_and_increasing() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let w = create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let cm: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let m = cm
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "m"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let a: u64 = w.resource_version().unwrap().parse().unwrap();
+    let b: u64 = m.resource_version().unwrap().parse().unwrap();
+    assert!(b > a, "{b} > {a}");
+    assert!(!w.uid().unwrap().is_empty());
+    assert!(w.creation_timestamp().is_some());
+}
+
+#[tokio::test]
+async fn generation_tracks_spec_changes_only() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let w = create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    assert_eq!(w.metadata.generation, Some(1));
+    let pp = PatchParams::default();
+    let w = api
+        .patch(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.metadata.generation, Some(1));
+    let w = api
+        .patch_status("w", &pp, &Patch::Merge(json!({"status": {"arn": "x"}})))
+        .await
+        .unwrap();
+    assert_eq!(w.metadata.generation, Some(1));
+    let w = api
+        .patch("w", &pp, &Patch::Merge(json!({"spec": {"size": 4}})))
+        .await
+        .unwrap();
+    assert_eq!(w.metadata.generation, Some(2));
+    // A no-op write does not even bump the resourceVersion.
+    let again = api
+        .patch("w", &pp, &Patch::Merge(json!({"spec": {"size": 4}})))
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), w.resource_version());
+}
+
+#[tokio::test]
+async fn status_subresource_separates_spec_and_status_writes() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let pp = PatchParams::default();
+    // /status ignores spec
+    let w = api
+        .patch_status(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"spec": {"size": 50}, "status": {"arn": "a1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.data["status"]["arn"], "a1");
+    assert_eq!(w.data["spec"]["size"], 10);
+    // main resource ignores status
+    let w = api
+        .patch(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"spec": {"size": 20}, "status": {"arn": "changed"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.data["status"]["arn"], "a1");
+    assert_eq!(w.data["spec"]["size"], 20);
+    // GET /status returns the whole object
+    let full = api.get_status("w").await.unwrap();
+    assert_eq!(full.data["spec"]["size"], 20);
+    // status on create is dropped
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "test.kaws.io/v1", "kind": "Widget", "metadata": {"name": "w2"},
+        "spec": {"bucketName": "abc"}, "status": {"arn": "nope"}}))
+    .unwrap();
+    let w2 = api.create(&PostParams::default(), &obj).await.unwrap();
+    assert!(w2.data.get("status").is_none());
+}
+
+#[tokio::test]
+async fn finalizers_delay_deletion_until_removed() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "test.kaws.io/v1", "kind": "Widget",
+        "metadata": {"name": "w", "finalizers": ["test.kaws.io/cleanup"]},
+        "spec": {"bucketName": "abc"}}))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let mut events = api
+        .watch(&WatchParams::default().fields("metadata.name=w"), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let deleted = api.delete("w", &DeleteParams::default()).await.unwrap();
+    let marked = deleted
+        .left()
+        .expect("object returned while finalizers remain");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.generation, Some(2));
+    assert!(api.get("w").await.is_ok());
+    let st = api_err(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["test.kaws.io/cleanup", "new"]}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(st.code, 422);
+    assert!(st.message.contains("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"), "{}", st.message);
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_err(api.get("w").await.unwrap_err()).code, 404);
+    let mut kinds = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+    {
+        match ev.unwrap() {
+            WatchEvent::Added(_) => kinds.push("ADDED"),
+            WatchEvent::Modified(_) => kinds.push("MODIFIED"),
+            WatchEvent::Deleted(_) => {
+                kinds.push("DELETED");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
+}
+
+#[tokio::test]
+async fn delete_preconditions_mismatch_is_409() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("other".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let st = api_err(api.delete("w", &dp).await.unwrap_err());
+    assert_eq!((st.code, st.reason.as_str()), (409, "Conflict"));
+    assert!(api.delete("w", &DeleteParams::default()).await.is_ok());
+    assert_eq!(api_err(api.get("w").await.unwrap_err()).reason, "NotFound");
+}
+
+#[tokio::test]
+async fn json_patch_test_failure_is_422_and_success_applies() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let pp = PatchParams::default();
+    let add: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["f1"]}]))
+    .unwrap();
+    let w = api.patch("w", &pp, &Patch::<()>::Json(add)).await.unwrap();
+    assert_eq!(w.finalizers(), ["f1"]);
+    let bad: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": ["other"]},
+        {"op": "remove", "path": "/metadata/finalizers/0"}]))
+    .unwrap();
+    let st = api_err(
+        api.patch("w", &pp, &Patch::<()>::Json(bad))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((st.code, st.reason.as_str()), (422, "Invalid"));
+    assert_eq!(api.get("w").await.unwrap().finalizers(), ["f1"]);
+}
+
+#[tokio::test]
+async fn strategic_merge_patch_is_415_for_custom_resources_but_works_for_configmaps() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let st = api_err(
+        dyn_api(&c)
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"size": 3}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((st.code, st.reason.as_str()), (415, "UnsupportedMediaType"));
+    let cm: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    cm.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "m"}, "data": {"a": "1"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let m = cm
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"data": {"b": "2"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        m.data.unwrap(),
+        BTreeMap::from([
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string())
+        ])
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply_merges_status_conditions_by_type() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let status = |conds: Value| json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "metadata": {"name": "w"}, "status": {"conditions": conds}});
+    let ctrl = PatchParams::apply("controller").force();
+    let other = PatchParams::apply("other").force();
+    api.patch_status(
+        "w",
+        &ctrl,
+        &Patch::Apply(status(json!([
+        {"type": "Ready", "status": "False", "reason": "Creating"},
+        {"type": "Synced", "status": "True"}]))),
+    )
+    .await
+    .unwrap();
+    api.patch_status(
+        "w",
+        &other,
+        &Patch::Apply(status(json!([{"type": "Extra", "status": "True"}]))),
+    )
+    .await
+    .unwrap();
+    let w = api
+        .patch_status(
+            "w",
+            &ctrl,
+            &Patch::Apply(status(
+                json!([{"type": "Ready", "status": "True", "reason": "Available"}]),
+            )),
+        )
+        .await
+        .unwrap();
+    let conds: Vec<(String, String)> = w.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Ready updated in place, Synced dropped (controller no longer applies it),
+    // Extra kept (owned by another manager).
+    assert_eq!(
+        conds,
+        [
+            ("Ready".to_string(), "True".to_string()),
+            ("Extra".to_string(), "True".to_string())
+        ]
+    );
+    assert_eq!(w.data["spec"]["bucketName"], "abc");
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_and_removes_fields_it_stopped_applying() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let pp = PatchParams::apply("me");
+    let w = api
+        .patch(
+            "w",
+            &pp,
+            &Patch::Apply(widget_json(
+                "w",
+                json!({"bucketName": "abc", "size": 3, "tags": {"a": "1"}}),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.data["spec"]["size"], 3);
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tags": {"b": "2"}}})),
+    )
+    .await
+    .unwrap();
+    let w = api
+        .patch(
+            "w",
+            &pp,
+            &Patch::Apply(widget_json("w", json!({"bucketName": "abc"}))),
+        )
+        .await
+        .unwrap();
+    // size falls back to its default once nobody sets it; tags.b (set by another writer) survives.
+    assert_eq!(w.data["spec"]["size"], 10);
+    assert_eq!(w.data["spec"]["tags"], json!({"b": "2"}));
+    let st = api_err(
+        c.request::<Value>(
+            http::Request::patch("/apis/test.kaws.io/v1/namespaces/default/widgets/w")
+                .header("content-type", "application/apply-patch+yaml")
+                .body(b"spec: {}".to_vec())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(st.code, 400, "fieldManager is required");
+}
+
+#[tokio::test]
+async fn watch_delivers_every_event_in_order() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let start = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), &start)
+        .await
+        .unwrap()
+        .boxed();
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                create_widget(&c, &format!("w{i}"), json!({"bucketName": "abc"})).await
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut rvs = Vec::new();
+    while rvs.len() < 40 {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Added(o) => rvs.push(o.resource_version().unwrap().parse::<u64>().unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(rvs.windows(2).all(|w| w[0] < w[1]), "{rvs:?}");
+}
+
+#[tokio::test]
+async fn bookmarks_arrive_and_streaming_lists_end_with_initial_events_end() {
+    let s = server_with(Options {
+        bookmark_interval: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let mut stream = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut saw = (false, false);
+    while !(saw.0 && saw.1) {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Added(_) => saw.0 = true,
+            WatchEvent::Bookmark(b) => saw.1 = !b.metadata.resource_version.is_empty(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut streaming = api
+        .watch(&WatchParams::default().initial_events(), "")
+        .await
+        .unwrap()
+        .boxed();
+    let mut added = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), streaming.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Added(_) => added += 1,
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str),
+                    Some("true")
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(added, 1);
+}
+
+#[tokio::test]
+async fn watch_from_compacted_resource_version_gets_410_expired() {
+    let s = server_with(Options {
+        watch_history: 5,
+        ..Default::default()
+    })
+    .await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let first = create_widget(&c, "w0", json!({"bucketName": "abc"})).await;
+    for i in 1..20 {
+        create_widget(&c, &format!("w{i}"), json!({"bucketName": "abc"})).await;
+    }
+    let mut stream = api
+        .watch(
+            &WatchParams::default(),
+            first.resource_version().as_deref().unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Error(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+            assert!(
+                e.message.starts_with("too old resource version:"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected 410, got {other:?}"),
+    }
+    // A continue token from before the compaction is expired too.
+    let page = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let token = page.metadata.continue_.clone().unwrap();
+    for i in 20..30 {
+        create_widget(&c, &format!("w{i}"), json!({"bucketName": "abc"})).await;
+    }
+    let st = api_err(
+        api.list(&ListParams::default().limit(2).continue_token(&token))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((st.code, st.reason.as_str()), (410, "Expired"));
+}
+
+#[tokio::test]
+async fn label_and_field_selectors_filter_lists_and_watches() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    for (name, tier) in [("a", "web"), ("b", "db"), ("c", "web")] {
+        let mut o: DynamicObject =
+            serde_json::from_value(widget_json(name, json!({"bucketName": "abc"}))).unwrap();
+        o.labels_mut().insert("tier".into(), tier.into());
+        api.create(&PostParams::default(), &o).await.unwrap();
+    }
+    let names = |l: kube::core::ObjectList<DynamicObject>| {
+        l.items.iter().map(|o| o.name_any()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            api.list(&ListParams::default().labels("tier=web"))
+                .await
+                .unwrap()
+        ),
+        ["a", "c"]
+    );
+    assert_eq!(
+        names(
+            api.list(&ListParams::default().labels("tier!=web"))
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
+    assert_eq!(
+        names(
+            api.list(&ListParams::default().labels("tier in (db),!missing"))
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
+    assert_eq!(
+        names(
+            api.list(&ListParams::default().fields("metadata.name=c"))
+                .await
+                .unwrap()
+        ),
+        ["c"]
+    );
+    let all: Api<DynamicObject> = Api::all_with(c.clone(), &widget_resource());
+    assert_eq!(
+        names(
+            all.list(&ListParams::default().fields("metadata.namespace=default"))
+                .await
+                .unwrap()
+        )
+        .len(),
+        3
+    );
+    let st = api_err(
+        api.list(&ListParams::default().labels("tier in web"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(st.code, 400);
+
+    let mut stream = api
+        .watch(&WatchParams::default().labels("tier=web"), "0")
+        .await
+        .unwrap()
+        .boxed();
+    for _ in 0..2 {
+        assert!(matches!(
+            stream.next().await.unwrap().unwrap(),
+            WatchEvent::Added(_)
+        ));
+    }
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": "db"}}})),
+    )
+    .await
+    .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Deleted(o) => assert_eq!(o.name_any(), "a"),
+        other => panic!("expected DELETED for an object leaving the selector, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn paging_returns_every_object_once() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    for i in 0..25 {
+        create_widget(&c, &format!("w{i:02}"), json!({"bucketName": "abc"})).await;
+    }
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut lp = ListParams::default().limit(10);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await.unwrap();
+        pages += 1;
+        if pages == 1 {
+            assert_eq!(page.metadata.remaining_item_count, Some(15));
+        }
+        seen.extend(page.items.iter().map(|o| o.name_any()));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<String> = (0..25).map(|i| format!("w{i:02}")).collect();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn schema_violations_are_422_with_field_causes() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let cases = [
+        (json!({}), "spec.bucketName", "Required value"),
+        (
+            json!({"bucketName": "ABC"}),
+            "spec.bucketName",
+            "should match",
+        ),
+        (
+            json!({"bucketName": "ab"}),
+            "spec.bucketName",
+            "at least 3 chars long",
+        ),
+        (
+            json!({"bucketName": "a".repeat(64)}),
+            "spec.bucketName",
+            "Too long",
+        ),
+        (
+            json!({"bucketName": "abc", "region": "mars"}),
+            "spec.region",
+            "Unsupported value: \"mars\"",
+        ),
+        (
+            json!({"bucketName": "abc", "size": 0}),
+            "spec.size",
+            "greater than or equal to 1",
+        ),
+        (
+            json!({"bucketName": "abc", "size": 101}),
+            "spec.size",
+            "less than or equal to 100",
+        ),
+        (
+            json!({"bucketName": "abc", "size": "big"}),
+            "spec.size",
+            "must be of type integer",
+        ),
+        (
+            json!({"bucketName": "abc", "ratio": 0}),
+            "spec.ratio",
+            "should be greater than 0",
+        ),
+        (
+            json!({"bucketName": "abc", "items": []}),
+            "spec.items",
+            "at least 1 items",
+        ),
+        (
+            json!({"bucketName": "abc", "items": ["a", "b", "c", "d"]}),
+            "spec.items",
+            "Too many",
+        ),
+        (
+            json!({"bucketName": "abc", "tags": {"k": 1}}),
+            "spec.tags.k",
+            "must be of type string",
+        ),
+        (
+            json!({"bucketName": "abc", "port": true}),
+            "spec.port",
+            "integer,string",
+        ),
+    ];
+    for (i, (spec, field, text)) in cases.into_iter().enumerate() {
+        let o: DynamicObject =
+            serde_json::from_value(widget_json(&format!("w{i}"), spec.clone())).unwrap();
+        let st = api_err(api.create(&PostParams::default(), &o).await.unwrap_err());
+        assert_eq!((st.code, st.reason.as_str()), (422, "Invalid"), "{spec}");
+        assert!(
+            st.message.starts_with(&format!(
+                "Widget.test.kaws.io \"w{i}\" is invalid: {field}: "
+            )),
+            "{}",
+            st.message
+        );
+        assert!(st.message.contains(text), "{spec}: {}", st.message);
+        let causes = st.details.unwrap().causes;
+        assert_eq!(causes[0].field, field);
+    }
+    let ok = create_widget(
+        &c,
+        "fine",
+        json!({"bucketName": "abc", "port": "http", "note": null, "extra": {"x": {"y": 1}}}),
+    )
+    .await;
+    assert_eq!(ok.data["spec"]["extra"]["x"]["y"], 1);
+    let st = api_err(
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(widget_json("Bad_Name", json!({"bucketName": "abc"}))).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        st.message
+            .contains("metadata.name: Invalid value: \"Bad_Name\""),
+        "{}",
+        st.message
+    );
+}
+
+#[tokio::test]
+async fn unknown_fields_are_pruned_and_defaults_applied() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let w = create_widget(&c, "w", json!({"bucketName": "abc", "bogus": 1})).await;
+    assert!(w.data["spec"].get("bogus").is_none());
+    assert_eq!(w.data["spec"]["region"], "us-east-1");
+    assert_eq!(w.data["spec"]["size"], 10);
+    let (code, _, body) = raw(
+        &s.url(),
+        "POST",
+        "/apis/test.kaws.io/v1/namespaces/default/widgets?fieldValidation=Strict",
+        &[("Content-Type", "application/json")],
+        &widget_json("strict", json!({"bucketName": "abc", "bogus": 1})).to_string(),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(body.contains("unknown field \\\"spec.bogus\\\""), "{body}");
+    let (code, head, _) = raw(
+        &s.url(),
+        "POST",
+        "/apis/test.kaws.io/v1/namespaces/default/widgets?fieldValidation=Warn",
+        &[("Content-Type", "application/json")],
+        &widget_json("warn", json!({"bucketName": "abc", "bogus": 1})).to_string(),
+    )
+    .await;
+    assert_eq!(code, 201);
+    assert!(
+        head.to_lowercase()
+            .contains("warning: 299 - \"unknown field \\\"spec.bogus\\\"\""),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn cel_transition_rule_makes_bucket_name_immutable() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let st = api_err(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"bucketName": "other"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(st.code, 422);
+    assert_eq!(
+        st.message,
+        "Widget.test.kaws.io \"w\" is invalid: spec.bucketName: Invalid value: \"string\": bucketName is immutable"
+    );
+    assert_eq!(st.details.unwrap().causes[0].field, "spec.bucketName");
+    assert!(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}}))
+        )
+        .await
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn removing_an_owner_garbage_collects_its_secret() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let w = create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let secrets: Api<Secret> = Api::default_namespaced(c.clone());
+    let sec: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "owned", "ownerReferences": [{"apiVersion": "test.kaws.io/v1", "kind": "Widget", "name": "w", "uid": w.uid().unwrap()}]},
+        "stringData": {"password": "hunter2"}})).unwrap();
+    let created = secrets.create(&PostParams::default(), &sec).await.unwrap();
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    assert_eq!(created.data.unwrap()["password"].0, b"hunter2");
+    assert!(created.string_data.is_none());
+    dyn_api(&c)
+        .delete("w", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_err(secrets.get("owned").await.unwrap_err()).code, 404);
+}
+
+#[tokio::test]
+async fn create_errors_match_the_apiserver() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let api = dyn_api(&c);
+    let o: DynamicObject =
+        serde_json::from_value(widget_json("w", json!({"bucketName": "abc"}))).unwrap();
+    let st = api_err(api.create(&PostParams::default(), &o).await.unwrap_err());
+    assert_eq!((st.code, st.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(st.message, "widgets.test.kaws.io \"w\" already exists");
+    let missing: Api<DynamicObject> = Api::namespaced_with(c.clone(), "nope", &widget_resource());
+    let st = api_err(
+        missing
+            .create(&PostParams::default(), &o)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (404, "namespaces \"nope\" not found")
+    );
+    let generated: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget",
+        "metadata": {"generateName": "w-"}, "spec": {"bucketName": "abc"}}))
+        .unwrap();
+    let made = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    assert!(
+        made.name_any().starts_with("w-") && made.name_any().len() == 7,
+        "{}",
+        made.name_any()
+    );
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let o2: DynamicObject =
+        serde_json::from_value(widget_json("dry", json!({"bucketName": "abc"}))).unwrap();
+    api.create(&dry, &o2).await.unwrap();
+    assert_eq!(api_err(api.get("dry").await.unwrap_err()).code, 404);
+    let (code, _, body) = raw(&s.url(), "GET", "/apis/nothing.example/v1/things", &[], "").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("\"reason\":\"NotFound\""), "{body}");
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_removes_its_contents() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let nss: Api<Namespace> = Api::all(c.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "tmp");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "m"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    nss.delete("tmp", &DeleteParams::default()).await.unwrap();
+    let ns = nss.get("tmp").await;
+    if let Ok(ns) = ns {
+        assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    }
+    eventually("namespace gone", Duration::from_secs(5), || {
+        let nss = nss.clone();
+        async move { nss.get_opt("tmp").await.unwrap().is_none() }
+    })
+    .await;
+    assert!(cms.get_opt("m").await.unwrap().is_none());
+    assert_eq!(
+        api_err(
+            nss.delete("default", &DeleteParams::default())
+                .await
+                .unwrap_err()
+        )
+        .code,
+        403
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_crd_removes_its_objects_and_stops_serving_it() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(c.clone());
+    crds.delete("widgets.test.kaws.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    let st = api_err(dyn_api(&c).list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(st.code, 404);
+    s.install_crds_from_dir(&fixtures_dir()).await.unwrap();
+    assert!(
+        dyn_api(&c)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn event_recorder_creates_and_updates_series() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let w = create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let rec = Recorder::new(
+        c.clone(),
+        Reporter {
+            controller: "kaws".into(),
+            instance: None,
+        },
+    );
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Created".into(),
+        note: Some("made it".into()),
+        action: "Create".into(),
+        secondary: None,
+    };
+    let reference = w.object_ref(&widget_resource());
+    rec.publish(&ev, &reference).await.unwrap();
+    rec.publish(&ev, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(c.clone());
+    let list = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+}
+
+#[tokio::test]
+async fn injected_failures_return_statuses_and_retry_after() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    s.faults().fail_next("/widgets", 1, 500, None);
+    let st = api_err(api.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!((st.code, st.reason.as_str()), (500, "InternalError"));
+    assert!(
+        api.list(&ListParams::default()).await.is_ok(),
+        "only the next request fails"
+    );
+    s.faults().fail_next("/widgets", 1, 429, Some(7));
+    let (code, head, body) = raw(
+        &s.url(),
+        "GET",
+        "/apis/test.kaws.io/v1/namespaces/default/widgets",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(code, 429);
+    assert!(head.to_lowercase().contains("retry-after: 7"), "{head}");
+    assert!(body.contains("\"reason\":\"TooManyRequests\""), "{body}");
+    s.faults().set_latency(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    api.list(&ListParams::default()).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    s.faults().set_latency(Duration::ZERO);
+    let (code, _, _) = raw(
+        &s.url(),
+        "POST",
+        "/testserver/faults/fail-next?path=widgets&status=502",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        api_err(api.list(&ListParams::default()).await.unwrap_err()).code,
+        502
+    );
+}
+
+async fn watcher_recovers_after(fault: impl Fn(&kaws_testserver::Faults)) {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let mut stream = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    create_widget(&c, "before", json!({"bucketName": "abc"})).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.name_any(), "before");
+    fault(&s.faults());
+    create_widget(&c, "after", json!({"bucketName": "abc"})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("watcher saw the new object");
+        if let Some(Ok(o)) = next {
+            if o.name_any() == "after" {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn watcher_recovers_after_drop_watches() {
+    watcher_recovers_after(|f| f.drop_watches()).await;
+}
+
+#[tokio::test]
+async fn watcher_recovers_after_restart() {
+    watcher_recovers_after(|f| f.restart()).await;
+}
+
+#[tokio::test]
+async fn put_without_resource_version_is_rejected_for_custom_resources_only() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let mut w = create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    w.metadata.resource_version = None;
+    let st = api_err(
+        api.replace("w", &PostParams::default(), &w)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(st.code, 422);
+    let cm: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    cm.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "m"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let m: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "m"}, "data": {"k": "v"}})).unwrap();
+    assert!(cm.replace("m", &PostParams::default(), &m).await.is_ok());
+}
