@@ -168,10 +168,7 @@ fn route(
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = content_type(headers);
     if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(
-            &ct,
-            &["application/json", "application/yaml"],
-        ));
+        return crate::protobuf::decode(body);
     }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
