@@ -255,13 +255,12 @@ fn resource(
     if ns.is_some() && !def.namespaced {
         return Err(ApiError::no_route());
     }
-    if let Some(s) = sub {
-        if !(s == "status" && def.has_status(version))
+    if let Some(s) = sub
+        && !(s == "status" && def.has_status(version))
             && !(s == "finalize" && plural == "namespaces")
         {
             return Err(ApiError::no_route());
         }
-    }
     let sub = sub.filter(|s| *s == "status");
     let t = Target {
         def: def.clone(),

@@ -126,19 +126,14 @@ pub fn group_version(st: &State, group: &str, version: &str) -> Option<Value> {
             query("fieldManager"),
             query("fieldValidation"),
         ];
-        let patch_types: Vec<&str> = if def.custom {
-            vec![
-                "application/json-patch+json",
-                "application/merge-patch+json",
-                "application/apply-patch+yaml",
-            ]
-        } else {
-            vec![
-                "application/json-patch+json",
-                "application/merge-patch+json",
-                "application/apply-patch+yaml",
-            ]
-        };
+        // Strategic merge is deliberately not advertised, even for built-ins:
+        // kubectl would then compute SMPs from these minimal schemas instead
+        // of its compiled-in types.
+        let patch_types = [
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml",
+        ];
         let mut patch_params = write.clone();
         patch_params.push(query("force"));
         let collection = if def.namespaced {

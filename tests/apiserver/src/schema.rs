@@ -153,8 +153,8 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>
             return;
         }
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value) {
             let list: Vec<String> = allowed.iter().map(show).collect();
             errs.push(Cause {
                 reason: "FieldValueNotSupported".into(),
@@ -166,14 +166,13 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>
                 field: path.to_string(),
             });
         }
-    }
     match value {
         Value::String(s) => validate_string(schema, s, value, path, errs),
         Value::Number(_) => validate_number(schema, value, path, errs),
         Value::Array(items) => {
             let n = items.len() as u64;
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                if n < min {
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && n < min {
                     invalid(
                         errs,
                         path,
@@ -181,16 +180,14 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>
                         format!("{path} in body should have at least {min} items"),
                     );
                 }
-            }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if n > max {
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && n > max {
                     errs.push(Cause {
                         reason: "FieldValueTooMany".into(),
                         message: format!("Too many: {n}: must have at most {max} items"),
                         field: path.to_string(),
                     });
                 }
-            }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     validate(item_schema, item, &format!("{path}[{i}]"), errs);
@@ -209,8 +206,8 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>
 
 fn validate_string(schema: &Value, s: &str, value: &Value, path: &str, errs: &mut Vec<Cause>) {
     let len = s.chars().count() as u64;
-    if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-        if len < min {
+    if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+        && len < min {
             invalid(
                 errs,
                 path,
@@ -218,16 +215,14 @@ fn validate_string(schema: &Value, s: &str, value: &Value, path: &str, errs: &mu
                 format!("{path} in body should be at least {min} chars long"),
             );
         }
-    }
-    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-        if len > max {
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+        && len > max {
             errs.push(Cause {
                 reason: "FieldValueTooLong".into(),
                 message: format!("Too long: may not be more than {max} bytes"),
                 field: path.to_string(),
             });
         }
-    }
     if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
         match regex::Regex::new(p) {
             Ok(re) if !re.is_match(s) => invalid(
@@ -295,8 +290,8 @@ fn validate_number(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cau
             );
         }
     }
-    if let Some(m) = schema.get("multipleOf").and_then(num) {
-        if m != 0.0 && (n / m).fract() != 0.0 {
+    if let Some(m) = schema.get("multipleOf").and_then(num)
+        && m != 0.0 && (n / m).fract() != 0.0 {
             invalid(
                 errs,
                 path,
@@ -304,7 +299,6 @@ fn validate_number(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cau
                 format!("{path} in body should be a multiple of {}", fmt_num(m)),
             );
         }
-    }
 }
 
 fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &mut Vec<Cause>) {
@@ -320,8 +314,8 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &
         }
     }
     let n = map.len() as u64;
-    if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
-        if n < min {
+    if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
+        && n < min {
             invalid(
                 errs,
                 path,
@@ -329,9 +323,8 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &
                 format!("{path} in body should have at least {min} properties"),
             );
         }
-    }
-    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
-        if n > max {
+    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+        && n > max {
             invalid(
                 errs,
                 path,
@@ -339,7 +332,6 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &
                 format!("{path} in body should have at most {max} properties"),
             );
         }
-    }
     let props = schema.get("properties").and_then(Value::as_object);
     let addl = schema.get("additionalProperties").filter(|a| a.is_object());
     for (k, v) in map {

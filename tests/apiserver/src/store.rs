@@ -527,12 +527,11 @@ impl State {
             EventType::Added
         };
         self.log_event(&key, kind, arc, old);
-        if t.def.key() == "apiextensions.k8s.io/customresourcedefinitions" {
-            if let Ok(d) = resources::from_crd(&obj) {
+        if t.def.key() == "apiextensions.k8s.io/customresourcedefinitions"
+            && let Ok(d) = resources::from_crd(&obj) {
                 self.defs.insert(d.key(), Arc::new(d));
                 self.epoch += 1;
             }
-        }
         obj
     }
 
@@ -732,8 +731,8 @@ impl State {
                 ));
             }
         }
-        if let Some(old) = old {
-            if old.pointer("/metadata/deletionTimestamp").is_some() {
+        if let Some(old) = old
+            && old.pointer("/metadata/deletionTimestamp").is_some() {
                 let before = finalizers(old);
                 let added: Vec<String> = finalizers(obj)
                     .into_iter()
@@ -750,7 +749,6 @@ impl State {
                     });
                 }
             }
-        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&t.def.group, &t.def.kind, &name, causes));
         }
@@ -843,11 +841,10 @@ impl State {
         if t.def.tracks_generation() {
             meta_mut(&mut body).insert("generation".into(), json!(1));
         }
-        if t.def.has_status(&t.version) && t.def.custom {
-            if let Some(o) = body.as_object_mut() {
+        if t.def.has_status(&t.version) && t.def.custom
+            && let Some(o) = body.as_object_mut() {
                 o.remove("status");
             }
-        }
         if t.def.plural == "namespaces" {
             body["status"] = json!({"phase": "Active"});
         }
@@ -1095,13 +1092,11 @@ impl State {
                     self.finish_update(t, old, new, opts)?
                 }
             };
-            if !opts.dry_run {
-                if let Some(b) = self.buckets.get_mut(&t.def.key()) {
-                    if b.objects.contains_key(&okey) {
+            if !opts.dry_run
+                && let Some(b) = self.buckets.get_mut(&t.def.key())
+                    && b.objects.contains_key(&okey) {
                         b.applied.entry(okey).or_default().insert(slot, scoped);
                     }
-                }
-            }
             return Ok(written);
         }
         let old = old.ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?;
@@ -1243,11 +1238,10 @@ impl State {
         for (ns, name) in names {
             let mut t = t.clone();
             t.namespace = Some(ns).filter(|s| !s.is_empty());
-            if let Ok(v) = self.delete(&t, &name, opts) {
-                if v.get("kind").and_then(Value::as_str) != Some("Status") {
+            if let Ok(v) = self.delete(&t, &name, opts)
+                && v.get("kind").and_then(Value::as_str) != Some("Status") {
                     items.push(v);
                 }
-            }
         }
         Ok(json!({
             "kind": t.def.list_kind,

@@ -189,7 +189,7 @@ pub fn eval<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
                             }
                             let matches = match x {
                                 Some(Value::String(s)) => s == want,
-                                Some(other) => other.to_string() == *want,
+                                Some(other) => want.as_str() == other.to_string().as_str(),
                                 None => false,
                             };
                             if matches {

@@ -1063,11 +1063,10 @@ async fn watcher_recovers_after(fault: impl Fn(&kaws_testserver::Faults)) {
         let next = tokio::time::timeout_at(deadline, stream.next())
             .await
             .expect("watcher saw the new object");
-        if let Some(Ok(o)) = next {
-            if o.name_any() == "after" {
+        if let Some(Ok(o)) = next
+            && o.name_any() == "after" {
                 break;
             }
-        }
     }
 }
 
