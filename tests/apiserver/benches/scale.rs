@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use kaws_testserver::{Options, TestServer};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use serde_json::json;
 
 const N: usize = 10_000;
@@ -15,9 +18,11 @@ fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
@@ -53,11 +58,19 @@ async fn main() -> anyhow::Result<()> {
         .buffer_unordered(16)
         .try_collect::<()>()
         .await?;
-    rows.push((format!("create {N} (16 concurrent)"), t.elapsed(), rss_mib()));
+    rows.push((
+        format!("create {N} (16 concurrent)"),
+        t.elapsed(),
+        rss_mib(),
+    ));
 
     let t = Instant::now();
     let all = api.list(&ListParams::default()).await?;
-    anyhow::ensure!(all.items.len() == N, "full list returned {}", all.items.len());
+    anyhow::ensure!(
+        all.items.len() == N,
+        "full list returned {}",
+        all.items.len()
+    );
     rows.push(("list all (one request)".into(), t.elapsed(), rss_mib()));
 
     let t = Instant::now();
@@ -93,12 +106,19 @@ async fn main() -> anyhow::Result<()> {
             None => anyhow::bail!("watch ended after {added} events"),
         }
     }
-    rows.push(("watch from 0 (initial ADDED)".into(), t.elapsed(), rss_mib()));
+    rows.push((
+        "watch from 0 (initial ADDED)".into(),
+        t.elapsed(),
+        rss_mib(),
+    ));
 
     println!("{:<32} {:>12} {:>10}", "step", "time", "RSS MiB");
     println!("{}", "-".repeat(56));
     for (name, d, rss) in rows {
-        println!("{name:<32} {:>10.1}ms {rss:>10.1}", d.as_secs_f64() * 1000.0);
+        println!(
+            "{name:<32} {:>10.1}ms {rss:>10.1}",
+            d.as_secs_f64() * 1000.0
+        );
     }
     Ok(())
 }

@@ -257,10 +257,10 @@ fn resource(
     }
     if let Some(s) = sub
         && !(s == "status" && def.has_status(version))
-            && !(s == "finalize" && plural == "namespaces")
-        {
-            return Err(ApiError::no_route());
-        }
+        && !(s == "finalize" && plural == "namespaces")
+    {
+        return Err(ApiError::no_route());
+    }
     let sub = sub.filter(|s| *s == "status");
     let t = Target {
         def: def.clone(),

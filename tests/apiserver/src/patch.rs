@@ -83,9 +83,11 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> ApiResult<()> {
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     for op in ops {
         if let json_patch::PatchOperation::Test(t) = &op
-            && t.value.is_null() && doc.pointer(t.path.as_str()).is_none() {
-                continue;
-            }
+            && t.value.is_null()
+            && doc.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
         let path = op.path().to_string();
         let is_test = matches!(op, json_patch::PatchOperation::Test(_));
         json_patch::patch(doc, &[op]).map_err(|e| {

@@ -154,40 +154,43 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>
         }
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-        && !allowed.contains(value) {
-            let list: Vec<String> = allowed.iter().map(show).collect();
-            errs.push(Cause {
-                reason: "FieldValueNotSupported".into(),
-                message: format!(
-                    "Unsupported value: {}: supported values: {}",
-                    show(value),
-                    list.join(", ")
-                ),
-                field: path.to_string(),
-            });
-        }
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(show).collect();
+        errs.push(Cause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                show(value),
+                list.join(", ")
+            ),
+            field: path.to_string(),
+        });
+    }
     match value {
         Value::String(s) => validate_string(schema, s, value, path, errs),
         Value::Number(_) => validate_number(schema, value, path, errs),
         Value::Array(items) => {
             let n = items.len() as u64;
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                && n < min {
-                    invalid(
-                        errs,
-                        path,
-                        n.to_string(),
-                        format!("{path} in body should have at least {min} items"),
-                    );
-                }
+                && n < min
+            {
+                invalid(
+                    errs,
+                    path,
+                    n.to_string(),
+                    format!("{path} in body should have at least {min} items"),
+                );
+            }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && n > max {
-                    errs.push(Cause {
-                        reason: "FieldValueTooMany".into(),
-                        message: format!("Too many: {n}: must have at most {max} items"),
-                        field: path.to_string(),
-                    });
-                }
+                && n > max
+            {
+                errs.push(Cause {
+                    reason: "FieldValueTooMany".into(),
+                    message: format!("Too many: {n}: must have at most {max} items"),
+                    field: path.to_string(),
+                });
+            }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     validate(item_schema, item, &format!("{path}[{i}]"), errs);
@@ -207,22 +210,24 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>
 fn validate_string(schema: &Value, s: &str, value: &Value, path: &str, errs: &mut Vec<Cause>) {
     let len = s.chars().count() as u64;
     if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-        && len < min {
-            invalid(
-                errs,
-                path,
-                show(value),
-                format!("{path} in body should be at least {min} chars long"),
-            );
-        }
+        && len < min
+    {
+        invalid(
+            errs,
+            path,
+            show(value),
+            format!("{path} in body should be at least {min} chars long"),
+        );
+    }
     if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-        && len > max {
-            errs.push(Cause {
-                reason: "FieldValueTooLong".into(),
-                message: format!("Too long: may not be more than {max} bytes"),
-                field: path.to_string(),
-            });
-        }
+        && len > max
+    {
+        errs.push(Cause {
+            reason: "FieldValueTooLong".into(),
+            message: format!("Too long: may not be more than {max} bytes"),
+            field: path.to_string(),
+        });
+    }
     if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
         match regex::Regex::new(p) {
             Ok(re) if !re.is_match(s) => invalid(
@@ -291,14 +296,16 @@ fn validate_number(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cau
         }
     }
     if let Some(m) = schema.get("multipleOf").and_then(num)
-        && m != 0.0 && (n / m).fract() != 0.0 {
-            invalid(
-                errs,
-                path,
-                value.to_string(),
-                format!("{path} in body should be a multiple of {}", fmt_num(m)),
-            );
-        }
+        && m != 0.0
+        && (n / m).fract() != 0.0
+    {
+        invalid(
+            errs,
+            path,
+            value.to_string(),
+            format!("{path} in body should be a multiple of {}", fmt_num(m)),
+        );
+    }
 }
 
 fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &mut Vec<Cause>) {
@@ -315,23 +322,25 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &
     }
     let n = map.len() as u64;
     if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
-        && n < min {
-            invalid(
-                errs,
-                path,
-                n.to_string(),
-                format!("{path} in body should have at least {min} properties"),
-            );
-        }
+        && n < min
+    {
+        invalid(
+            errs,
+            path,
+            n.to_string(),
+            format!("{path} in body should have at least {min} properties"),
+        );
+    }
     if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
-        && n > max {
-            invalid(
-                errs,
-                path,
-                n.to_string(),
-                format!("{path} in body should have at most {max} properties"),
-            );
-        }
+        && n > max
+    {
+        invalid(
+            errs,
+            path,
+            n.to_string(),
+            format!("{path} in body should have at most {max} properties"),
+        );
+    }
     let props = schema.get("properties").and_then(Value::as_object);
     let addl = schema.get("additionalProperties").filter(|a| a.is_object());
     for (k, v) in map {

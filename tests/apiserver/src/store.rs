@@ -528,10 +528,11 @@ impl State {
         };
         self.log_event(&key, kind, arc, old);
         if t.def.key() == "apiextensions.k8s.io/customresourcedefinitions"
-            && let Ok(d) = resources::from_crd(&obj) {
-                self.defs.insert(d.key(), Arc::new(d));
-                self.epoch += 1;
-            }
+            && let Ok(d) = resources::from_crd(&obj)
+        {
+            self.defs.insert(d.key(), Arc::new(d));
+            self.epoch += 1;
+        }
         obj
     }
 
@@ -732,14 +733,15 @@ impl State {
             }
         }
         if let Some(old) = old
-            && old.pointer("/metadata/deletionTimestamp").is_some() {
-                let before = finalizers(old);
-                let added: Vec<String> = finalizers(obj)
-                    .into_iter()
-                    .filter(|f| !before.contains(f))
-                    .collect();
-                if !added.is_empty() {
-                    causes.push(Cause {
+            && old.pointer("/metadata/deletionTimestamp").is_some()
+        {
+            let before = finalizers(old);
+            let added: Vec<String> = finalizers(obj)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                causes.push(Cause {
                         reason: "FieldValueForbidden".into(),
                         message: format!(
                             "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
@@ -747,8 +749,8 @@ impl State {
                         ),
                         field: "metadata.finalizers".into(),
                     });
-                }
             }
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&t.def.group, &t.def.kind, &name, causes));
         }
@@ -841,10 +843,12 @@ impl State {
         if t.def.tracks_generation() {
             meta_mut(&mut body).insert("generation".into(), json!(1));
         }
-        if t.def.has_status(&t.version) && t.def.custom
-            && let Some(o) = body.as_object_mut() {
-                o.remove("status");
-            }
+        if t.def.has_status(&t.version)
+            && t.def.custom
+            && let Some(o) = body.as_object_mut()
+        {
+            o.remove("status");
+        }
         if t.def.plural == "namespaces" {
             body["status"] = json!({"phase": "Active"});
         }
@@ -1094,9 +1098,10 @@ impl State {
             };
             if !opts.dry_run
                 && let Some(b) = self.buckets.get_mut(&t.def.key())
-                    && b.objects.contains_key(&okey) {
-                        b.applied.entry(okey).or_default().insert(slot, scoped);
-                    }
+                && b.objects.contains_key(&okey)
+            {
+                b.applied.entry(okey).or_default().insert(slot, scoped);
+            }
             return Ok(written);
         }
         let old = old.ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?;
@@ -1239,9 +1244,10 @@ impl State {
             let mut t = t.clone();
             t.namespace = Some(ns).filter(|s| !s.is_empty());
             if let Ok(v) = self.delete(&t, &name, opts)
-                && v.get("kind").and_then(Value::as_str) != Some("Status") {
-                    items.push(v);
-                }
+                && v.get("kind").and_then(Value::as_str) != Some("Status")
+            {
+                items.push(v);
+            }
         }
         Ok(json!({
             "kind": t.def.list_kind,

@@ -1064,9 +1064,10 @@ async fn watcher_recovers_after(fault: impl Fn(&kaws_testserver::Faults)) {
             .await
             .expect("watcher saw the new object");
         if let Some(Ok(o)) = next
-            && o.name_any() == "after" {
-                break;
-            }
+            && o.name_any() == "after"
+        {
+            break;
+        }
     }
 }
 
@@ -1103,4 +1104,192 @@ async fn put_without_resource_version_is_rejected_for_custom_resources_only() {
     let m: ConfigMap =
         serde_json::from_value(json!({"metadata": {"name": "m"}, "data": {"k": "v"}})).unwrap();
     assert!(cm.replace("m", &PostParams::default(), &m).await.is_ok());
+}
+
+#[tokio::test]
+async fn leases_and_core_events_round_trip_with_field_selectors() {
+    use k8s_openapi::api::{coordination::v1::Lease, core::v1::Event as CoreEvent};
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let leases: Api<Lease> = Api::default_namespaced(c.clone());
+    let l = leases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut l2 = l.clone();
+    l2.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("leader", &PostParams::default(), &l2)
+        .await
+        .unwrap();
+    let st = api_err(
+        leases
+            .replace("leader", &PostParams::default(), &l)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(st.code, 409);
+    let events: Api<CoreEvent> = Api::default_namespaced(c.clone());
+    for (name, target) in [("e1", "x"), ("e2", "y")] {
+        events
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                "metadata": {"name": name}, "reason": "Test",
+                "involvedObject": {"kind": "Widget", "name": target, "namespace": "default"}}))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let found = events
+        .list(&ListParams::default().fields("involvedObject.name=y,involvedObject.kind=Widget"))
+        .await
+        .unwrap();
+    assert_eq!(
+        found.items.iter().map(|e| e.name_any()).collect::<Vec<_>>(),
+        ["e2"]
+    );
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_sees_initial_and_live_objects() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "a", json!({"bucketName": "abc"})).await;
+    let mut stream = watcher(dyn_api(&c), watcher::Config::default().streaming_lists())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.name_any(), "a");
+    create_widget(&c, "b", json!({"bucketName": "abc"})).await;
+    let second = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.name_any(), "b");
+}
+
+#[tokio::test]
+async fn delete_collection_honours_selectors_and_namespaces() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    for (n, l) in [("a", "x"), ("b", "y"), ("c", "x")] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": n, "labels": {"g": l}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let sys: Api<ConfigMap> = Api::namespaced(c.clone(), "kube-system");
+    sys.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "a", "labels": {"g": "x"}}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("g=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.name_any())
+        .collect();
+    assert_eq!(left, ["b"]);
+    assert!(
+        sys.get_opt("a").await.unwrap().is_some(),
+        "other namespaces untouched"
+    );
+}
+
+#[tokio::test]
+async fn table_requests_get_printer_columns_and_partial_metadata() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc", "size": 3})).await;
+    dyn_api(&c)
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let (code, _, body) = raw(
+        &s.url(),
+        "GET",
+        "/apis/test.kaws.io/v1/namespaces/default/widgets",
+        &[(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let t: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(t["kind"], "Table");
+    let cols: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cols, ["Name", "Bucket", "Size", "Ready", "Age"]);
+    let row = &t["rows"][0];
+    assert_eq!(
+        row["cells"].as_array().unwrap()[..4],
+        [json!("w"), json!("abc"), json!(3), json!("False")]
+    );
+    assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(row["object"]["metadata"]["name"], "w");
+}
+
+#[tokio::test]
+async fn unsupported_methods_and_paths_get_statuses() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let (code, _, body) = raw(
+        &s.url(),
+        "POST",
+        "/apis/test.kaws.io/v1/namespaces/default/widgets/w",
+        &[("Content-Type", "application/json")],
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 405);
+    assert!(body.contains("\"reason\":\"MethodNotAllowed\""), "{body}");
+    let (code, _, body) = raw(
+        &s.url(),
+        "GET",
+        "/apis/test.kaws.io/v1/namespaces/default/widgets/w/scale",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert!(body.contains("\"kind\":\"Status\""), "{body}");
 }
