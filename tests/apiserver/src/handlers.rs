@@ -298,10 +298,9 @@ fn resource(
                 )));
             }
             let render: watch::Render = {
-                let app = app.clone();
                 let t = t.clone();
                 Arc::new(move |o: &Value| {
-                    let presented = app.store.lock().present(&t, o);
+                    let presented = crate::store::present(&t, o);
                     if table {
                         let rv = presented
                             .pointer("/metadata/resourceVersion")

@@ -119,6 +119,15 @@ pub struct Store {
     pub notify: tokio::sync::watch::Sender<u64>,
 }
 
+/// The object as served at the target's version (conversion strategy None:
+/// only apiVersion changes). Needs no lock, so watches can call it freely.
+pub fn present(t: &Target, obj: &Value) -> Value {
+    let mut v = obj.clone();
+    v["apiVersion"] = json!(t.def.api_version(&t.version));
+    v["kind"] = json!(t.def.kind);
+    v
+}
+
 pub fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -335,10 +344,7 @@ impl State {
 
     /// The object as served at the requested version.
     pub fn present(&self, t: &Target, obj: &Value) -> Value {
-        let mut v = obj.clone();
-        v["apiVersion"] = json!(t.def.api_version(&t.version));
-        v["kind"] = json!(t.def.kind);
-        v
+        present(t, obj)
     }
 
     fn ns_key(t: &Target, name: &str) -> ObjKey {
@@ -623,7 +629,7 @@ impl State {
     // ---- admission -----------------------------------------------------------
 
     /// Kind-specific defaulting that the real registry strategies do.
-    fn prepare_builtin(&self, t: &Target, obj: &mut Value) -> ApiResult<()> {
+    fn prepare_builtin(&self, t: &Target, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
         match t.def.key().as_str() {
             "/secrets" => {
                 if let Some(Value::Object(sd)) =
@@ -659,7 +665,13 @@ impl State {
             }
             "apiextensions.k8s.io/customresourcedefinitions" => match resources::from_crd(obj) {
                 Ok(def) => {
-                    obj["status"] = crd_status(obj, &def);
+                    let mut status = crd_status(obj, &def);
+                    // Keep condition timestamps stable so re-applying an
+                    // unchanged CRD is a no-op.
+                    if let Some(conds) = old.and_then(|o| o.pointer("/status/conditions")) {
+                        status["conditions"] = conds.clone();
+                    }
+                    obj["status"] = status;
                 }
                 Err(errs) => {
                     let causes = errs
@@ -694,7 +706,7 @@ impl State {
         let name = name_of(obj).to_string();
         let mut causes = name_causes(&t.def, &name);
         let mut warnings = Vec::new();
-        self.prepare_builtin(t, obj)?;
+        self.prepare_builtin(t, obj, old)?;
         let vdef = t.def.version(&t.version);
         if let Some(s) = vdef.and_then(|v| v.schema.as_ref()) {
             let mut unknown = Vec::new();

@@ -1293,3 +1293,25 @@ async fn unsupported_methods_and_paths_get_statuses() {
     assert_eq!(code, 404);
     assert!(body.contains("\"kind\":\"Status\""), "{body}");
 }
+
+#[tokio::test]
+async fn reinstalling_unchanged_crds_is_a_no_op() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let s = server().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client().await.unwrap());
+    let before = crds.get("widgets.test.kaws.io").await.unwrap();
+    s.install_crds_from_dir(&fixtures_dir()).await.unwrap();
+    let after = crds.get("widgets.test.kaws.io").await.unwrap();
+    assert_eq!(before.resource_version(), after.resource_version());
+    let conds = after.status.unwrap().conditions.unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "NamesAccepted" && c.status == "True")
+    );
+}
