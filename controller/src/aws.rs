@@ -157,20 +157,12 @@ where
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().unwrap_or_default();
-    let message = err
-        .message()
-        .map(str::to_string)
-        .unwrap_or_else(|| match status {
-            Some(s) => format!(
-                "HTTP {s}{}",
-                if code.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {code}")
-                }
-            ),
-            None => aws_smithy_types::error::display::DisplayErrorContext(err).to_string(),
-        });
+    let message = match err.message() {
+        Some(m) => m.to_string(),
+        // No AWS message (response unreadable, timeout, connection error): the error chain
+        // says what happened. It carries no request content, so no secret can leak through it.
+        None => aws_smithy_types::error::display::DisplayErrorContext(err).to_string(),
+    };
     let operation = operation.to_string();
     if THROTTLING_CODES.contains(&code) || status == Some(429) {
         return Error::Throttled { operation };

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::{self, Context, External, ManagedObject, Shared};
 
+const READY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Counts watches whose initial list has not finished; `/readyz` is true at zero.
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
@@ -80,8 +82,14 @@ pub async fn run_kind<K, E>(
         let ready_reader = reader.clone();
         let readiness = readiness.clone();
         tokio::spawn(async move {
-            if ready_reader.wait_until_ready().await.is_ok() {
-                readiness.done();
+            // The store's readiness is a oneshot that wakes only the last task polling it and
+            // the controller polls it too, so poll again on a timer instead of waiting once.
+            loop {
+                match tokio::time::timeout(READY_POLL, ready_reader.wait_until_ready()).await {
+                    Ok(Ok(())) => break readiness.done(),
+                    Ok(Err(_)) => break,
+                    Err(_) => continue,
+                }
             }
         });
         let token = shutdown.clone();

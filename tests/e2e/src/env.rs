@@ -1,0 +1,325 @@
+//! One isolated end-to-end environment per test: API server (the repository's test server, or
+//! the cluster in `KAWS_TEST_KUBECONFIG`), moto, and the real `kaws` binary, with a fresh
+//! namespace and cluster id so that tests never see each other's objects.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use kaws::resources::bucket::Bucket;
+use kaws_testserver::{TestServer, workspace_crds_dir};
+use kube::{Api, ResourceExt, api::ListParams};
+use serde_json::Value;
+
+use crate::{
+    kaws::{Kaws, KawsOptions},
+    kubectl,
+    moto::Moto,
+};
+
+pub const REGION: &str = "eu-west-1";
+
+/// A name no other test uses, valid as a namespace, object and bucket name.
+pub fn unique_name(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..12])
+}
+
+/// Options for [`Env::start_with`].
+#[derive(Clone, Debug)]
+pub struct EnvOptions {
+    pub resync_period: String,
+    pub extra_env: BTreeMap<String, String>,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        Self {
+            resync_period: "10m".to_string(),
+            extra_env: BTreeMap::new(),
+        }
+    }
+}
+
+pub struct Env {
+    // Field order is drop order: kaws stops before the servers it talks to.
+    pub kaws: Kaws,
+    pub moto: Moto,
+    pub server: Option<TestServer>,
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub namespace: String,
+    pub cluster_id: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start() -> anyhow::Result<Env> {
+        Self::start_with(EnvOptions::default()).await
+    }
+
+    pub async fn start_with(opts: EnvOptions) -> anyhow::Result<Env> {
+        let dir = tempfile::Builder::new().prefix("kaws-e2e-").tempdir()?;
+        let (server, kubeconfig) = match std::env::var_os("KAWS_TEST_KUBECONFIG") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                kubectl::ok(
+                    &path,
+                    &["apply", "-f", &workspace_crds_dir().display().to_string()],
+                );
+                (None, path)
+            }
+            None => {
+                let server = TestServer::start().await?;
+                server.install_crds_from_dir(&workspace_crds_dir()).await?;
+                let path = server.kubeconfig_path().to_path_buf();
+                (Some(server), path)
+            }
+        };
+        let client = client_for(&kubeconfig).await?;
+        let namespace = unique_name("e2e");
+        kubectl::ok(&kubeconfig, &["create", "namespace", &namespace]);
+        let cluster_id = unique_name("cluster");
+
+        let moto = Moto::start(dir.path()).await?;
+        let kaws = Kaws::start(
+            KawsOptions {
+                kubeconfig: &kubeconfig,
+                aws_endpoint: &moto.endpoint,
+                region: REGION,
+                cluster_id: &cluster_id,
+                resync_period: &opts.resync_period,
+                namespaces: vec![namespace.clone()],
+                extra_env: opts.extra_env.clone(),
+            },
+            dir.path(),
+        )
+        .await?;
+        let s3 = s3_client(&moto.endpoint).await;
+        Ok(Env {
+            kaws,
+            moto,
+            server,
+            kubeconfig,
+            client,
+            s3,
+            namespace,
+            cluster_id,
+            dir,
+        })
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        kubectl::run(&self.kubeconfig, args)
+    }
+
+    /// kubectl in the test's namespace; panics on failure.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.namespace.as_str()];
+        all.extend_from_slice(args);
+        kubectl::ok(&self.kubeconfig, &all)
+    }
+
+    /// `kubectl apply -f` of a manifest in the test's namespace.
+    pub fn apply(&self, yaml: &str) -> std::process::Output {
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.yaml", unique_name("manifest")));
+        std::fs::write(&path, yaml).expect("write manifest");
+        let path = path.display().to_string();
+        kubectl::run(
+            &self.kubeconfig,
+            &["-n", &self.namespace, "apply", "-f", &path],
+        )
+    }
+
+    pub fn apply_ok(&self, yaml: &str) {
+        let out = self.apply(yaml);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn buckets(&self) -> Api<Bucket> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Waits until `check` holds for the Bucket (as JSON), or fails with its last state.
+    pub async fn wait_bucket(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(b) = self.buckets().get_opt(name).await? {
+                last = serde_json::to_value(&b)?;
+                if check(&last) {
+                    return Ok(last);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!(
+            "timed out after {timeout:?} waiting for {what} on bucket {name}; last state:\n{}\nkaws log tail:\n{}",
+            serde_json::to_string_pretty(&last)?,
+            tail(&self.kaws.logs(), 40)
+        )
+    }
+
+    /// Waits until condition `type_` of the Bucket has `status` (and `reason`, if given).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        self.wait_bucket(
+            name,
+            Duration::from_secs(60),
+            &format!("{type_}={status} {reason:?}"),
+            |b| {
+                condition(b, type_).is_some_and(|c| {
+                    c["status"] == status && reason.is_none_or(|r| c["reason"] == r)
+                })
+            },
+        )
+        .await
+    }
+
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.buckets().get_opt(name).await?.is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!(
+            "bucket object {name} still exists after {timeout:?}; kaws log:\n{}",
+            tail(&self.kaws.logs(), 40)
+        )
+    }
+
+    /// Event reasons recorded for object `name`, oldest first (events.k8s.io/v1).
+    pub async fn event_reasons(&self, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let mut events = api.list(&ListParams::default()).await?.items;
+        events.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
+        events.sort_by_key(|e| e.resource_version().and_then(|v| v.parse::<u64>().ok()));
+        Ok(events
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect())
+    }
+
+    pub async fn wait_event(&self, name: &str, reason: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some((_, note)) = self
+                .event_reasons(name)
+                .await?
+                .into_iter()
+                .find(|(r, _)| r == reason)
+            {
+                return Ok(note);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        bail!(
+            "no {reason} event for {name}; events: {:?}",
+            self.event_reasons(name).await?
+        )
+    }
+
+    pub async fn bucket_exists(&self, bucket: &str) -> bool {
+        self.s3.head_bucket().bucket(bucket).send().await.is_ok()
+    }
+
+    pub async fn bucket_tags(&self, bucket: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let out = self.s3.get_bucket_tagging().bucket(bucket).send().await?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+
+    /// S3 write calls (anything but Get/Head/List) kaws has made so far.
+    pub async fn s3_write_calls(&self) -> anyhow::Result<u64> {
+        self.kaws
+            .aws_calls(|labels| {
+                labels.contains("service=\"s3\"")
+                    && !["operation=\"Get", "operation=\"Head", "operation=\"List"]
+                        .iter()
+                        .any(|p| labels.contains(p))
+            })
+            .await
+    }
+
+    pub async fn s3_calls(&self) -> anyhow::Result<u64> {
+        self.kaws
+            .aws_calls(|labels| labels.contains("service=\"s3\""))
+            .await
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The condition `type_` of an object in JSON form.
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
+    kube::Client::try_from(config).context("kube client")
+}
+
+/// An S3 client for checking AWS from the test's side, independent of kaws.
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let creds = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "e2e");
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Against a real cluster, leave nothing behind.
+        if self.server.is_none() {
+            let _ = kubectl::run(
+                &self.kubeconfig,
+                &["delete", "namespace", &self.namespace, "--wait=false"],
+            );
+        }
+    }
+}

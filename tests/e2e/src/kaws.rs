@@ -1,0 +1,193 @@
+//! Runs the real `kaws` binary as a child process and reads its logs and metrics.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::moto::{free_port, workspace_root};
+
+/// The `kaws` binary cargo built for this workspace.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug/kaws");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: build it first with `cargo build -p kaws` (make test does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A running `kaws run`.
+pub struct Kaws {
+    child: Child,
+    pub metrics_url: String,
+    pub log_path: PathBuf,
+}
+
+/// Settings for one `kaws run`.
+pub struct KawsOptions<'a> {
+    pub kubeconfig: &'a Path,
+    pub aws_endpoint: &'a str,
+    pub region: &'a str,
+    pub cluster_id: &'a str,
+    pub resync_period: &'a str,
+    pub namespaces: Vec<String>,
+    pub extra_env: BTreeMap<String, String>,
+}
+
+impl Kaws {
+    pub async fn start(opts: KawsOptions<'_>, log_dir: &Path) -> anyhow::Result<Kaws> {
+        let port = free_port()?;
+        let log_path = log_dir.join(format!("kaws-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(binary()?);
+        cmd.arg("run")
+            .env("KAWS_KUBECONFIG", opts.kubeconfig)
+            .env("KAWS_AWS_ENDPOINT_URL", opts.aws_endpoint)
+            .env("KAWS_AWS_REGION", opts.region)
+            .env("KAWS_CLUSTER_ID", opts.cluster_id)
+            .env("KAWS_RESYNC_PERIOD", opts.resync_period)
+            .env("KAWS_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .env("KAWS_LOG_FORMAT", "json")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info,kaws=debug")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        if !opts.namespaces.is_empty() {
+            cmd.env("KAWS_WATCH_NAMESPACES", opts.namespaces.join(","));
+        }
+        for (k, v) in &opts.extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("failed to start kaws")?;
+        let mut kaws = Kaws {
+            child,
+            metrics_url: format!("http://127.0.0.1:{port}"),
+            log_path,
+        };
+        kaws.wait_ready().await?;
+        Ok(kaws)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("kaws exited early ({status}); log:\n{}", self.logs());
+            }
+            if let Ok((200, _)) = http_get(&format!("{}/readyz", self.metrics_url)).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("kaws was not ready within 60s; log:\n{}", self.logs())
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The Prometheus exposition text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let (status, body) = http_get(&format!("{}/metrics", self.metrics_url)).await?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        Ok(body)
+    }
+
+    /// Sum of `kaws_aws_api_calls_total` samples whose labels contain every `(label, value)`.
+    pub async fn aws_calls(&self, filter: impl Fn(&str) -> bool) -> anyhow::Result<u64> {
+        let text = self.metrics().await?;
+        Ok(sum_samples(&text, "kaws_aws_api_calls_total", filter))
+    }
+
+    /// Sum of `kaws_reconciles_total` for `kind`.
+    pub async fn reconciles(&self, kind: &str) -> anyhow::Result<u64> {
+        let text = self.metrics().await?;
+        let needle = format!("kind=\"{kind}\"");
+        Ok(sum_samples(&text, "kaws_reconciles_total", |labels| {
+            labels.contains(&needle)
+        }))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        bail!("kaws did not stop within 30s of SIGTERM")
+    }
+}
+
+impl Drop for Kaws {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sums the samples of metric `name` whose label set passes `filter`.
+pub fn sum_samples(text: &str, name: &str, filter: impl Fn(&str) -> bool) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => {
+                    let (labels, value) = r.split_once('}')?;
+                    (labels, value)
+                }
+                None => ("", rest),
+            };
+            filter(labels).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum::<f64>() as u64
+}
+
+/// A minimal HTTP/1.1 GET on loopback, so the tests need no HTTP client crate.
+pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

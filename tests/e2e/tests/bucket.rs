@@ -1,0 +1,618 @@
+//! End to end for Bucket: the real kaws binary, the test API server, moto and real kubectl.
+
+use std::time::Duration;
+
+use aws_sdk_s3::{primitives::ByteStream, types as s3};
+use kaws_e2e::{
+    Env,
+    env::{EnvOptions, condition},
+    moto::workspace_root,
+    unique_name,
+};
+
+fn bucket_yaml(name: &str, bucket: &str, extra_spec: &str, annotations: &str) -> String {
+    let mut yaml =
+        format!("apiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: {name}\n");
+    if !annotations.is_empty() {
+        yaml.push_str("  annotations:\n");
+        for line in annotations.lines() {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+    }
+    yaml.push_str(&format!("spec:\n  bucketName: {bucket}\n"));
+    for line in extra_spec.lines() {
+        yaml.push_str(&format!("  {line}\n"));
+    }
+    yaml
+}
+
+async fn versioning(env: &Env, bucket: &str) -> Option<s3::BucketVersioningStatus> {
+    env.s3
+        .get_bucket_versioning()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("GetBucketVersioning")
+        .status()
+        .cloned()
+}
+
+async fn put_object(env: &Env, bucket: &str, key: &str) {
+    env.s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .expect("PutObject");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_bucket_becomes_ready_and_follows_manifest_changes() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let example = workspace_root().join("examples/bucket.yaml");
+    env.kubectl_ok(&["apply", "-f", &example.display().to_string()]);
+    env.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "bucket/app-logs",
+        "--timeout=60s",
+    ]);
+
+    let bucket = "kaws-example-app-logs";
+    assert!(env.bucket_exists(bucket).await, "bucket exists in S3");
+    assert_eq!(
+        versioning(&env, bucket).await,
+        Some(s3::BucketVersioningStatus::Enabled)
+    );
+    let tags = env.bucket_tags(bucket).await?;
+    assert_eq!(tags.get("team").map(String::as_str), Some("data"));
+    assert_eq!(
+        tags.get("kaws.io/owner"),
+        Some(&format!("{}/{}/app-logs", env.cluster_id, env.namespace))
+    );
+    let obj = env.buckets().get("app-logs").await?;
+    assert_eq!(tags.get("kaws.io/uid"), obj.metadata.uid.as_ref());
+    let pab = env
+        .s3
+        .get_public_access_block()
+        .bucket(bucket)
+        .send()
+        .await?;
+    let pab = pab.public_access_block_configuration().expect("PAB set");
+    assert_eq!(
+        (
+            pab.block_public_acls(),
+            pab.ignore_public_acls(),
+            pab.block_public_policy(),
+            pab.restrict_public_buckets()
+        ),
+        (Some(true), Some(true), Some(true), Some(true)),
+        "public access fully blocked by default"
+    );
+    let enc = env.s3.get_bucket_encryption().bucket(bucket).send().await?;
+    let algo = enc
+        .server_side_encryption_configuration()
+        .and_then(|c| c.rules().first())
+        .and_then(|r| r.apply_server_side_encryption_by_default())
+        .map(|d| d.sse_algorithm().clone());
+    assert_eq!(algo, Some(s3::ServerSideEncryption::Aes256));
+    let lifecycle = env
+        .s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .send()
+        .await?;
+    assert_eq!(lifecycle.rules().len(), 1);
+
+    // Status carries identity and observed configuration; printer columns show it.
+    let status = obj.status.expect("status written");
+    assert_eq!(
+        status.common.arn.as_deref(),
+        Some("arn:aws:s3:::kaws-example-app-logs")
+    );
+    assert_eq!(status.common.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(status.versioning.as_deref(), Some("Enabled"));
+    assert_eq!(status.common.observed_generation, obj.metadata.generation);
+    let table = env.kubectl_ok(&["get", "bkt"]);
+    assert!(
+        table.contains("BUCKET") && table.contains("READY") && table.contains("SYNCED"),
+        "{table}"
+    );
+    assert!(
+        table.contains("kaws-example-app-logs") && table.contains("True"),
+        "{table}"
+    );
+    let aws = env.kubectl_ok(&["get", "aws"]);
+    assert!(
+        aws.contains("app-logs"),
+        "kubectl get aws lists buckets: {aws}"
+    );
+
+    // Change versioning, tags and lifecycle in the manifest and re-apply: S3 follows.
+    let changed = std::fs::read_to_string(&example)?
+        .replace("versioning: Enabled", "versioning: Suspended")
+        .replace("env: sandbox", "env: staging")
+        .replace(
+            "noncurrentVersionExpirationDays: 30",
+            "noncurrentVersionExpirationDays: 60",
+        );
+    env.apply_ok(&changed);
+    env.wait_bucket(
+        "app-logs",
+        Duration::from_secs(60),
+        "generation 2 Ready",
+        |b| {
+            b["status"]["observedGeneration"] == 2
+                && condition(b, "Ready").is_some_and(|c| c["status"] == "True")
+        },
+    )
+    .await?;
+    assert_eq!(
+        versioning(&env, bucket).await,
+        Some(s3::BucketVersioningStatus::Suspended)
+    );
+    assert_eq!(
+        env.bucket_tags(bucket)
+            .await?
+            .get("env")
+            .map(String::as_str),
+        Some("staging")
+    );
+    let lifecycle = env
+        .s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .send()
+        .await?;
+    assert_eq!(
+        lifecycle.rules()[0]
+            .noncurrent_version_expiration()
+            .and_then(|e| e.noncurrent_days()),
+        Some(60)
+    );
+    let events = env.event_reasons("app-logs").await?;
+    assert!(events.iter().any(|(r, _)| r == "Created"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(r, n)| r == "Updated" && n.contains("versioning") && n.contains("tags")),
+        "{events:?}"
+    );
+
+    // Delete: bucket gone in S3, then the object gone.
+    env.kubectl_ok(&["delete", "bucket", "app-logs", "--timeout=60s"]);
+    assert!(!env.bucket_exists(bucket).await, "bucket deleted in S3");
+    env.wait_gone("app-logs", Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_made_in_s3_is_corrected_on_resync_with_an_event() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        resync_period: "2s".into(),
+        ..Default::default()
+    })
+    .await?;
+    let bucket = unique_name("drift");
+    env.apply_ok(&bucket_yaml(
+        "drift",
+        &bucket,
+        "versioning: Enabled\ntags:\n  team: data",
+        "",
+    ));
+    env.wait_condition("drift", "Ready", "True", None).await?;
+
+    // Someone changes S3 behind kaws' back.
+    env.s3
+        .put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            s3::VersioningConfiguration::builder()
+                .status(s3::BucketVersioningStatus::Suspended)
+                .build(),
+        )
+        .send()
+        .await?;
+    env.s3
+        .delete_public_access_block()
+        .bucket(&bucket)
+        .send()
+        .await?;
+
+    let note = env.wait_event("drift", "DriftCorrected").await?;
+    assert!(
+        note.contains("versioning") && note.contains("publicAccessBlock"),
+        "{note}"
+    );
+    assert_eq!(
+        versioning(&env, &bucket).await,
+        Some(s3::BucketVersioningStatus::Enabled)
+    );
+    let pab = env
+        .s3
+        .get_public_access_block()
+        .bucket(&bucket)
+        .send()
+        .await?;
+    assert_eq!(
+        pab.public_access_block_configuration()
+            .and_then(|p| p.block_public_policy()),
+        Some(true)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_resync_makes_no_s3_writes() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        resync_period: "1s".into(),
+        ..Default::default()
+    })
+    .await?;
+    let bucket = unique_name("steady");
+    env.apply_ok(&bucket_yaml(
+        "steady",
+        &bucket,
+        "versioning: Enabled\nlifecycleRules:\n- id: a\n  expirationDays: 3\ncorsRules:\n- allowedMethods: [GET]\n  allowedOrigins: ['*']\npolicy: '{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Deny\",\"Principal\":\"*\",\"Action\":\"s3:DeleteBucket\",\"Resource\":\"arn:aws:s3:::BUCKET\"}]}'".replace("BUCKET", &bucket).as_str(),
+        "",
+    ));
+    env.wait_condition("steady", "Ready", "True", None).await?;
+    let writes_before = env.s3_write_calls().await?;
+    let calls_before = env.s3_calls().await?;
+    let reconciles_before = env.kaws.reconciles("Bucket").await?;
+    // Several resyncs at 1s (±10%).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let resyncs = env.kaws.reconciles("Bucket").await? - reconciles_before;
+    let writes = env.s3_write_calls().await? - writes_before;
+    let calls = env.s3_calls().await? - calls_before;
+    assert!(resyncs >= 3, "resync ran ({resyncs} reconciles)");
+    assert_eq!(writes, 0, "no S3 write in steady state");
+    println!(
+        "steady state: {resyncs} resyncs made {calls} S3 calls ({} per resync), 0 writes",
+        calls / resyncs.max(1)
+    );
+    assert_eq!(calls % resyncs, 0, "every resync makes the same reads");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_retained_bucket_leaves_aws_untouched() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let bucket = unique_name("keep");
+    env.apply_ok(&bucket_yaml("keep", &bucket, "deletionPolicy: Retain", ""));
+    env.wait_condition("keep", "Ready", "True", None).await?;
+    env.kubectl_ok(&["delete", "bucket", "keep", "--timeout=60s"]);
+    env.wait_gone("keep", Duration::from_secs(10)).await?;
+    assert!(
+        env.bucket_exists(&bucket).await,
+        "retained bucket still in S3"
+    );
+    let note = env.wait_event("keep", "Retained").await?;
+    assert!(note.contains("Retain"), "{note}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_bucket_needs_the_adopt_annotation() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let bucket = unique_name("legacy");
+    env.s3
+        .create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            s3::CreateBucketConfiguration::builder()
+                .location_constraint(s3::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await?;
+
+    env.apply_ok(&bucket_yaml("legacy", &bucket, "versioning: Enabled", ""));
+    let obj = env
+        .wait_condition("legacy", "Ready", "False", Some("AlreadyExists"))
+        .await?;
+    let synced = condition(&obj, "Synced").expect("Synced condition");
+    assert_eq!(synced["reason"], "AlreadyExists");
+    assert!(
+        synced["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kaws.io/adopt"),
+        "{synced}"
+    );
+    // Terminal: no retries until the object changes.
+    let reconciles = env.kaws.reconciles("Bucket").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        env.kaws.reconciles("Bucket").await? - reconciles <= 1,
+        "no hot loop on AlreadyExists"
+    );
+    assert_eq!(
+        env.s3_write_calls().await?,
+        0,
+        "nothing written to a bucket kaws does not own"
+    );
+    assert_eq!(versioning(&env, &bucket).await, None);
+
+    // With the annotation, kaws adopts it, tags it and converges it.
+    env.kubectl_ok(&["annotate", "bucket", "legacy", "kaws.io/adopt=true"]);
+    env.wait_condition("legacy", "Ready", "True", None).await?;
+    assert_eq!(
+        versioning(&env, &bucket).await,
+        Some(s3::BucketVersioningStatus::Enabled)
+    );
+    let tags = env.bucket_tags(&bucket).await?;
+    assert_eq!(
+        tags.get("kaws.io/owner"),
+        Some(&format!("{}/{}/legacy", env.cluster_id, env.namespace))
+    );
+    env.wait_event("legacy", "Adopted").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_owned_by_another_object_is_never_touched() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let bucket = unique_name("shared");
+    env.apply_ok(&bucket_yaml("first", &bucket, "tags:\n  owner: first", ""));
+    env.wait_condition("first", "Ready", "True", None).await?;
+    let tags_before = env.bucket_tags(&bucket).await?;
+    let writes_before = env.s3_write_calls().await?;
+
+    // A second object claims the same bucket, even with the adopt annotation.
+    env.apply_ok(&bucket_yaml(
+        "second",
+        &bucket,
+        "versioning: Enabled\ntags:\n  owner: second",
+        "kaws.io/adopt: \"true\"",
+    ));
+    let obj = env
+        .wait_condition("second", "Ready", "False", Some("OwnedByOther"))
+        .await?;
+    let msg = condition(&obj, "Synced").expect("Synced")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains(&format!("{}/{}/first", env.cluster_id, env.namespace)),
+        "{msg}"
+    );
+    assert_eq!(
+        env.s3_write_calls().await?,
+        writes_before,
+        "no write for the second object"
+    );
+
+    // Deleting the second object releases it without deleting the bucket.
+    env.kubectl_ok(&["delete", "bucket", "second", "--timeout=60s"]);
+    env.wait_gone("second", Duration::from_secs(10)).await?;
+    assert!(
+        env.bucket_exists(&bucket).await,
+        "the other object's bucket survives"
+    );
+    assert_eq!(env.bucket_tags(&bucket).await?, tags_before);
+    assert_eq!(versioning(&env, &bucket).await, None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_and_observe_only_objects_make_no_writes() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    // Paused from the start: no AWS call at all.
+    let paused_bucket = unique_name("paused");
+    env.apply_ok(&bucket_yaml(
+        "paused",
+        &paused_bucket,
+        "",
+        "kaws.io/paused: \"true\"",
+    ));
+    env.wait_condition("paused", "Synced", "False", Some("Paused"))
+        .await?;
+    assert_eq!(
+        env.s3_calls().await?,
+        0,
+        "a paused object makes no AWS calls"
+    );
+    assert!(!env.bucket_exists(&paused_bucket).await);
+
+    // ObserveOnly: reads an existing bucket into status, never writes.
+    let observed = unique_name("observed");
+    env.s3
+        .create_bucket()
+        .bucket(&observed)
+        .create_bucket_configuration(
+            s3::CreateBucketConfiguration::builder()
+                .location_constraint(s3::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await?;
+    put_object(&env, &observed, "data.csv").await;
+    env.apply_ok(&bucket_yaml(
+        "observed",
+        &observed,
+        "managementPolicy: ObserveOnly\nversioning: Enabled",
+        "",
+    ));
+    let obj = env
+        .wait_condition("observed", "Synced", "True", Some("Observed"))
+        .await?;
+    assert_eq!(obj["status"]["arn"], format!("arn:aws:s3:::{observed}"));
+    assert_eq!(obj["status"]["bucketName"], observed.as_str());
+    assert_eq!(
+        env.s3_write_calls().await?,
+        0,
+        "ObserveOnly makes no writes"
+    );
+    assert_eq!(
+        versioning(&env, &observed).await,
+        None,
+        "spec is not applied"
+    );
+
+    // Deleting an ObserveOnly object leaves the bucket.
+    env.kubectl_ok(&["delete", "bucket", "observed", "--timeout=60s"]);
+    env.wait_gone("observed", Duration::from_secs(10)).await?;
+    assert!(env.bucket_exists(&observed).await);
+
+    // Unpausing lets the paused object create its bucket.
+    env.kubectl_ok(&["annotate", "bucket", "paused", "kaws.io/paused-"]);
+    env.wait_condition("paused", "Ready", "True", None).await?;
+    assert!(env.bucket_exists(&paused_bucket).await);
+    assert_eq!(env.s3_write_calls().await? > 0, true);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_spec_gets_a_terminal_condition_without_a_hot_loop() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.apply_ok(&bucket_yaml("badname", "Not_A_Bucket", "", ""));
+    let bad_policy = unique_name("policy");
+    env.apply_ok(&bucket_yaml(
+        "badpolicy",
+        &bad_policy,
+        "policy: '{not json'",
+        "",
+    ));
+    let obj = env
+        .wait_condition("badname", "Synced", "False", Some("InvalidSpec"))
+        .await?;
+    let msg = condition(&obj, "Synced").expect("Synced")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("not a valid S3 bucket name"), "{msg}");
+    let obj = env
+        .wait_condition("badpolicy", "Synced", "False", Some("InvalidSpec"))
+        .await?;
+    let msg = condition(&obj, "Synced").expect("Synced")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("policy is not valid JSON"), "{msg}");
+    env.wait_event("badname", "InvalidSpec").await?;
+
+    let reconciles = env.kaws.reconciles("Bucket").await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let more = env.kaws.reconciles("Bucket").await? - reconciles;
+    assert_eq!(
+        more, 0,
+        "terminal errors are not retried until the object changes"
+    );
+    assert_eq!(
+        env.s3_calls().await?,
+        0,
+        "validation fails before any AWS call"
+    );
+    assert!(!env.bucket_exists(&bad_policy).await);
+
+    // Fixing the spec recovers.
+    env.apply_ok(&bucket_yaml("badpolicy", &bad_policy, "", ""));
+    env.wait_condition("badpolicy", "Ready", "True", None)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_empty_bucket_blocks_delete_unless_force_delete() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let bucket = unique_name("full");
+    env.apply_ok(&bucket_yaml("full", &bucket, "versioning: Enabled", ""));
+    env.wait_condition("full", "Ready", "True", None).await?;
+    put_object(&env, &bucket, "a.txt").await;
+    put_object(&env, &bucket, "a.txt").await; // a second version
+    put_object(&env, &bucket, "b/c.txt").await;
+    env.s3
+        .delete_object()
+        .bucket(&bucket)
+        .key("b/c.txt")
+        .send()
+        .await?; // a delete marker
+
+    env.kubectl_ok(&["delete", "bucket", "full", "--wait=false"]);
+    let obj = env
+        .wait_condition("full", "Synced", "False", Some("BucketNotEmpty"))
+        .await?;
+    let msg = condition(&obj, "Synced").expect("Synced")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("forceDelete"), "{msg}");
+    assert!(env.bucket_exists(&bucket).await, "non-empty bucket kept");
+
+    // forceDelete: every version and delete marker goes, then the bucket.
+    env.kubectl_ok(&[
+        "patch",
+        "bucket",
+        "full",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"forceDelete":true}}"#,
+    ]);
+    env.wait_gone("full", Duration::from_secs(60)).await?;
+    assert!(
+        !env.bucket_exists(&bucket).await,
+        "bucket emptied and deleted"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_an_immutable_field_is_refused_by_the_api_server() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let bucket = unique_name("fixed");
+    env.apply_ok(&bucket_yaml("fixed", &bucket, "", ""));
+    env.wait_condition("fixed", "Ready", "True", None).await?;
+    let out = env.apply(&bucket_yaml("fixed", &unique_name("other"), "", ""));
+    assert!(!out.status.success(), "renaming the bucket must be refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bucketName is immutable"), "{stderr}");
+    let out = env.apply(&bucket_yaml("fixed", &bucket, "region: us-west-2", ""));
+    assert!(!out.status.success(), "moving the bucket must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("region is immutable"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_reconcile_is_echoed_and_secrets_stay_out_of_logs() -> anyhow::Result<()> {
+    let secret = "kaws-e2e-Secret-Value-7f3a9c";
+    let env = Env::start_with(EnvOptions {
+        extra_env: [("AWS_SECRET_ACCESS_KEY".to_string(), secret.to_string())].into(),
+        ..Default::default()
+    })
+    .await?;
+    let bucket = unique_name("poke");
+    env.apply_ok(&bucket_yaml("poke", &bucket, "", ""));
+    env.wait_condition("poke", "Ready", "True", None).await?;
+    let reads = env.s3_calls().await?;
+    env.kubectl_ok(&[
+        "annotate",
+        "bucket",
+        "poke",
+        "kaws.io/reconcile-requested-at=now-1",
+    ]);
+    env.wait_bucket(
+        "poke",
+        Duration::from_secs(30),
+        "lastHandledReconcileAt",
+        |b| b["status"]["lastHandledReconcileAt"] == "now-1",
+    )
+    .await?;
+    assert!(
+        env.s3_calls().await? > reads,
+        "the forced reconcile read S3"
+    );
+
+    let mut env = env;
+    let status = env.kaws.stop()?;
+    assert!(status.success(), "graceful shutdown on SIGTERM: {status}");
+    let logs = env.kaws.logs();
+    assert!(logs.contains("stopped"), "{logs}");
+    assert!(
+        !logs.contains(secret),
+        "the AWS secret key leaked into the logs"
+    );
+    Ok(())
+}
