@@ -95,12 +95,9 @@ mod tests {
     #[test]
     fn ownership_cases() {
         let adopt = map(&[(annotations::ADOPT, "true")]);
-        let cases: Vec<(
-            &str,
-            BTreeMap<String, String>,
-            BTreeMap<String, String>,
-            Result<Ownership, &str>,
-        )> = vec![
+        type Tags = BTreeMap<String, String>;
+        // (why, observed tags, object annotations, expected)
+        let cases: Vec<(&str, Tags, Tags, Result<Ownership, &str>)> = vec![
             (
                 "our owner tag",
                 map(&[(tags::OWNER, "c1/team-a/logs")]),

@@ -4,14 +4,17 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Debug,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
+use k8s_openapi::NamespaceResourceScope;
 use kaws::resources::bucket::Bucket;
 use kaws_testserver::{TestServer, workspace_crds_dir};
-use kube::{Api, ResourceExt, api::ListParams};
+use kube::{Api, Resource, ResourceExt, api::ListParams};
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
@@ -52,6 +55,8 @@ pub struct Env {
     pub kubeconfig: PathBuf,
     pub client: kube::Client,
     pub s3: aws_sdk_s3::Client,
+    /// SDK configuration pointing at this test's moto, for building any service's client.
+    pub aws: aws_config::SdkConfig,
     pub namespace: String,
     pub cluster_id: String,
     pub dir: tempfile::TempDir,
@@ -99,7 +104,12 @@ impl Env {
             dir.path(),
         )
         .await?;
-        let s3 = s3_client(&moto.endpoint).await;
+        let aws = aws_config_for(&moto.endpoint);
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&aws)
+                .force_path_style(true)
+                .build(),
+        );
         Ok(Env {
             kaws,
             moto,
@@ -107,6 +117,7 @@ impl Env {
             kubeconfig,
             client,
             s3,
+            aws,
             namespace,
             cluster_id,
             dir,
@@ -148,22 +159,38 @@ impl Env {
     }
 
     pub fn buckets(&self) -> Api<Bucket> {
+        self.api()
+    }
+
+    /// The typed API of kind `K` in the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Waits until `check` holds for the Bucket (as JSON), or fails with its last state.
-    pub async fn wait_bucket(
+    /// Waits until `check` holds for object `name` of kind `K` (as JSON), or fails with its
+    /// last state and the tail of the kaws log.
+    pub async fn wait_for<K>(
         &self,
         name: &str,
         timeout: Duration,
         what: &str,
         check: impl Fn(&Value) -> bool,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Value>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + Debug,
+    {
         let deadline = Instant::now() + timeout;
         let mut last = Value::Null;
         while Instant::now() < deadline {
-            if let Some(b) = self.buckets().get_opt(name).await? {
-                last = serde_json::to_value(&b)?;
+            if let Some(obj) = self.api::<K>().get_opt(name).await? {
+                last = serde_json::to_value(&obj)?;
                 if check(&last) {
                     return Ok(last);
                 }
@@ -171,26 +198,34 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         bail!(
-            "timed out after {timeout:?} waiting for {what} on bucket {name}; last state:\n{}\nkaws log tail:\n{}",
+            "timed out after {timeout:?} waiting for {what} on {} {name}; last state:\n{}\nkaws log tail:\n{}",
+            K::kind(&()),
             serde_json::to_string_pretty(&last)?,
             tail(&self.kaws.logs(), 40)
         )
     }
 
-    /// Waits until condition `type_` of the Bucket has `status` (and `reason`, if given).
-    pub async fn wait_condition(
+    /// Waits until condition `type_` of object `name` has `status` (and `reason`, if given).
+    pub async fn wait_condition_of<K>(
         &self,
         name: &str,
         type_: &str,
         status: &str,
         reason: Option<&str>,
-    ) -> anyhow::Result<Value> {
-        self.wait_bucket(
+    ) -> anyhow::Result<Value>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + Debug,
+    {
+        self.wait_for::<K>(
             name,
             Duration::from_secs(60),
             &format!("{type_}={status} {reason:?}"),
-            |b| {
-                condition(b, type_).is_some_and(|c| {
+            |o| {
+                condition(o, type_).is_some_and(|c| {
                     c["status"] == status && reason.is_none_or(|r| c["reason"] == r)
                 })
             },
@@ -198,18 +233,51 @@ impl Env {
         .await
     }
 
-    pub async fn wait_gone(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until object `name` of kind `K` is gone from the API server.
+    pub async fn wait_gone_of<K>(&self, name: &str, timeout: Duration) -> anyhow::Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.buckets().get_opt(name).await?.is_none() {
+            if self.api::<K>().get_opt(name).await?.is_none() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         bail!(
-            "bucket object {name} still exists after {timeout:?}; kaws log:\n{}",
+            "{} {name} still exists after {timeout:?}; kaws log:\n{}",
+            K::kind(&()),
             tail(&self.kaws.logs(), 40)
         )
+    }
+
+    pub async fn wait_bucket(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        self.wait_for::<Bucket>(name, timeout, what, check).await
+    }
+
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        self.wait_condition_of::<Bucket>(name, type_, status, reason)
+            .await
+    }
+
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_gone_of::<Bucket>(name, timeout).await
     }
 
     /// Event reasons recorded for object `name`, oldest first (events.k8s.io/v1).
@@ -299,17 +367,15 @@ async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("kube client")
 }
 
-/// An S3 client for checking AWS from the test's side, independent of kaws.
-pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+/// SDK configuration for checking AWS from the test's side, independent of kaws.
+pub fn aws_config_for(endpoint: &str) -> aws_config::SdkConfig {
     let creds = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "e2e");
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new(REGION))
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
         .endpoint_url(endpoint)
-        .credentials_provider(creds)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+        .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(creds))
+        .build()
 }
 
 impl Drop for Env {
