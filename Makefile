@@ -21,6 +21,7 @@ lint:
 
 ## The whole test suite: lint, CRD drift, unit, integration and end-to-end tests.
 test: tools lint
+	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 
 sandbox: tools
