@@ -180,9 +180,11 @@ pub fn apply(live: &mut Value, cfg: &Value, schema: Option<&Value>, field: &str)
         (Value::Object(l), Value::Object(c)) => {
             for (k, v) in c {
                 let sub = child_schema(schema, k);
+                // An explicit null is applied as a value: admission then
+                // keeps it for nullable fields and prunes it otherwise, so a
+                // manager can clear a field it owns.
                 match l.get_mut(k) {
                     Some(existing) if !v.is_null() => apply(existing, v, sub, k),
-                    _ if v.is_null() => {}
                     _ => {
                         l.insert(k.clone(), v.clone());
                     }
@@ -322,6 +324,13 @@ mod tests {
             json!([
             {"type": "Ready", "status": "True"}, {"type": "Synced", "status": "True"}])
         );
+    }
+
+    #[test]
+    fn apply_null_clears_a_field() {
+        let mut live = json!({"status": {"arn": "x", "keep": 1}});
+        apply(&mut live, &json!({"status": {"arn": null}}), None, "");
+        assert_eq!(live, json!({"status": {"arn": null, "keep": 1}}));
     }
 
     #[test]
