@@ -111,8 +111,9 @@ impl Intercept for CallMetrics {
         let Some(meta) = cfg.load::<Metadata>() else {
             return Ok(());
         };
+        let succeeded = matches!(context.output_or_error(), Some(Ok(_)));
         let outcome = match context.response().map(|r| r.status().as_u16()) {
-            Some(200..=399) => "success",
+            _ if succeeded => "success",
             Some(429) => "throttled",
             Some(400..=499) => "client_error",
             Some(_) => "server_error",
@@ -195,5 +196,130 @@ pub fn partition(region: &str) -> &'static str {
         "aws-iso-b"
     } else {
         "aws"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Error classes and call metrics through the real S3 client, with HTTP responses that
+    //! moto cannot produce (throttling, 5xx).
+
+    use std::sync::Arc;
+
+    use aws_sdk_s3::{Client, operation::get_bucket_policy::GetBucketPolicyOutput};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn s3_error(code: &str) -> String {
+        format!("<Error><Code>{code}</Code><Message>{code} happened</Message></Error>")
+    }
+
+    async fn classify_status(status: u16, code: &str) -> Error {
+        let body = s3_error(code);
+        let rule = mock!(Client::get_bucket_policy)
+            .sequence()
+            .http_status(status, Some(body))
+            .times(5)
+            .build();
+        let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, &[&rule], |c| c
+            .retry_config(RetryConfig::disabled()));
+        let err = client
+            .get_bucket_policy()
+            .bucket("b")
+            .send()
+            .await
+            .expect_err("mocked failure");
+        classify("GetBucketPolicy", &err)
+    }
+
+    #[tokio::test]
+    async fn aws_errors_map_to_kaws_error_classes() {
+        let cases: Vec<(&str, u16, &str, &str, bool)> = vec![
+            (
+                "S3 SlowDown is throttling",
+                503,
+                "SlowDown",
+                "Throttled",
+                false,
+            ),
+            (
+                "HTTP 429 is throttling whatever the code",
+                429,
+                "TooManyRequests",
+                "Throttled",
+                false,
+            ),
+            (
+                "5xx may heal by itself",
+                500,
+                "InternalError",
+                "AwsError",
+                false,
+            ),
+            (
+                "access denied is terminal",
+                403,
+                "AccessDenied",
+                "AccessDenied",
+                true,
+            ),
+            (
+                "a malformed request is terminal",
+                400,
+                "MalformedPolicy",
+                "AwsError",
+                true,
+            ),
+        ];
+        for (why, status, code, category, terminal) in cases {
+            let err = classify_status(status, code).await;
+            assert_eq!(err.category(), category, "{why}: {err}");
+            assert_eq!(err.is_terminal(), terminal, "{why}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_call_is_counted_once_with_its_outcome() {
+        let metrics = Arc::new(Metrics::new());
+        let ok = mock!(Client::get_bucket_policy)
+            .then_output(|| GetBucketPolicyOutput::builder().policy("{}").build());
+        let throttled = mock!(Client::get_bucket_policy)
+            .sequence()
+            .http_status(503, Some(s3_error("SlowDown")))
+            .build();
+        let m = metrics.clone();
+        let client = mock_client!(
+            aws_sdk_s3,
+            RuleMode::Sequential,
+            &[&ok, &throttled],
+            move |c| c
+                .retry_config(RetryConfig::disabled())
+                .interceptor(CallMetrics(m.clone()))
+        );
+        client
+            .get_bucket_policy()
+            .bucket("b")
+            .send()
+            .await
+            .expect("first call succeeds");
+        let _ = client.get_bucket_policy().bucket("b").send().await;
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"kaws_aws_api_calls_total{service="s3",operation="GetBucketPolicy",outcome="success"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kaws_aws_api_calls_total{service="s3",operation="GetBucketPolicy",outcome="server_error"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn partitions_follow_the_region() {
+        assert_eq!(partition("eu-west-1"), "aws");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
     }
 }

@@ -54,6 +54,16 @@ pub trait ManagedObject:
     fn status(&self) -> Option<&Self::Status>;
     fn common_status(status: &Self::Status) -> &CommonStatus;
     fn common_status_mut(status: &mut Self::Status) -> &mut CommonStatus;
+
+    /// Whether objects of this kind reference Secrets. When true the runner watches the metadata
+    /// of Secrets in the watched namespaces (RBAC: `list`/`watch` on `secrets`) and reconciles
+    /// the objects whose [`ManagedObject::referenced_secrets`] name a Secret that changed.
+    const WATCHES_SECRETS: bool = false;
+
+    /// Names of the Secrets in the object's namespace whose changes must trigger a reconcile.
+    fn referenced_secrets(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A change the diff found; `field` names it in Events (`DriftCorrected: versioning, tags`).
@@ -102,6 +112,17 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     /// Tags of the observed resource, for the ownership check.
     fn observed_tags<'a>(&self, observed: &'a Self::Observed) -> &'a BTreeMap<String, String>;
     fn availability(&self, observed: &Self::Observed) -> Availability;
+    /// Called after `observe` found a resource this object owns (or adopts), before the
+    /// availability check and the diff: the place for Kubernetes-side work tied to the AWS
+    /// resource, such as keeping a connection Secret current. Not called on deletion.
+    async fn after_observe(
+        &self,
+        _obj: &K,
+        _target: &Target,
+        _observed: &Self::Observed,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// Pure: the changes that make `observed` match the spec (tags included).
     fn diff(
         &self,
@@ -475,6 +496,7 @@ where
             .normal(obj, reasons::ADOPTED, format!("adopted existing {what}"))
             .await;
     }
+    external.after_observe(obj, &target, &observed).await?;
 
     if let Availability::Busy { reason, message } = availability {
         return Ok(Progress {
@@ -638,5 +660,86 @@ where
             Ok(())
         }
         DeleteProgress::InProgress => Err(Error::StillDeleting(what.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::bucket::Bucket;
+
+    fn bucket(yaml: &str) -> Bucket {
+        serde_saphyr::from_str(yaml).expect("fixture parses")
+    }
+
+    const BASE: &str = "apiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata: {name: a, namespace: n, generation: 1}\nspec: {bucketName: abc}\n";
+
+    #[test]
+    fn only_changes_that_need_a_reconcile_trigger_one() {
+        let base = bucket(BASE);
+        let cases: Vec<(&str, Bucket, bool)> = vec![
+            (
+                "status written by kaws",
+                {
+                    let mut b = base.clone();
+                    b.status = Some(Default::default());
+                    b.metadata.resource_version = Some("9".into());
+                    b
+                },
+                false,
+            ),
+            (
+                "spec change bumps generation",
+                {
+                    let mut b = base.clone();
+                    b.metadata.generation = Some(2);
+                    b
+                },
+                true,
+            ),
+            (
+                "annotation such as kaws.io/paused",
+                {
+                    let mut b = base.clone();
+                    b.metadata.annotations =
+                        Some([(annotations::PAUSED.to_string(), "true".to_string())].into());
+                    b
+                },
+                true,
+            ),
+            (
+                "finalizer added",
+                {
+                    let mut b = base.clone();
+                    b.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+                    b
+                },
+                true,
+            ),
+        ];
+        for (why, changed, triggers) in cases {
+            assert_eq!(
+                trigger_hash(&base) != trigger_hash(&changed),
+                triggers,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn resync_period_annotation_overrides_the_default() {
+        let default = Duration::from_secs(600);
+        let mut b = bucket(BASE);
+        assert_eq!(resync_period(&b, default), default);
+        b.metadata.annotations =
+            Some([(annotations::RESYNC_PERIOD.to_string(), "30s".to_string())].into());
+        assert_eq!(resync_period(&b, default), Duration::from_secs(30));
+        b.metadata.annotations =
+            Some([(annotations::RESYNC_PERIOD.to_string(), "soon".to_string())].into());
+        assert_eq!(
+            resync_period(&b, default),
+            default,
+            "an unparsable value falls back"
+        );
     }
 }
