@@ -29,6 +29,8 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
 pub enum KindName {
     Bucket,
+    #[value(name = "dbinstance")]
+    DBInstance,
 }
 
 impl KindName {

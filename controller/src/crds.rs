@@ -3,11 +3,15 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{cli::KindName, resources::bucket::Bucket};
+use crate::{
+    cli::KindName,
+    resources::{bucket::Bucket, dbinstance::DBInstance},
+};
 
 pub fn crd(kind: KindName) -> CustomResourceDefinition {
     match kind {
         KindName::Bucket => Bucket::crd(),
+        KindName::DBInstance => DBInstance::crd(),
     }
 }
 

@@ -17,7 +17,10 @@ use crate::{
         runner::{Readiness, RunOptions, run_kind},
     },
     metrics::Metrics,
-    resources::bucket::{Bucket, aws::S3},
+    resources::{
+        bucket::{Bucket, aws::S3},
+        dbinstance::{DBInstance, aws::Rds},
+    },
 };
 
 /// Why `kaws run` could not start.
@@ -134,6 +137,15 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
                 tasks.spawn(run_kind::<Bucket, S3>(
                     shared.clone(),
                     S3::new(sdk.clone(), metrics.clone()),
+                    options.clone(),
+                    readiness.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            KindName::DBInstance => {
+                tasks.spawn(run_kind::<DBInstance, Rds>(
+                    shared.clone(),
+                    Rds::new(sdk.clone(), metrics.clone(), client.clone()),
                     options.clone(),
                     readiness.clone(),
                     shutdown.clone(),

@@ -45,6 +45,14 @@ pub enum Error {
     /// A call to the Kubernetes API failed.
     #[error("failed to call the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A Secret (or a key in it) the spec references does not exist yet. Transient: retried with
+    /// backoff, and a watch on the Secret triggers a reconcile once it appears. The message names
+    /// the Secret and key, never any of its content.
+    #[error("{}", match key {
+        Some(key) => format!("Secret {name:?} has no key {key:?}"),
+        None => format!("Secret {name:?} not found"),
+    })]
+    SecretNotFound { name: String, key: Option<String> },
 }
 
 impl Error {
@@ -75,6 +83,7 @@ impl Error {
             Error::Paused => "Paused",
             Error::StillDeleting(_) => "Deleting",
             Error::Kube(_) => "KubernetesError",
+            Error::SecretNotFound { .. } => "SecretNotFound",
         }
     }
 

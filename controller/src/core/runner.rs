@@ -6,10 +6,15 @@ use std::sync::{
 };
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api,
+    Api, ResourceExt,
+    core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt, controller::Config as ControllerConfig, reflector, watcher,
+        Controller, WatchStreamExt,
+        controller::Config as ControllerConfig,
+        reflector::{self, ObjectRef, Store},
+        watcher,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -73,6 +78,7 @@ pub async fn run_kind<K, E>(
     readiness.expect(apis.len());
     let mut controllers = Vec::new();
     for api in apis {
+        let scope = api.namespace().map(str::to_string);
         let (reader, writer) = reflector::store();
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
@@ -93,7 +99,21 @@ pub async fn run_kind<K, E>(
             }
         });
         let token = shutdown.clone();
-        let controller = Controller::for_stream(stream, reader)
+        let mut controller = Controller::for_stream(stream, reader.clone());
+        if K::WATCHES_SECRETS {
+            // Metadata only: kaws never caches Secret content. Same scope as the kind's watch.
+            let secrets: Api<PartialObjectMeta<Secret>> = match scope.as_deref() {
+                Some(ns) => Api::namespaced(shared.client.clone(), ns),
+                None => Api::all(shared.client.clone()),
+            };
+            let changes = watcher(secrets, watcher::Config::default())
+                .default_backoff()
+                .touched_objects();
+            controller = controller.watches_stream(changes, move |secret| {
+                objects_referencing::<K>(&reader, &secret)
+            });
+        }
+        let controller = controller
             .with_config(ControllerConfig::default().concurrency(options.concurrency))
             .graceful_shutdown_on(async move { token.cancelled().await })
             .run(
@@ -110,4 +130,20 @@ pub async fn run_kind<K, E>(
     }
     futures::future::join_all(controllers).await;
     tracing::info!(kind = K::KIND, "controller stopped");
+}
+
+/// The cached objects whose spec references `secret` (same namespace, named in
+/// [`ManagedObject::referenced_secrets`]).
+fn objects_referencing<K: ManagedObject>(
+    store: &Store<K>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<K>> {
+    let name = secret.name_any();
+    let ns = secret.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|obj| obj.namespace() == ns && obj.referenced_secrets().contains(&name))
+        .map(|obj| ObjectRef::from(obj.as_ref()))
+        .collect()
 }

@@ -1,3 +1,4 @@
 //! One module tree per kind, each the same shape: `types` (API), `diff` (pure), `aws` (calls).
 
 pub mod bucket;
+pub mod dbinstance;

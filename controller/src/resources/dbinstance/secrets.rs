@@ -1,0 +1,146 @@
+//! The DBInstance's Kubernetes side: reading the master password Secret and reading and writing
+//! the connection Secret. Secret values only ever travel as [`Redacted`] or inside Secret data.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use rand::{Rng, distr::Alphanumeric};
+
+use super::{diff::Redacted, types::DBInstance};
+use crate::core::{
+    error::{Error, Result},
+    names::FIELD_MANAGER,
+};
+
+/// On the connection Secret: its password was written before RDS confirmed it (a create or a
+/// password change in flight), so RDS may still have the previous one.
+pub const PASSWORD_PENDING: &str = "kaws.io/password-pending";
+
+/// Length of generated passwords: 32 alphanumerics ≈ 190 bits, valid for every engine.
+const GENERATED_LENGTH: usize = 32;
+
+/// A fresh password from the thread-local CSPRNG (ChaCha, seeded from the OS).
+pub fn generate_password() -> Redacted {
+    Redacted(
+        rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(GENERATED_LENGTH)
+            .map(char::from)
+            .collect(),
+    )
+}
+
+/// The connection Secret as kaws last wrote it.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionSecret {
+    pub data: BTreeMap<String, String>,
+    pub pending: bool,
+}
+
+impl ConnectionSecret {
+    pub fn password(&self) -> Option<Redacted> {
+        self.data
+            .get("password")
+            .filter(|p| !p.is_empty())
+            .map(|p| Redacted(p.clone()))
+    }
+}
+
+fn decode(data: Option<BTreeMap<String, ByteString>>) -> BTreeMap<String, String> {
+    data.unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
+        .collect()
+}
+
+/// Reads one key of a Secret; `Ok(None)` when the Secret or the key is missing.
+pub async fn read_key(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<Redacted>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(None);
+    };
+    Ok(decode(secret.data).remove(key).map(Redacted))
+}
+
+/// The error for a missing Secret or key: names both, shows nothing of the content.
+pub async fn missing(client: &Client, ns: &str, name: &str, key: &str) -> Error {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(_)) => Error::SecretNotFound {
+            name: name.to_string(),
+            key: Some(key.to_string()),
+        },
+        Ok(None) => Error::SecretNotFound {
+            name: name.to_string(),
+            key: None,
+        },
+        Err(e) => Error::Kube(e),
+    }
+}
+
+pub async fn read_connection(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ConnectionSecret>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    Ok(api.get_opt(name).await?.map(|s| ConnectionSecret {
+        pending: s
+            .annotations()
+            .get(PASSWORD_PENDING)
+            .is_some_and(|v| v == "true"),
+        data: decode(s.data),
+    }))
+}
+
+/// Writes the connection Secret by server-side apply, owned by `obj` (garbage-collected with
+/// it). Keys and annotations kaws no longer sends are removed by the apply.
+pub async fn apply_connection(
+    client: &Client,
+    obj: &DBInstance,
+    name: &str,
+    data: &BTreeMap<String, String>,
+    pending: bool,
+) -> Result<()> {
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.clone()),
+            owner_references: obj.controller_owner_ref(&()).map(|o| vec![o]),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "kaws".to_string(),
+            )])),
+            annotations: pending
+                .then(|| BTreeMap::from([(PASSWORD_PENDING.to_string(), "true".to_string())])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_string()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
+    Ok(())
+}
