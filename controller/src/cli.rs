@@ -31,6 +31,7 @@ pub enum KindName {
     Bucket,
     #[value(name = "dbinstance")]
     DBInstance,
+    Table,
 }
 
 impl KindName {

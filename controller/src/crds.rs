@@ -5,13 +5,14 @@ use kube::CustomResourceExt;
 
 use crate::{
     cli::KindName,
-    resources::{bucket::Bucket, dbinstance::DBInstance},
+    resources::{bucket::Bucket, dbinstance::DBInstance, table::Table},
 };
 
 pub fn crd(kind: KindName) -> CustomResourceDefinition {
     match kind {
         KindName::Bucket => Bucket::crd(),
         KindName::DBInstance => DBInstance::crd(),
+        KindName::Table => Table::crd(),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::{
     resources::{
         bucket::{Bucket, aws::S3},
         dbinstance::{DBInstance, aws::Rds},
+        table::{Table, aws::DynamoDb},
     },
 };
 
@@ -146,6 +147,15 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
                 tasks.spawn(run_kind::<DBInstance, Rds>(
                     shared.clone(),
                     Rds::new(sdk.clone(), metrics.clone(), client.clone()),
+                    options.clone(),
+                    readiness.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            KindName::Table => {
+                tasks.spawn(run_kind::<Table, DynamoDb>(
+                    shared.clone(),
+                    DynamoDb::new(sdk.clone(), metrics.clone()),
                     options.clone(),
                     readiness.clone(),
                     shutdown.clone(),

@@ -521,13 +521,20 @@ where
 
     external.update(obj, &target, &observed, &changes).await?;
     let fields = changed_fields(&changes);
-    // The spec this status describes was already applied once: what differs now was changed
-    // outside Kubernetes.
+    // The spec this status describes was already applied and converged (Ready), or a drift
+    // correction is still under way: what differs now was changed outside Kubernetes. Kinds that
+    // apply a spec change in several reconciles (one DynamoDB step at a time) pass through
+    // Ready=False in between, so their later steps are not mistaken for drift.
     let drift = ownership == Ownership::Ours
         && previous.is_some_and(|p| {
             let c = K::common_status(p);
+            let drift_under_way = c
+                .conditions
+                .iter()
+                .any(|c| c.type_ == conditions::SYNCED && c.reason == reasons::DRIFT_CORRECTED);
             c.observed_generation == obj.meta().generation
                 && is_true(&c.conditions, conditions::SYNCED)
+                && (is_true(&c.conditions, conditions::READY) || drift_under_way)
         });
     let (reason, note) = if drift {
         (
@@ -543,7 +550,14 @@ where
             reasons::UPDATING,
             format!("{what} is being updated: {fields}"),
         ),
-        synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, format!("applied {fields}")),
+        synced: ConditionState::yes(
+            if drift {
+                reasons::DRIFT_CORRECTED
+            } else {
+                reasons::RECONCILE_SUCCESS
+            },
+            format!("applied {fields}"),
+        ),
         requeue: Some(POLL_AFTER_WRITE),
     })
 }

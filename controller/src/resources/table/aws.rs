@@ -1,0 +1,1061 @@
+//! The Table's AWS side: DynamoDB calls that observe, create, update (one planned step at a
+//! time) and delete a table.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_config::{Region, SdkConfig};
+use aws_sdk_dynamodb::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    types as ddb,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::operation::BuildError;
+
+use super::{
+    diff::{self, ObservedIndex, ObservedTable, TableChange},
+    types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        LocalSecondaryIndex, Projection, ProjectionType, ProvisionedThroughput,
+        ScalarAttributeType, SseSpecification, StreamViewType, Table, TableClass, TableSpec,
+        TableStatus,
+    },
+};
+use crate::{
+    aws::{CallMetrics, RegionalClients, classify},
+    core::{
+        driver::{Availability, DeleteProgress, External, Target},
+        error::{Error, Result},
+    },
+    metrics::SharedMetrics,
+};
+
+/// Why deleting a protected table is blocked (condition and Event reason).
+pub const DELETION_PROTECTED: &str = "DeletionProtected";
+
+/// DynamoDB clients, one per region.
+pub struct DynamoDb {
+    clients: RegionalClients<Client>,
+}
+
+impl DynamoDb {
+    pub fn new(sdk: SdkConfig, metrics: SharedMetrics) -> Self {
+        Self {
+            clients: RegionalClients::new(sdk, metrics, build_client),
+        }
+    }
+}
+
+fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Client {
+    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .region(Region::new(region.to_string()))
+        .interceptor(CallMetrics(metrics.clone()))
+        .build();
+    Client::from_conf(conf)
+}
+
+fn built<T>(r: std::result::Result<T, BuildError>) -> Result<T> {
+    r.map_err(|e| Error::InvalidSpec(e.to_string()))
+}
+
+/// DynamoDB's "busy" answers are 400s that heal by themselves: another update or index build is
+/// still running, or too many control-plane operations run at once. Retry them with backoff
+/// instead of treating them as a rejected spec.
+fn ddb_error<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err.code() {
+        Some("ResourceInUseException" | "LimitExceededException") => Error::AwsTransient {
+            operation: operation.to_string(),
+            message: format!(
+                "{}: {}",
+                err.code().unwrap_or_default(),
+                err.message().unwrap_or("the table is busy")
+            ),
+        },
+        _ => classify(operation, err),
+    }
+}
+
+fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    matches!(
+        err.code(),
+        Some("ResourceNotFoundException" | "TableNotFoundException")
+    )
+}
+
+// ---- SDK → spec terms ----
+
+fn from_key(key: &[ddb::KeySchemaElement]) -> Vec<KeySchemaElement> {
+    key.iter()
+        .map(|k| KeySchemaElement {
+            attribute_name: k.attribute_name().to_string(),
+            key_type: match k.key_type() {
+                ddb::KeyType::Range => KeyType::Range,
+                _ => KeyType::Hash,
+            },
+        })
+        .collect()
+}
+
+fn from_projection(p: Option<&ddb::Projection>) -> Projection {
+    let Some(p) = p else {
+        return Projection::default();
+    };
+    Projection {
+        projection_type: match p.projection_type() {
+            Some(ddb::ProjectionType::KeysOnly) => ProjectionType::KeysOnly,
+            Some(ddb::ProjectionType::Include) => ProjectionType::Include,
+            _ => ProjectionType::All,
+        },
+        non_key_attributes: p.non_key_attributes().to_vec(),
+    }
+}
+
+/// On-demand tables and indexes report zero (or no) throughput: that is "none".
+fn from_throughput(
+    t: Option<&ddb::ProvisionedThroughputDescription>,
+) -> Option<ProvisionedThroughput> {
+    let t = t?;
+    match (t.read_capacity_units(), t.write_capacity_units()) {
+        (Some(r), Some(w)) if r > 0 && w > 0 => Some(ProvisionedThroughput {
+            read_capacity_units: r,
+            write_capacity_units: w,
+        }),
+        _ => None,
+    }
+}
+
+fn from_table(t: &ddb::TableDescription) -> ObservedTable {
+    ObservedTable {
+        arn: t.table_arn().unwrap_or_default().to_string(),
+        table_id: t.table_id().map(str::to_string),
+        status: t
+            .table_status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        attribute_definitions: t
+            .attribute_definitions()
+            .iter()
+            .map(|d| AttributeDefinition {
+                attribute_name: d.attribute_name().to_string(),
+                attribute_type: match d.attribute_type() {
+                    ddb::ScalarAttributeType::N => ScalarAttributeType::N,
+                    ddb::ScalarAttributeType::B => ScalarAttributeType::B,
+                    _ => ScalarAttributeType::S,
+                },
+            })
+            .collect(),
+        key_schema: from_key(t.key_schema()),
+        // Tables created before on-demand existed report no billing summary: provisioned.
+        billing_mode: match t.billing_mode_summary().and_then(|b| b.billing_mode()) {
+            Some(ddb::BillingMode::PayPerRequest) => BillingMode::PayPerRequest,
+            _ => BillingMode::Provisioned,
+        },
+        throughput: from_throughput(t.provisioned_throughput()),
+        global_secondary_indexes: t
+            .global_secondary_indexes()
+            .iter()
+            .map(|g| ObservedIndex {
+                index: GlobalSecondaryIndex {
+                    index_name: g.index_name().unwrap_or_default().to_string(),
+                    key_schema: from_key(g.key_schema()),
+                    projection: from_projection(g.projection()),
+                    provisioned_throughput: from_throughput(g.provisioned_throughput()),
+                },
+                status: g.index_status().map(|s| s.as_str().to_string()),
+                backfilling: g.backfilling(),
+            })
+            .collect(),
+        local_secondary_indexes: t
+            .local_secondary_indexes()
+            .iter()
+            .map(|l| LocalSecondaryIndex {
+                index_name: l.index_name().unwrap_or_default().to_string(),
+                key_schema: from_key(l.key_schema()),
+                projection: from_projection(l.projection()),
+            })
+            .collect(),
+        stream_view_type: t
+            .stream_specification()
+            .filter(|s| s.stream_enabled())
+            .map(|s| match s.stream_view_type() {
+                Some(ddb::StreamViewType::NewImage) => StreamViewType::NewImage,
+                Some(ddb::StreamViewType::OldImage) => StreamViewType::OldImage,
+                Some(ddb::StreamViewType::KeysOnly) => StreamViewType::KeysOnly,
+                _ => StreamViewType::NewAndOldImages,
+            }),
+        latest_stream_arn: t.latest_stream_arn().map(str::to_string),
+        latest_stream_label: t.latest_stream_label().map(str::to_string),
+        sse_kms: t
+            .sse_description()
+            .filter(|s| {
+                matches!(
+                    s.status(),
+                    Some(
+                        ddb::SseStatus::Enabled
+                            | ddb::SseStatus::Enabling
+                            | ddb::SseStatus::Updating
+                    )
+                )
+            })
+            .map(|s| s.kms_master_key_arn().map(str::to_string)),
+        table_class: t
+            .table_class_summary()
+            .and_then(|c| c.table_class())
+            .map(|c| match c {
+                ddb::TableClass::StandardInfrequentAccess => TableClass::StandardInfrequentAccess,
+                _ => TableClass::Standard,
+            }),
+        deletion_protection_enabled: t.deletion_protection_enabled().unwrap_or(false),
+        item_count: t.item_count(),
+        table_size_bytes: t.table_size_bytes(),
+        ..Default::default()
+    }
+}
+
+/// Reads the table, its tags, TTL and point-in-time recovery: four reads, the cost of a
+/// steady-state resync. `Ok(None)` when the table does not exist.
+pub async fn observe_table(c: &Client, name: &str) -> Result<Option<ObservedTable>> {
+    let out = match c.describe_table().table_name(name).send().await {
+        Ok(out) => out,
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(ddb_error("DescribeTable", &e)),
+    };
+    let Some(t) = out.table() else {
+        return Ok(None);
+    };
+    let mut observed = from_table(t);
+    if observed.arn.is_empty() {
+        return Err(Error::AwsTransient {
+            operation: "DescribeTable".to_string(),
+            message: "DynamoDB reported no table ARN".to_string(),
+        });
+    }
+    let (tags, ttl, pitr) = futures::join!(
+        list_tags(c, &observed.arn),
+        c.describe_time_to_live().table_name(name).send(),
+        c.describe_continuous_backups().table_name(name).send(),
+    );
+    observed.tags = tags?;
+    match ttl {
+        Ok(out) => {
+            let d = out.time_to_live_description();
+            observed.ttl_status = d
+                .and_then(|d| d.time_to_live_status())
+                .map(|s| s.as_str().to_string());
+            observed.ttl_attribute = d.and_then(|d| d.attribute_name()).map(str::to_string);
+        }
+        // The table went away between two reads; the next observe says so.
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(ddb_error("DescribeTimeToLive", &e)),
+    }
+    match pitr {
+        Ok(out) => {
+            observed.pitr_status = out
+                .continuous_backups_description()
+                .and_then(|c| c.point_in_time_recovery_description())
+                .and_then(|p| p.point_in_time_recovery_status())
+                .map(|s| s.as_str().to_string());
+        }
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(ddb_error("DescribeContinuousBackups", &e)),
+    }
+    Ok(Some(observed))
+}
+
+async fn list_tags(c: &Client, arn: &str) -> Result<BTreeMap<String, String>> {
+    let mut tags = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = match c
+            .list_tags_of_resource()
+            .resource_arn(arn)
+            .set_next_token(token.clone())
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(e) if is_not_found(&e) => return Ok(tags),
+            Err(e) => return Err(ddb_error("ListTagsOfResource", &e)),
+        };
+        for t in page.tags() {
+            tags.insert(t.key().to_string(), t.value().to_string());
+        }
+        match page.next_token() {
+            Some(next) if Some(next) != token.as_deref() => token = Some(next.to_string()),
+            _ => return Ok(tags),
+        }
+    }
+}
+
+// ---- spec → SDK ----
+
+fn to_key(key: &[KeySchemaElement]) -> Result<Vec<ddb::KeySchemaElement>> {
+    key.iter()
+        .map(|k| {
+            built(
+                ddb::KeySchemaElement::builder()
+                    .attribute_name(&k.attribute_name)
+                    .key_type(match k.key_type {
+                        KeyType::Hash => ddb::KeyType::Hash,
+                        KeyType::Range => ddb::KeyType::Range,
+                    })
+                    .build(),
+            )
+        })
+        .collect()
+}
+
+fn to_definitions(defs: &[AttributeDefinition]) -> Result<Vec<ddb::AttributeDefinition>> {
+    defs.iter()
+        .map(|d| {
+            built(
+                ddb::AttributeDefinition::builder()
+                    .attribute_name(&d.attribute_name)
+                    .attribute_type(match d.attribute_type {
+                        ScalarAttributeType::S => ddb::ScalarAttributeType::S,
+                        ScalarAttributeType::N => ddb::ScalarAttributeType::N,
+                        ScalarAttributeType::B => ddb::ScalarAttributeType::B,
+                    })
+                    .build(),
+            )
+        })
+        .collect()
+}
+
+fn to_projection(p: &Projection) -> ddb::Projection {
+    ddb::Projection::builder()
+        .projection_type(match p.projection_type {
+            ProjectionType::All => ddb::ProjectionType::All,
+            ProjectionType::KeysOnly => ddb::ProjectionType::KeysOnly,
+            ProjectionType::Include => ddb::ProjectionType::Include,
+        })
+        .set_non_key_attributes(
+            (!p.non_key_attributes.is_empty()).then(|| p.non_key_attributes.clone()),
+        )
+        .build()
+}
+
+fn to_throughput(t: &ProvisionedThroughput) -> Result<ddb::ProvisionedThroughput> {
+    built(
+        ddb::ProvisionedThroughput::builder()
+            .read_capacity_units(t.read_capacity_units)
+            .write_capacity_units(t.write_capacity_units)
+            .build(),
+    )
+}
+
+fn to_billing(m: BillingMode) -> ddb::BillingMode {
+    match m {
+        BillingMode::PayPerRequest => ddb::BillingMode::PayPerRequest,
+        BillingMode::Provisioned => ddb::BillingMode::Provisioned,
+    }
+}
+
+fn to_stream(view: Option<StreamViewType>) -> Result<ddb::StreamSpecification> {
+    let b = ddb::StreamSpecification::builder().stream_enabled(view.is_some());
+    let b = match view {
+        None => b,
+        Some(v) => b.stream_view_type(match v {
+            StreamViewType::NewAndOldImages => ddb::StreamViewType::NewAndOldImages,
+            StreamViewType::NewImage => ddb::StreamViewType::NewImage,
+            StreamViewType::OldImage => ddb::StreamViewType::OldImage,
+            StreamViewType::KeysOnly => ddb::StreamViewType::KeysOnly,
+        }),
+    };
+    built(b.build())
+}
+
+fn to_sse(sse: Option<&SseSpecification>) -> ddb::SseSpecification {
+    match sse {
+        Some(s) => ddb::SseSpecification::builder()
+            .enabled(true)
+            .sse_type(ddb::SseType::Kms)
+            .set_kms_master_key_id(s.kms_master_key_id.clone())
+            .build(),
+        None => ddb::SseSpecification::builder().enabled(false).build(),
+    }
+}
+
+fn to_table_class(c: TableClass) -> ddb::TableClass {
+    match c {
+        TableClass::Standard => ddb::TableClass::Standard,
+        TableClass::StandardInfrequentAccess => ddb::TableClass::StandardInfrequentAccess,
+    }
+}
+
+fn index_update(
+    index_name: &str,
+    throughput: &ProvisionedThroughput,
+) -> Result<ddb::GlobalSecondaryIndexUpdate> {
+    Ok(ddb::GlobalSecondaryIndexUpdate::builder()
+        .update(built(
+            ddb::UpdateGlobalSecondaryIndexAction::builder()
+                .index_name(index_name)
+                .provisioned_throughput(to_throughput(throughput)?)
+                .build(),
+        )?)
+        .build())
+}
+
+/// Applies one planned step. Each is one DynamoDB call, except tags (tag, then untag).
+pub async fn apply_step(c: &Client, name: &str, arn: &str, step: &TableChange) -> Result<()> {
+    let update = || c.update_table().table_name(name);
+    match step {
+        TableChange::Impossible { message, .. } => return Err(Error::InvalidSpec(message.clone())),
+        TableChange::Tags { set, remove } => {
+            if !set.is_empty() {
+                let tags = set
+                    .iter()
+                    .map(|(k, v)| built(ddb::Tag::builder().key(k).value(v).build()))
+                    .collect::<Result<Vec<_>>>()?;
+                c.tag_resource()
+                    .resource_arn(arn)
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .map_err(|e| ddb_error("TagResource", &e))?;
+            }
+            if !remove.is_empty() {
+                c.untag_resource()
+                    .resource_arn(arn)
+                    .set_tag_keys(Some(remove.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| ddb_error("UntagResource", &e))?;
+            }
+        }
+        TableChange::TimeToLive {
+            attribute_name,
+            enabled,
+        } => {
+            c.update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(built(
+                    ddb::TimeToLiveSpecification::builder()
+                        .attribute_name(attribute_name)
+                        .enabled(*enabled)
+                        .build(),
+                )?)
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTimeToLive", &e))?;
+        }
+        TableChange::PointInTimeRecovery(enabled) => {
+            c.update_continuous_backups()
+                .table_name(name)
+                .point_in_time_recovery_specification(built(
+                    ddb::PointInTimeRecoverySpecification::builder()
+                        .point_in_time_recovery_enabled(*enabled)
+                        .build(),
+                )?)
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateContinuousBackups", &e))?;
+        }
+        TableChange::DeletionProtection(enabled) => {
+            update()
+                .deletion_protection_enabled(*enabled)
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+        TableChange::DeleteIndex(index) => {
+            update()
+                .global_secondary_index_updates(
+                    ddb::GlobalSecondaryIndexUpdate::builder()
+                        .delete(built(
+                            ddb::DeleteGlobalSecondaryIndexAction::builder()
+                                .index_name(index)
+                                .build(),
+                        )?)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+        TableChange::Billing {
+            mode,
+            throughput,
+            index_throughput,
+        } => {
+            let updates = index_throughput
+                .iter()
+                .map(|(n, t)| index_update(n, t))
+                .collect::<Result<Vec<_>>>()?;
+            update()
+                .billing_mode(to_billing(*mode))
+                .set_provisioned_throughput(throughput.as_ref().map(to_throughput).transpose()?)
+                .set_global_secondary_index_updates((!updates.is_empty()).then_some(updates))
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+        TableChange::Throughput(t) => {
+            update()
+                .provisioned_throughput(to_throughput(t)?)
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+        TableChange::IndexThroughput {
+            index_name,
+            throughput,
+        } => {
+            update()
+                .global_secondary_index_updates(index_update(index_name, throughput)?)
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+        TableChange::CreateIndex {
+            index,
+            attribute_definitions,
+        } => {
+            let action = ddb::CreateGlobalSecondaryIndexAction::builder()
+                .index_name(&index.index_name)
+                .set_key_schema(Some(to_key(&index.key_schema)?))
+                .projection(to_projection(&index.projection))
+                .set_provisioned_throughput(
+                    index
+                        .provisioned_throughput
+                        .as_ref()
+                        .map(to_throughput)
+                        .transpose()?,
+                );
+            update()
+                .set_attribute_definitions(Some(to_definitions(attribute_definitions)?))
+                .global_secondary_index_updates(
+                    ddb::GlobalSecondaryIndexUpdate::builder()
+                        .create(built(action.build())?)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+        TableChange::Stream(view) => {
+            update()
+                .stream_specification(to_stream(*view)?)
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+        TableChange::Sse(sse) => {
+            update()
+                .sse_specification(to_sse(sse.as_ref()))
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+        TableChange::TableClass(class) => {
+            update()
+                .table_class(to_table_class(*class))
+                .send()
+                .await
+                .map_err(|e| ddb_error("UpdateTable", &e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Everything `CreateTable` accepts from the spec. TTL and point-in-time recovery have their own
+/// APIs and follow as planned steps once the table is `ACTIVE`.
+async fn create_table(
+    c: &Client,
+    spec: &TableSpec,
+    tags: &BTreeMap<String, String>,
+) -> Result<Option<String>> {
+    let provisioned = spec.billing_mode == BillingMode::Provisioned;
+    let gsis = spec
+        .global_secondary_indexes
+        .iter()
+        .map(|g| {
+            built(
+                ddb::GlobalSecondaryIndex::builder()
+                    .index_name(&g.index_name)
+                    .set_key_schema(Some(to_key(&g.key_schema)?))
+                    .projection(to_projection(&g.projection))
+                    .set_provisioned_throughput(
+                        g.provisioned_throughput
+                            .as_ref()
+                            .filter(|_| provisioned)
+                            .map(to_throughput)
+                            .transpose()?,
+                    )
+                    .build(),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let lsis = spec
+        .local_secondary_indexes
+        .iter()
+        .map(|l| {
+            built(
+                ddb::LocalSecondaryIndex::builder()
+                    .index_name(&l.index_name)
+                    .set_key_schema(Some(to_key(&l.key_schema)?))
+                    .projection(to_projection(&l.projection))
+                    .build(),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tags = tags
+        .iter()
+        .map(|(k, v)| built(ddb::Tag::builder().key(k).value(v).build()))
+        .collect::<Result<Vec<_>>>()?;
+    let stream = spec
+        .stream_specification
+        .filter(|s| s.stream_enabled)
+        .map(|s| to_stream(Some(s.stream_view_type)))
+        .transpose()?;
+    let created = c
+        .create_table()
+        .table_name(&spec.table_name)
+        .set_attribute_definitions(Some(to_definitions(&spec.attribute_definitions)?))
+        .set_key_schema(Some(to_key(&spec.key_schema)?))
+        .billing_mode(to_billing(spec.billing_mode))
+        .set_provisioned_throughput(
+            spec.provisioned_throughput
+                .as_ref()
+                .filter(|_| provisioned)
+                .map(to_throughput)
+                .transpose()?,
+        )
+        .set_global_secondary_indexes((!gsis.is_empty()).then_some(gsis))
+        .set_local_secondary_indexes((!lsis.is_empty()).then_some(lsis))
+        .set_stream_specification(stream)
+        .set_sse_specification(
+            spec.sse_specification
+                .as_ref()
+                .filter(|s| s.enabled)
+                .map(|s| to_sse(Some(s))),
+        )
+        .set_table_class(spec.table_class.map(to_table_class))
+        .deletion_protection_enabled(spec.deletion_protection_enabled)
+        .set_tags(Some(tags))
+        .send()
+        .await;
+    match created {
+        Ok(out) => Ok(out
+            .table_description()
+            .and_then(|t| t.table_arn())
+            .map(str::to_string)),
+        // The table exists: a retry after a lost response, or someone else's table. The
+        // ownership check on the next observe decides which.
+        Err(e) if e.code() == Some("ResourceInUseException") => Ok(None),
+        Err(e) => Err(classify("CreateTable", &e)),
+    }
+}
+
+/// Whether DynamoDB takes another change now: the table and every index must be `ACTIVE`.
+pub fn availability_of(observed: &ObservedTable) -> Availability {
+    let busy = |reason: &str, message: String| Availability::Busy {
+        reason: reason.to_string(),
+        message,
+    };
+    match observed.status.as_str() {
+        "ACTIVE" => {}
+        "CREATING" => return busy("Creating", "the table is being created".to_string()),
+        "UPDATING" => return busy("Updating", "the table is being updated".to_string()),
+        "DELETING" => return busy("Deleting", "the table is being deleted".to_string()),
+        other => return busy("Unavailable", format!("the table is {other}")),
+    }
+    for gsi in &observed.global_secondary_indexes {
+        match gsi.status.as_deref() {
+            None | Some("ACTIVE") => {}
+            Some(status) => {
+                let backfill = if gsi.backfilling == Some(true) {
+                    " (backfilling)"
+                } else {
+                    ""
+                };
+                return busy(
+                    "Updating",
+                    format!(
+                        "index {:?} is {status}{backfill}; DynamoDB takes no other change until it is ACTIVE",
+                        gsi.index.index_name
+                    ),
+                );
+            }
+        }
+    }
+    Availability::Available
+}
+
+#[async_trait]
+impl External<Table> for DynamoDb {
+    type Observed = ObservedTable;
+    type Change = TableChange;
+
+    fn describe(&self, obj: &Table) -> String {
+        format!("DynamoDB table {:?}", obj.spec.table_name)
+    }
+
+    fn validate(&self, obj: &Table) -> std::result::Result<(), String> {
+        diff::validate(&obj.spec)
+    }
+
+    async fn observe(&self, obj: &Table, target: &Target) -> Result<Option<ObservedTable>> {
+        observe_table(&self.clients.get(&target.region), &obj.spec.table_name).await
+    }
+
+    fn observed_tags<'a>(&self, observed: &'a ObservedTable) -> &'a BTreeMap<String, String> {
+        &observed.tags
+    }
+
+    fn availability(&self, observed: &ObservedTable) -> Availability {
+        availability_of(observed)
+    }
+
+    /// Only the first planned step: the rest depends on what DynamoDB looks like after it, so
+    /// it is planned again on the next reconcile. Empty exactly when nothing is left to change.
+    fn diff(
+        &self,
+        obj: &Table,
+        observed: &ObservedTable,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<TableChange> {
+        diff::plan(&obj.spec, observed, tags)
+            .into_iter()
+            .take(1)
+            .collect()
+    }
+
+    async fn create(
+        &self,
+        obj: &Table,
+        target: &Target,
+        tags: &BTreeMap<String, String>,
+        status: &mut TableStatus,
+    ) -> Result<()> {
+        let c = self.clients.get(&target.region);
+        let arn = create_table(&c, &obj.spec, tags).await?;
+        status.table_name = Some(obj.spec.table_name.clone());
+        if arn.is_some() {
+            status.common.arn = arn;
+            status.table_status = Some("CREATING".to_string());
+        }
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        obj: &Table,
+        target: &Target,
+        observed: &ObservedTable,
+        changes: &[TableChange],
+    ) -> Result<()> {
+        let c = self.clients.get(&target.region);
+        if let Some(step) = changes.first() {
+            apply_step(&c, &obj.spec.table_name, &observed.arn, step).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        obj: &Table,
+        target: &Target,
+        observed: &ObservedTable,
+    ) -> Result<DeleteProgress> {
+        let c = self.clients.get(&target.region);
+        let name = obj.spec.table_name.as_str();
+        if observed.status == "DELETING" {
+            return Ok(DeleteProgress::InProgress);
+        }
+        if observed.deletion_protection_enabled {
+            if obj.spec.deletion_protection_enabled {
+                return Err(Error::Blocked {
+                    reason: DELETION_PROTECTED,
+                    message: format!(
+                        "DynamoDB table {name:?} has deletion protection enabled; set spec.deletionProtectionEnabled: false to let kaws delete it"
+                    ),
+                });
+            }
+            // Protection was turned off in the spec after the delete was requested: apply that
+            // first, then delete on the next pass.
+            apply_step(
+                &c,
+                name,
+                &observed.arn,
+                &TableChange::DeletionProtection(false),
+            )
+            .await?;
+            return Ok(DeleteProgress::InProgress);
+        }
+        if availability_of(observed) != Availability::Available {
+            // DeleteTable fails while the table or an index is changing.
+            return Ok(DeleteProgress::InProgress);
+        }
+        match c.delete_table().table_name(name).send().await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(DeleteProgress::Gone),
+            Err(e) if e.code() == Some("ResourceInUseException") => {
+                return Ok(DeleteProgress::InProgress);
+            }
+            Err(e) => return Err(ddb_error("DeleteTable", &e)),
+        }
+        // Small tables are often gone at once; look before waiting a full poll interval.
+        match c.describe_table().table_name(name).send().await {
+            Err(e) if is_not_found(&e) => Ok(DeleteProgress::Gone),
+            _ => Ok(DeleteProgress::InProgress),
+        }
+    }
+
+    fn fill_status(
+        &self,
+        obj: &Table,
+        _target: &Target,
+        observed: &ObservedTable,
+        status: &mut TableStatus,
+    ) {
+        status.table_name = Some(obj.spec.table_name.clone());
+        status.common.arn = Some(observed.arn.clone());
+        status.table_id = observed.table_id.clone();
+        status.table_status = Some(observed.status.clone());
+        status.billing_mode = Some(
+            match observed.billing_mode {
+                BillingMode::PayPerRequest => "PAY_PER_REQUEST",
+                BillingMode::Provisioned => "PROVISIONED",
+            }
+            .to_string(),
+        );
+        status.latest_stream_arn = observed.latest_stream_arn.clone();
+        status.latest_stream_label = observed.latest_stream_label.clone();
+        status.item_count = observed.item_count;
+        status.table_size_bytes = observed.table_size_bytes;
+        status.global_secondary_indexes = observed
+            .global_secondary_indexes
+            .iter()
+            .map(|g| super::types::IndexStatus {
+                index_name: g.index.index_name.clone(),
+                index_status: g.status.clone(),
+                backfilling: g.backfilling,
+            })
+            .collect();
+        status.time_to_live_status = observed.ttl_status.clone();
+        status.point_in_time_recovery_status = observed.pitr_status.clone();
+        status.deletion_protection_enabled = Some(observed.deletion_protection_enabled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The waiting paths moto cannot produce (its tables and indexes are ACTIVE at once), driven
+    //! through the real SDK client with canned DynamoDB responses.
+
+    use aws_sdk_dynamodb::{
+        operation::{
+            describe_continuous_backups::DescribeContinuousBackupsOutput,
+            describe_table::{DescribeTableError, DescribeTableOutput},
+            describe_time_to_live::DescribeTimeToLiveOutput,
+            list_tags_of_resource::ListTagsOfResourceOutput,
+            update_table::UpdateTableError,
+        },
+        types::error::{ResourceInUseException, ResourceNotFoundException},
+    };
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders";
+
+    fn key(name: &str, t: ddb::KeyType) -> ddb::KeySchemaElement {
+        ddb::KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(t)
+            .build()
+            .expect("key")
+    }
+
+    fn table(status: ddb::TableStatus, index_status: ddb::IndexStatus) -> ddb::TableDescription {
+        ddb::TableDescription::builder()
+            .table_name("orders")
+            .table_arn(ARN)
+            .table_status(status)
+            .key_schema(key("pk", ddb::KeyType::Hash))
+            .attribute_definitions(
+                ddb::AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ddb::ScalarAttributeType::S)
+                    .build()
+                    .expect("def"),
+            )
+            .billing_mode_summary(
+                ddb::BillingModeSummary::builder()
+                    .billing_mode(ddb::BillingMode::PayPerRequest)
+                    .build(),
+            )
+            .global_secondary_indexes(
+                ddb::GlobalSecondaryIndexDescription::builder()
+                    .index_name("by-a")
+                    .key_schema(key("a", ddb::KeyType::Hash))
+                    .index_status(index_status)
+                    .backfilling(true)
+                    .build(),
+            )
+            .build()
+    }
+
+    /// A client whose DescribeTable reports `t`, with empty tags, TTL and PITR reads.
+    fn client_describing(t: ddb::TableDescription) -> Client {
+        let describe = mock!(Client::describe_table)
+            .then_output(move || DescribeTableOutput::builder().table(t.clone()).build());
+        let tags = mock!(Client::list_tags_of_resource)
+            .match_requests(|r| r.resource_arn() == Some(ARN))
+            .then_output(|| {
+                ListTagsOfResourceOutput::builder()
+                    .tags(
+                        ddb::Tag::builder()
+                            .key("kaws.io/owner")
+                            .value("c/ns/orders")
+                            .build()
+                            .expect("tag"),
+                    )
+                    .build()
+            });
+        let ttl = mock!(Client::describe_time_to_live).then_output(|| {
+            DescribeTimeToLiveOutput::builder()
+                .time_to_live_description(
+                    ddb::TimeToLiveDescription::builder()
+                        .time_to_live_status(ddb::TimeToLiveStatus::Disabled)
+                        .build(),
+                )
+                .build()
+        });
+        let pitr = mock!(Client::describe_continuous_backups)
+            .then_output(|| DescribeContinuousBackupsOutput::builder().build());
+        mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            &[&describe, &tags, &ttl, &pitr]
+        )
+    }
+
+    #[tokio::test]
+    async fn an_index_still_building_makes_the_table_busy() {
+        let c = client_describing(table(ddb::TableStatus::Active, ddb::IndexStatus::Creating));
+        let observed = observe_table(&c, "orders")
+            .await
+            .expect("observe")
+            .expect("table exists");
+        assert_eq!(
+            observed.tags.get("kaws.io/owner").map(String::as_str),
+            Some("c/ns/orders")
+        );
+        match availability_of(&observed) {
+            Availability::Busy { reason, message } => {
+                assert_eq!(reason, "Updating");
+                assert!(
+                    message.contains("\"by-a\" is CREATING (backfilling)"),
+                    "{message}"
+                );
+            }
+            Availability::Available => panic!("a CREATING index must block the next step"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_updating_table_is_busy_and_an_active_one_is_not() {
+        let cases = [
+            (
+                ddb::TableStatus::Updating,
+                ddb::IndexStatus::Active,
+                Some("Updating"),
+            ),
+            (
+                ddb::TableStatus::Creating,
+                ddb::IndexStatus::Active,
+                Some("Creating"),
+            ),
+            (
+                ddb::TableStatus::Active,
+                ddb::IndexStatus::Deleting,
+                Some("Updating"),
+            ),
+            (ddb::TableStatus::Active, ddb::IndexStatus::Active, None),
+        ];
+        for (table_status, index_status, want) in cases {
+            let why = format!("{table_status:?} / {index_status:?}");
+            let c = client_describing(table(table_status, index_status));
+            let observed = observe_table(&c, "orders")
+                .await
+                .expect("observe")
+                .expect("table exists");
+            let got = match availability_of(&observed) {
+                Availability::Busy { reason, .. } => Some(reason),
+                Availability::Available => None,
+            };
+            assert_eq!(got.as_deref(), want, "{why}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_table_is_observed_as_absent() {
+        let describe = mock!(Client::describe_table).then_error(|| {
+            DescribeTableError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("Requested resource not found")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("ResourceNotFoundException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let c = mock_client!(aws_sdk_dynamodb, &[&describe]);
+        assert_eq!(observe_table(&c, "orders").await.expect("observe"), None);
+    }
+
+    #[tokio::test]
+    async fn dynamodb_busy_answers_are_retried_not_terminal() {
+        let update = mock!(Client::update_table).then_error(|| {
+            UpdateTableError::ResourceInUseException(
+                ResourceInUseException::builder()
+                    .message("Attempt to change a resource which is still in use")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("ResourceInUseException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let c = mock_client!(aws_sdk_dynamodb, &[&update]);
+        let err = apply_step(&c, "orders", ARN, &TableChange::DeleteIndex("by-a".into()))
+            .await
+            .expect_err("DynamoDB refused");
+        assert!(!err.is_terminal(), "{err}");
+        assert_eq!(err.category(), "AwsError");
+        assert_eq!(update.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_impossible_step_is_an_invalid_spec_without_any_call() {
+        let update = mock!(Client::update_table).then_error(|| {
+            UpdateTableError::ResourceInUseException(ResourceInUseException::builder().build())
+        });
+        let c = mock_client!(aws_sdk_dynamodb, &[&update]);
+        let err = apply_step(
+            &c,
+            "orders",
+            ARN,
+            &TableChange::Impossible {
+                field: "keySchema",
+                message: "DynamoDB cannot change a table's key".into(),
+            },
+        )
+        .await
+        .expect_err("refused");
+        assert!(err.is_terminal());
+        assert_eq!(err.category(), "InvalidSpec");
+        assert_eq!(update.num_calls(), 0);
+    }
+}
