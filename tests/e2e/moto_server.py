@@ -26,5 +26,37 @@ def _fixed_s3_result_to_response(self, resp, result, shape, serialized_result):
 
 serialize.S3Serializer._serialized_result_to_response = _fixed_s3_result_to_response
 
+# Test-only inspection, not a fix: RDS never returns the master password and moto's
+# /moto-api/data.json fails on RDS models (write-only properties), so the end-to-end tests read
+# the password moto stored for an instance from GET /_kaws/rds-password?region=R&id=ID.
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
+
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _dispatch_with_inspection(self, environ, start_response):
+    if environ.get("PATH_INFO") == "/_kaws/rds-password":
+        from urllib.parse import parse_qs
+
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.rds.models import rds_backends
+
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        region = query.get("region", [""])[0]
+        ident = query.get("id", [""])[0].lower()
+        db = rds_backends[DEFAULT_ACCOUNT_ID][region].databases.get(ident)
+        if db is None:
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        body = (getattr(db, "_master_user_password", None) or "").encode()
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+    return _dispatch(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _dispatch_with_inspection
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,524 @@
+//! End to end for DBInstance: the real kaws binary, the test API server, moto and real kubectl.
+//!
+//! moto reports every RDS instance `available` at once and has no state manager for RDS, so the
+//! creating/modifying waiting path is covered by the SDK-level unit tests in
+//! `controller/src/resources/dbinstance/aws.rs` instead.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kaws::resources::dbinstance::DBInstance;
+use kaws_e2e::{
+    Env,
+    env::{EnvOptions, condition},
+    kaws::http_get,
+    moto::workspace_root,
+    unique_name,
+};
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+fn db_yaml(name: &str, id: &str, extra_spec: &str, annotations: &str) -> String {
+    let mut yaml =
+        format!("apiVersion: rds.kaws.io/v1alpha1\nkind: DBInstance\nmetadata:\n  name: {name}\n");
+    if !annotations.is_empty() {
+        yaml.push_str("  annotations:\n");
+        for line in annotations.lines() {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+    }
+    yaml.push_str(&format!(
+        "spec:\n  dbInstanceIdentifier: {id}\n  engine: postgres\n  dbInstanceClass: db.t4g.micro\n  allocatedStorage: 20\n  masterUsername: app\n  writeConnectionSecretTo:\n    name: {name}-conn\n"
+    ));
+    for line in extra_spec.lines() {
+        yaml.push_str(&format!("  {line}\n"));
+    }
+    yaml
+}
+
+fn rds(env: &Env) -> aws_sdk_rds::Client {
+    aws_sdk_rds::Client::new(&env.aws)
+}
+
+/// The master password moto stored (RDS itself never returns it).
+async fn moto_password(env: &Env, id: &str) -> anyhow::Result<String> {
+    let (status, body) = http_get(&format!(
+        "{}/_kaws/rds-password?region={}&id={id}",
+        env.moto.endpoint,
+        kaws_e2e::env::REGION
+    ))
+    .await?;
+    anyhow::ensure!(status == 200, "no RDS instance {id} in moto ({status})");
+    Ok(body)
+}
+
+async fn instance(env: &Env, id: &str) -> Option<aws_sdk_rds::types::DbInstance> {
+    rds(env)
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.db_instances().first().cloned())
+}
+
+async fn secret_data(env: &Env, name: &str) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    let secret = env.api::<Secret>().get_opt(name).await?;
+    Ok(secret.map(|s| {
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).to_string()))
+            .collect()
+    }))
+}
+
+/// Waits until the Secret `name` exists and `check` holds for its data.
+async fn wait_secret(
+    env: &Env,
+    name: &str,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Some(data) = secret_data(env, name).await?
+            && check(&data)
+        {
+            return Ok(data);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!(
+        "Secret {name}: timed out waiting for {what}; kaws log:\n{}",
+        kaws_e2e::env::tail(&env.kaws.logs(), 30)
+    )
+}
+
+async fn put_password_secret(env: &Env, name: &str, password: &str) -> anyhow::Result<()> {
+    let api = env.api::<Secret>();
+    let data = BTreeMap::from([(
+        "password".to_string(),
+        ByteString(password.as_bytes().to_vec()),
+    )]);
+    if api.get_opt(name).await?.is_some() {
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": data })),
+        )
+        .await?;
+    } else {
+        let mut secret = Secret {
+            data: Some(data),
+            ..Default::default()
+        };
+        secret.metadata.name = Some(name.to_string());
+        api.create(&PostParams::default(), &secret).await?;
+    }
+    Ok(())
+}
+
+async fn modify_calls(env: &Env) -> anyhow::Result<u64> {
+    env.kaws
+        .aws_calls(|l| l.contains("operation=\"ModifyDBInstance\""))
+        .await
+}
+
+/// No secret value in kaws' logs, the object's Events or its status.
+async fn assert_not_leaked(env: &Env, name: &str, secret: &str) -> anyhow::Result<()> {
+    assert!(!env.kaws.logs().contains(secret), "password in kaws logs");
+    let events = env.event_reasons(name).await?;
+    assert!(
+        events.iter().all(|(_, note)| !note.contains(secret)),
+        "password in Events: {events:?}"
+    );
+    let obj = env.api::<DBInstance>().get(name).await?;
+    assert!(
+        !serde_json::to_string(&obj)?.contains(secret),
+        "password in the object"
+    );
+    Ok(())
+}
+
+fn ready(o: &Value) -> bool {
+    condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_database_gets_generated_password_and_complete_connection_secret()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let example = std::fs::read_to_string(workspace_root().join("examples/database.yaml"))?;
+    let (db_doc, deployment) = example
+        .split_once("\n---\n")
+        .expect("example has a DBInstance and a Deployment");
+    // The test API server serves no Deployments; check the wiring and apply the DBInstance.
+    assert!(deployment.contains("envFrom") && deployment.contains("name: orders-db"));
+    env.apply_ok(db_doc);
+    env.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "dbinstance/orders-db",
+        "--timeout=60s",
+    ]);
+
+    let id = "kaws-example-orders";
+    let obj = env.api::<DBInstance>().get("orders-db").await?;
+    let status = obj.status.clone().expect("status");
+    assert_eq!(status.db_instance_status.as_deref(), Some("available"));
+    assert!(
+        status
+            .common
+            .arn
+            .as_deref()
+            .is_some_and(|a| a.ends_with(&format!(":db:{id}")))
+    );
+    assert!(status.dbi_resource_id.is_some());
+    assert_eq!(status.engine_version.as_deref(), Some("16"));
+    let host = status
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.address.clone())
+        .expect("endpoint in status");
+
+    let data = wait_secret(&env, "orders-db", "all keys", |d| d.contains_key("uri")).await?;
+    let password = data["password"].clone();
+    assert_eq!(password.len(), 32);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(
+        moto_password(&env, id).await?,
+        password,
+        "RDS has the password"
+    );
+    assert_eq!(data["host"], host);
+    assert_eq!(data["port"], "5432");
+    assert_eq!(data["username"], "orders");
+    assert_eq!(data["database"], "orders");
+    assert_eq!(data["engine"], "postgres");
+    let uri = &data["uri"];
+    let rest = uri
+        .strip_prefix("postgresql://")
+        .expect("postgresql scheme");
+    let (userinfo, hostpart) = rest.split_once('@').expect("user info");
+    assert_eq!(userinfo, format!("orders:{password}"));
+    assert_eq!(hostpart, format!("{host}:5432/orders"));
+    let secret = env.api::<Secret>().get("orders-db").await?;
+    let owner = &secret.metadata.owner_references.expect("owned")[0];
+    assert_eq!(
+        (owner.kind.as_str(), Some(&owner.uid), owner.controller),
+        ("DBInstance", obj.metadata.uid.as_ref(), Some(true))
+    );
+
+    let db = instance(&env, id).await.expect("instance in RDS");
+    assert_eq!(db.storage_encrypted(), Some(true), "encrypted by default");
+    assert_ne!(db.publicly_accessible(), Some(true), "private by default");
+    let tags: BTreeMap<_, _> = db
+        .tag_list()
+        .iter()
+        .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+        .collect();
+    assert_eq!(tags.get("team"), Some(&"orders"));
+    assert_eq!(
+        tags.get("kaws.io/owner").map(|s| s.to_string()),
+        Some(format!("{}/{}/orders-db", env.cluster_id, env.namespace))
+    );
+    let table = env.kubectl_ok(&["get", "rdsdb"]);
+    for column in ["IDENTIFIER", "ENGINE", "CLASS", "STATUS", "READY", "SYNCED"] {
+        assert!(table.contains(column), "{table}");
+    }
+    assert!(table.contains(id) && table.contains("available"), "{table}");
+    assert_not_leaked(&env, "orders-db", &password).await?;
+
+    // Someone deletes the connection Secret: kaws recreates it. The generated password went
+    // with it, so a new one is generated and set in RDS first.
+    env.kubectl_ok(&["delete", "secret", "orders-db"]);
+    let again = wait_secret(&env, "orders-db", "recreated", |d| d.contains_key("uri")).await?;
+    assert_ne!(again["password"], password);
+    assert_eq!(moto_password(&env, id).await?, again["password"]);
+    assert_not_leaked(&env, "orders-db", &again["password"]).await?;
+
+    // Default delete takes a final snapshot named after the identifier and the object's uid.
+    env.kubectl_ok(&["delete", "dbinstance", "orders-db", "--timeout=60s"]);
+    assert!(
+        instance(&env, id).await.is_none(),
+        "instance deleted in RDS"
+    );
+    let uid = obj.metadata.uid.unwrap_or_default();
+    let snapshots = rds(&env)
+        .describe_db_snapshots()
+        .db_snapshot_identifier(format!("{id}-final-{}", &uid[..8]))
+        .send()
+        .await?;
+    assert_eq!(snapshots.db_snapshots().len(), 1, "final snapshot taken");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_password_secret_updates_rds_and_the_connection_secret() -> anyhow::Result<()>
+{
+    let env = Env::start().await?;
+    let id = unique_name("rot");
+    put_password_secret(&env, "app-pw", "FirstPassw0rd").await?;
+    env.apply_ok(&db_yaml(
+        "rot",
+        &id,
+        "skipFinalSnapshot: true\nmasterUserPasswordSecretRef:\n  name: app-pw",
+        "",
+    ));
+    env.wait_condition_of::<DBInstance>("rot", "Ready", "True", None)
+        .await?;
+    let data = wait_secret(&env, "rot-conn", "endpoint", |d| d.contains_key("uri")).await?;
+    assert_eq!(data["password"], "FirstPassw0rd");
+    assert_eq!(moto_password(&env, &id).await?, "FirstPassw0rd");
+
+    // The resync period is 10 minutes: only the Secret watch can pick this up in time.
+    put_password_secret(&env, "app-pw", "SecondPassw0rd").await?;
+    let data = wait_secret(&env, "rot-conn", "rotated password", |d| {
+        d.get("password").map(String::as_str) == Some("SecondPassw0rd")
+    })
+    .await?;
+    assert!(data["uri"].contains(":SecondPassw0rd@"));
+    assert_eq!(moto_password(&env, &id).await?, "SecondPassw0rd");
+    for secret in ["FirstPassw0rd", "SecondPassw0rd"] {
+        assert_not_leaked(&env, "rot", secret).await?;
+    }
+
+    // skipFinalSnapshot: deleted without a snapshot.
+    env.kubectl_ok(&["delete", "dbinstance", "rot", "--timeout=60s"]);
+    assert!(instance(&env, &id).await.is_none());
+    let snapshots = rds(&env)
+        .describe_db_snapshots()
+        .db_instance_identifier(&id)
+        .snapshot_type("manual")
+        .send()
+        .await?;
+    assert!(snapshots.db_snapshots().is_empty(), "no final snapshot");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_password_secret_is_reported_and_recovers_when_it_appears() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let id = unique_name("late");
+    env.apply_ok(&db_yaml(
+        "late",
+        &id,
+        "skipFinalSnapshot: true\nmasterUserPasswordSecretRef:\n  name: late-pw",
+        "",
+    ));
+    let obj = env
+        .wait_condition_of::<DBInstance>("late", "Synced", "False", Some("SecretNotFound"))
+        .await?;
+    let message = condition(&obj, "Synced").expect("Synced")["message"].to_string();
+    assert!(message.contains("late-pw"), "{message}");
+    assert!(instance(&env, &id).await.is_none(), "nothing created yet");
+
+    put_password_secret(&env, "late-pw", "LatePassw0rd").await?;
+    env.wait_condition_of::<DBInstance>("late", "Ready", "True", None)
+        .await?;
+    assert_eq!(moto_password(&env, &id).await?, "LatePassw0rd");
+    assert_not_leaked(&env, "late", "LatePassw0rd").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_makes_one_modify_call_and_aws_normalised_values_make_none() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        resync_period: "1s".into(),
+        ..Default::default()
+    })
+    .await?;
+    // Upper case identifier and maintenance window: RDS (and moto) store both lower-cased;
+    // storageType is left to the AWS default.
+    let id = unique_name("norm");
+    let upper = id.replacen("norm", "Norm", 1);
+    env.apply_ok(&db_yaml(
+        "norm",
+        &upper,
+        "skipFinalSnapshot: true\npreferredMaintenanceWindow: Sun:05:00-Sun:05:30\ndbParameterGroupName: default.postgres9.3",
+        "",
+    ));
+    env.wait_condition_of::<DBInstance>("norm", "Ready", "True", None)
+        .await?;
+    let modifies = modify_calls(&env).await?;
+    let reconciles = env.kaws.reconciles("DBInstance").await?;
+    let calls = env
+        .kaws
+        .aws_calls(|l| l.contains("service=\"rds\""))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let resyncs = env.kaws.reconciles("DBInstance").await? - reconciles;
+    let steady_calls = env
+        .kaws
+        .aws_calls(|l| l.contains("service=\"rds\""))
+        .await?
+        - calls;
+    assert!(resyncs >= 2, "resyncs happened: {resyncs}");
+    assert_eq!(modify_calls(&env).await?, modifies, "no update loop");
+    assert!(
+        steady_calls <= resyncs,
+        "one DescribeDBInstances per resync: {steady_calls} calls for {resyncs} resyncs"
+    );
+    println!("steady state: {steady_calls} RDS calls over {resyncs} resyncs");
+
+    env.kubectl_ok(&[
+        "patch",
+        "dbinstance",
+        "norm",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"dbInstanceClass":"db.t4g.small","allocatedStorage":30}}"#,
+    ]);
+    env.wait_for::<DBInstance>("norm", Duration::from_secs(30), "generation 2 Ready", |o| {
+        o["status"]["observedGeneration"] == 2 && ready(o)
+    })
+    .await?;
+    assert_eq!(modify_calls(&env).await?, modifies + 1, "one modify call");
+    let db = instance(&env, &id).await.expect("instance");
+    assert_eq!(
+        (db.db_instance_class(), db.allocated_storage()),
+        (Some("db.t4g.small"), Some(30))
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(modify_calls(&env).await?, modifies + 1, "still one");
+    let note = env.wait_event("norm", "Updated").await?;
+    assert!(
+        note.contains("dbInstanceClass") && note.contains("allocatedStorage"),
+        "{note}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_protection_blocks_the_delete_until_turned_off() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let id = unique_name("prot");
+    env.apply_ok(&db_yaml(
+        "prot",
+        &id,
+        "skipFinalSnapshot: true\ndeletionProtection: true",
+        "",
+    ));
+    env.wait_condition_of::<DBInstance>("prot", "Ready", "True", None)
+        .await?;
+    assert_eq!(
+        instance(&env, &id)
+            .await
+            .and_then(|d| d.deletion_protection()),
+        Some(true)
+    );
+    env.kubectl_ok(&["delete", "dbinstance", "prot", "--wait=false"]);
+    let obj = env
+        .wait_condition_of::<DBInstance>("prot", "Synced", "False", Some("DeletionProtection"))
+        .await?;
+    assert!(obj["metadata"]["deletionTimestamp"].is_string());
+    assert!(instance(&env, &id).await.is_some(), "nothing deleted");
+
+    env.kubectl_ok(&[
+        "patch",
+        "dbinstance",
+        "prot",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"deletionProtection":false}}"#,
+    ]);
+    env.wait_gone_of::<DBInstance>("prot", Duration::from_secs(30))
+        .await?;
+    assert!(instance(&env, &id).await.is_none(), "deleted in RDS");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_adoption_and_foreign_ownership() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    // Retain: the object goes, the instance stays.
+    let id = unique_name("keep");
+    env.apply_ok(&db_yaml("keep", &id, "deletionPolicy: Retain", ""));
+    env.wait_condition_of::<DBInstance>("keep", "Ready", "True", None)
+        .await?;
+    env.kubectl_ok(&["delete", "dbinstance", "keep", "--timeout=30s"]);
+    assert!(instance(&env, &id).await.is_some(), "retained in RDS");
+
+    // Another object for the same instance: owned by "keep", never touched.
+    env.apply_ok(&db_yaml("thief", &id, "", "kaws.io/adopt: \"true\""));
+    env.wait_condition_of::<DBInstance>("thief", "Synced", "False", Some("OwnedByOther"))
+        .await?;
+
+    // An instance nobody owns: AlreadyExists until the adopt annotation is set.
+    let orphan = unique_name("orphan");
+    rds(&env)
+        .create_db_instance()
+        .db_instance_identifier(&orphan)
+        .engine("postgres")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("app")
+        .master_user_password("OrphanPassw0rd")
+        .send()
+        .await?;
+    env.apply_ok(&db_yaml("orphan", &orphan, "skipFinalSnapshot: true", ""));
+    env.wait_condition_of::<DBInstance>("orphan", "Synced", "False", Some("AlreadyExists"))
+        .await?;
+    assert_eq!(moto_password(&env, &orphan).await?, "OrphanPassw0rd");
+    env.kubectl_ok(&["annotate", "dbinstance", "orphan", "kaws.io/adopt=true"]);
+    env.wait_condition_of::<DBInstance>("orphan", "Ready", "True", None)
+        .await?;
+    // kaws cannot know the old password: it generates one, sets it, and hands it out.
+    let data = wait_secret(&env, "orphan-conn", "password", |d| d.contains_key("uri")).await?;
+    assert_eq!(moto_password(&env, &orphan).await?, data["password"]);
+    let tags = instance(&env, &orphan)
+        .await
+        .expect("instance")
+        .tag_list()
+        .to_vec();
+    assert!(
+        tags.iter().any(|t| t.key() == Some("kaws.io/owner")
+            && t.value() == Some(&format!("{}/{}/orphan", env.cluster_id, env.namespace))),
+        "{tags:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_spec_is_terminal_without_a_hot_loop() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let id = unique_name("bad");
+    env.apply_ok(
+        &db_yaml("bad-engine", &id, "", "").replace("engine: postgres", "engine: oracle-ee"),
+    );
+    env.apply_ok(
+        &db_yaml("bad-storage", &id, "", "")
+            .replace("allocatedStorage: 20", "allocatedStorage: 10"),
+    );
+    let obj = env
+        .wait_condition_of::<DBInstance>("bad-engine", "Synced", "False", Some("InvalidSpec"))
+        .await?;
+    assert!(
+        condition(&obj, "Synced").expect("Synced")["message"]
+            .to_string()
+            .contains("oracle-ee")
+    );
+    let obj = env
+        .wait_condition_of::<DBInstance>("bad-storage", "Synced", "False", Some("InvalidSpec"))
+        .await?;
+    assert!(
+        condition(&obj, "Synced").expect("Synced")["message"]
+            .to_string()
+            .contains("allocatedStorage")
+    );
+    assert_eq!(condition(&obj, "Ready").expect("Ready")["status"], "False");
+    let reconciles = env.kaws.reconciles("DBInstance").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.kaws.reconciles("DBInstance").await?,
+        reconciles,
+        "no retries"
+    );
+    let creates = env
+        .kaws
+        .aws_calls(|l| l.contains("operation=\"CreateDBInstance\""))
+        .await?;
+    assert_eq!(creates, 0);
+    Ok(())
+}
