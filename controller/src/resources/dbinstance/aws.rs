@@ -659,15 +659,28 @@ mod tests {
 
     #[tokio::test]
     async fn missing_instance_is_absent_and_throttling_is_transient() {
+        use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
+        use aws_smithy_types::error::ErrorMetadata;
         let rule = mock!(Client::describe_db_instances)
             .sequence()
             .error(|| {
-                aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError::DbInstanceNotFoundFault(
-                    rds::error::DbInstanceNotFoundFault::builder().build(),
+                DescribeDBInstancesError::DbInstanceNotFoundFault(
+                    rds::error::DbInstanceNotFoundFault::builder()
+                        .meta(ErrorMetadata::builder().code("DBInstanceNotFound").build())
+                        .build(),
                 )
             })
+            .error(|| {
+                DescribeDBInstancesError::generic(
+                    ErrorMetadata::builder().code("Throttling").build(),
+                )
+            })
+            // Enough for the SDK's own retries of a throttled call.
+            .times(5)
             .build();
         let client = mock_client!(aws_sdk_rds, [&rule]);
         assert!(describe(&client, "orders").await.expect("ok").is_none());
+        let err = describe(&client, "orders").await.expect_err("throttled");
+        assert!(!err.is_terminal() && err.category() == "Throttled", "{err}");
     }
 }
