@@ -58,5 +58,22 @@ def _dispatch_with_inspection(self, environ, start_response):
 
 DomainDispatcherApplication.__call__ = _dispatch_with_inspection
 
+# moto 5.2.5 leaves TableId out of DynamoDB table descriptions; DynamoDB always returns it
+# (a UUID fixed for the table's lifetime). Derived from the ARN so it is stable across calls.
+import uuid  # noqa: E402
+
+from moto.dynamodb.models.table import Table as _DynamoTable  # noqa: E402
+
+_dynamo_describe = _DynamoTable.describe
+
+
+def _describe_with_table_id(self, base_key="TableDescription"):
+    result = _dynamo_describe(self, base_key)
+    result[base_key].setdefault("TableId", str(uuid.uuid5(uuid.NAMESPACE_URL, self.table_arn)))
+    return result
+
+
+_DynamoTable.describe = _describe_with_table_id
+
 if __name__ == "__main__":
     sys.exit(main())
