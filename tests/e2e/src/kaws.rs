@@ -94,6 +94,11 @@ impl Kaws {
         bail!("kaws was not ready within 60s; log:\n{}", self.logs())
     }
 
+    /// Process id of the running kaws.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
