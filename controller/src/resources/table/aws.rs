@@ -240,6 +240,15 @@ pub async fn observe_table(c: &Client, name: &str) -> Result<Option<ObservedTabl
         c.describe_continuous_backups().table_name(name).send(),
     );
     observed.tags = tags?;
+    if observed.status == "CREATING" && observed.tags.is_empty() {
+        // Tags given to CreateTable may not be readable for the first moments of a table's
+        // life; an empty answer now would read as "not ours" and stop the object with a terminal
+        // AlreadyExists. Look again shortly instead.
+        return Err(Error::AwsTransient {
+            operation: "ListTagsOfResource".to_string(),
+            message: format!("table {name:?} is being created and its tags are not readable yet"),
+        });
+    }
     match ttl {
         Ok(out) => {
             let d = out.time_to_live_description();
@@ -903,21 +912,24 @@ mod tests {
             .build()
     }
 
-    /// A client whose DescribeTable reports `t`, with empty tags, TTL and PITR reads.
+    /// A client whose DescribeTable reports `t`, with the owner tag and disabled TTL and PITR.
     fn client_describing(t: ddb::TableDescription) -> Client {
+        client_with_tags(t, true)
+    }
+
+    fn client_with_tags(t: ddb::TableDescription, tagged: bool) -> Client {
         let describe = mock!(Client::describe_table)
             .then_output(move || DescribeTableOutput::builder().table(t.clone()).build());
         let tags = mock!(Client::list_tags_of_resource)
             .match_requests(|r| r.resource_arn() == Some(ARN))
-            .then_output(|| {
+            .then_output(move || {
+                let owner = ddb::Tag::builder()
+                    .key("kaws.io/owner")
+                    .value("c/ns/orders")
+                    .build()
+                    .expect("tag");
                 ListTagsOfResourceOutput::builder()
-                    .tags(
-                        ddb::Tag::builder()
-                            .key("kaws.io/owner")
-                            .value("c/ns/orders")
-                            .build()
-                            .expect("tag"),
-                    )
+                    .set_tags(Some(if tagged { vec![owner] } else { vec![] }))
                     .build()
             });
         let ttl = mock!(Client::describe_time_to_live).then_output(|| {
@@ -994,6 +1006,25 @@ mod tests {
             };
             assert_eq!(got.as_deref(), want, "{why}");
         }
+    }
+
+    #[tokio::test]
+    async fn untagged_table_still_creating_is_retried_not_taken_for_someone_elses() {
+        let c = client_with_tags(
+            table(ddb::TableStatus::Creating, ddb::IndexStatus::Creating),
+            false,
+        );
+        let err = observe_table(&c, "orders")
+            .await
+            .expect_err("tags not readable yet");
+        assert!(!err.is_terminal(), "{err}");
+        // Once ACTIVE, an untagged table is simply untagged (the ownership check decides).
+        let c = client_with_tags(
+            table(ddb::TableStatus::Active, ddb::IndexStatus::Active),
+            false,
+        );
+        let observed = observe_table(&c, "orders").await.expect("observe");
+        assert!(observed.is_some_and(|t| t.tags.is_empty()));
     }
 
     #[tokio::test]
