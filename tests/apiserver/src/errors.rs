@@ -22,7 +22,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: String,
     pub message: String,
-    pub details: Option<Value>,
+    // Boxed: keeps `Result<_, ApiError>` small on every handler's happy path.
+    pub details: Option<Box<Value>>,
     pub retry_after: Option<u64>,
 }
 
@@ -55,7 +56,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -230,7 +231,7 @@ impl ApiError {
         if let Some(secs) = retry_after {
             details["retryAfterSeconds"] = json!(secs);
         }
-        e.details = Some(details);
+        e.details = Some(Box::new(details));
         e
     }
 
@@ -247,7 +248,7 @@ impl ApiError {
             v["reason"] = json!(self.reason);
         }
         if let Some(d) = &self.details {
-            v["details"] = d.clone();
+            v["details"] = (**d).clone();
         }
         v
     }
