@@ -241,6 +241,43 @@ async fn drift_made_in_s3_is_corrected_on_resync_with_an_event() -> anyhow::Resu
             .and_then(|p| p.block_public_policy()),
         Some(true)
     );
+
+    // A different drift gets its own Event, not a repeat of the first one's note.
+    // (Removing the owner tags would make it an unowned bucket: AlreadyExists, by design.)
+    let mut tags = env.bucket_tags(&bucket).await?;
+    tags.insert("team".into(), "rogue".into());
+    let tag_set = tags
+        .iter()
+        .map(|(k, v)| s3::Tag::builder().key(k).value(v).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    env.s3
+        .put_bucket_tagging()
+        .bucket(&bucket)
+        .tagging(s3::Tagging::builder().set_tag_set(Some(tag_set)).build()?)
+        .send()
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = env.event_reasons("drift").await?;
+        let separate = events
+            .iter()
+            .any(|(r, n)| r == "DriftCorrected" && n.contains("tags") && !n.contains("versioning"));
+        if separate {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no separate DriftCorrected event for tags: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        env.bucket_tags(&bucket)
+            .await?
+            .get("team")
+            .map(String::as_str),
+        Some("data")
+    );
     Ok(())
 }
 
