@@ -1,0 +1,90 @@
+{{/*
+Every kind kaws can run: its API group, plural and the extra access its controller needs.
+Adding a kind is one line here (and its CRD file in crds/).
+  secrets: true  -> get/list/watch Secrets it references, create/patch the Secrets it writes
+*/}}
+{{- define "kaws.kinds" -}}
+bucket:     {group: s3.kaws.io,       plural: buckets}
+table:      {group: dynamodb.kaws.io, plural: tables}
+dbinstance: {group: rds.kaws.io,      plural: dbinstances, secrets: true}
+{{- end }}
+
+{{- define "kaws.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kaws.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "kaws.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kaws.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kaws.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "kaws.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "kaws.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kaws.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The enabled kinds, validated against kaws.kinds. */}}
+{{- define "kaws.enabledKinds" -}}
+{{- $known := include "kaws.kinds" . | fromYaml }}
+{{- $out := dict }}
+{{- range (default (keys $known | sortAlpha) .Values.kinds) }}
+{{- if not (hasKey $known .) }}
+{{- fail (printf "kinds: unknown kind %q (known: %s)" . (keys $known | sortAlpha | join ", ")) }}
+{{- end }}
+{{- $_ := set $out . (get $known .) }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
+RBAC rules for the namespaced resources kaws touches, built from the enabled kinds.
+Used by the ClusterRole (all namespaces) or by a Role per watched namespace.
+*/}}
+{{- define "kaws.namespacedRules" -}}
+{{- $kinds := include "kaws.enabledKinds" . | fromYaml }}
+{{- $secrets := false }}
+{{- range $name, $k := $kinds }}
+{{- if $k.secrets }}{{ $secrets = true }}{{ end }}
+# {{ $name }}
+- apiGroups: [{{ $k.group | quote }}]
+  resources: [{{ $k.plural | quote }}]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [{{ $k.group | quote }}]
+  resources: ["{{ $k.plural }}/status"]
+  verbs: [get, patch, update]
+{{- if $k.secrets }}
+# The Secrets it writes carry an owner reference with blockOwnerDeletion, which needs this.
+- apiGroups: [{{ $k.group | quote }}]
+  resources: ["{{ $k.plural }}/finalizers"]
+  verbs: [update]
+{{- end }}
+{{- end }}
+{{- if $secrets }}
+# Referenced password Secrets are watched by metadata and read; connection Secrets are
+# written with server-side apply.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch]
+{{- end }}
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
