@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: build crds test lint sandbox sandbox-down tools
+.PHONY: build crds test lint sandbox sandbox-down tools chart-test deploy
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -10,6 +10,14 @@ build:
 ## Regenerate crds/ from the code.
 crds:
 	$(CARGO) run -q -p kaws --bin kaws -- crds --out-dir crds
+
+## Chart and manifest tests: helm lint/template matrix, offline schema validation, drift, bad values.
+chart-test: tools
+	./tests/packaging/chart-test.sh
+
+## Regenerate charts/kaws/crds and deploy/ from crds/ and the chart (after `make crds`).
+deploy: tools
+	./scripts/render-deploy.sh
 
 ## Install test tools (moto in .tools/venv, kubectl if missing).
 tools:
@@ -22,6 +30,7 @@ lint:
 ## The whole test suite: lint, CRD drift, unit, integration and end-to-end tests.
 test: tools lint
 	$(CARGO) build --workspace --all-targets
+	$(MAKE) chart-test
 	$(CARGO) test --workspace --no-fail-fast
 
 sandbox: tools
