@@ -1,6 +1,7 @@
 {{/*
 Every kind kaws can run: its API group, plural and the extra access its controller needs.
-Adding a kind is one line here (and its CRD file in crds/).
+Adding a kind is one line here, then `make crds deploy` copies its CRD into the chart and
+deploy/ (make chart-test fails until both are done).
   secrets: true  -> get/list/watch Secrets it references, create/patch the Secrets it writes
 */}}
 {{- define "kaws.kinds" -}}
