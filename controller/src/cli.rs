@@ -32,6 +32,7 @@ pub enum KindName {
     #[value(name = "dbinstance")]
     DBInstance,
     Table,
+    Function,
 }
 
 impl KindName {

@@ -5,7 +5,7 @@ use kube::CustomResourceExt;
 
 use crate::{
     cli::KindName,
-    resources::{bucket::Bucket, dbinstance::DBInstance, table::Table},
+    resources::{bucket::Bucket, dbinstance::DBInstance, function::Function, table::Table},
 };
 
 pub fn crd(kind: KindName) -> CustomResourceDefinition {
@@ -13,6 +13,7 @@ pub fn crd(kind: KindName) -> CustomResourceDefinition {
         KindName::Bucket => Bucket::crd(),
         KindName::DBInstance => DBInstance::crd(),
         KindName::Table => Table::crd(),
+        KindName::Function => Function::crd(),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::{
     resources::{
         bucket::{Bucket, aws::S3},
         dbinstance::{DBInstance, aws::Rds},
+        function::{Function, aws::Lambda},
         table::{Table, aws::DynamoDb},
     },
 };
@@ -147,6 +148,15 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
                 tasks.spawn(run_kind::<DBInstance, Rds>(
                     shared.clone(),
                     Rds::new(sdk.clone(), metrics.clone(), client.clone()),
+                    options.clone(),
+                    readiness.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            KindName::Function => {
+                tasks.spawn(run_kind::<Function, Lambda>(
+                    shared.clone(),
+                    Lambda::new(sdk.clone(), metrics.clone(), client.clone()),
                     options.clone(),
                     readiness.clone(),
                     shutdown.clone(),

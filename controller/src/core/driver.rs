@@ -64,6 +64,16 @@ pub trait ManagedObject:
     fn referenced_secrets(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Other kaws objects in the same namespace this object depends on, as (kind, name) pairs
+    /// (e.g. a Function's `code.bucketRef`). The runner watches those kinds (see `runner.rs`)
+    /// and reconciles this object when one of them changes, not only at resync.
+    /// Kinds named in [`ManagedObject::referenced_objects`]: the runner watches these.
+    const DEPENDS_ON: &'static [&'static str] = &[];
+
+    fn referenced_objects(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// A change the diff found; `field` names it in Events (`DriftCorrected: versioning, tags`).
@@ -152,6 +162,9 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         target: &Target,
         observed: &Self::Observed,
     ) -> Result<DeleteProgress>;
+    /// Called after `update` succeeded, to record in status what the changes applied (e.g. the
+    /// ETag of the S3 object whose code was deployed).
+    fn after_update(&self, _obj: &K, _changes: &[Self::Change], _status: &mut K::Status) {}
     /// Pure: copies what users need from the observed resource into status.
     fn fill_status(
         &self,
@@ -520,6 +533,7 @@ where
     }
 
     external.update(obj, &target, &observed, &changes).await?;
+    external.after_update(obj, &changes, status);
     let fields = changed_fields(&changes);
     // The spec this status describes was already applied and converged (Ready), or a drift
     // correction is still under way: what differs now was changed outside Kubernetes. Kinds that

@@ -53,6 +53,10 @@ pub enum Error {
         None => format!("Secret {name:?} not found"),
     })]
     SecretNotFound { name: String, key: Option<String> },
+    /// Another kaws object the spec references (e.g. a Function's `code.bucketRef`) is missing or
+    /// not Ready. Transient: a watch on that kind triggers a reconcile as soon as it changes.
+    #[error("{0}")]
+    DependencyNotReady(String),
 }
 
 impl Error {
@@ -84,6 +88,7 @@ impl Error {
             Error::StillDeleting(_) => "Deleting",
             Error::Kube(_) => "KubernetesError",
             Error::SecretNotFound { .. } => "SecretNotFound",
+            Error::DependencyNotReady(_) => "DependencyNotReady",
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::{
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, ResourceExt,
+    Api, Client, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
@@ -20,6 +20,7 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{self, Context, External, ManagedObject, Shared};
+use crate::resources::bucket::Bucket;
 
 const READY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -100,6 +101,20 @@ pub async fn run_kind<K, E>(
         });
         let token = shutdown.clone();
         let mut controller = Controller::for_stream(stream, reader.clone());
+        for kind in K::DEPENDS_ON {
+            controller = match *kind {
+                k if k == Bucket::KIND => watch_dependency::<K, Bucket>(
+                    controller,
+                    &shared.client,
+                    scope.as_deref(),
+                    reader.clone(),
+                ),
+                other => {
+                    tracing::warn!(kind = K::KIND, dependency = other, "no watch for this kind");
+                    controller
+                }
+            };
+        }
         if K::WATCHES_SECRETS {
             // Metadata only: kaws never caches Secret content. Same scope as the kind's watch.
             let secrets: Api<PartialObjectMeta<Secret>> = match scope.as_deref() {
@@ -146,4 +161,38 @@ fn objects_referencing<K: ManagedObject>(
         .filter(|obj| obj.namespace() == ns && obj.referenced_secrets().contains(&name))
         .map(|obj| ObjectRef::from(obj.as_ref()))
         .collect()
+}
+
+/// Reconciles the objects of kind `K` that reference an object of kind `D` (same namespace, named
+/// in [`ManagedObject::referenced_objects`]) whenever that object changes, status included.
+/// Metadata only: a change is enough of a trigger, the reconcile reads the object itself.
+fn watch_dependency<K: ManagedObject, D: ManagedObject>(
+    controller: Controller<K>,
+    client: &Client,
+    scope: Option<&str>,
+    store: Store<K>,
+) -> Controller<K> {
+    let api: Api<PartialObjectMeta<D>> = match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let changes = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    controller.watches_stream(changes, move |dep: PartialObjectMeta<D>| {
+        let name = dep.name_any();
+        let ns = dep.namespace();
+        store
+            .state()
+            .iter()
+            .filter(|obj| {
+                obj.namespace() == ns
+                    && obj
+                        .referenced_objects()
+                        .iter()
+                        .any(|(kind, n)| *kind == D::KIND && *n == name)
+            })
+            .map(|obj| ObjectRef::from(obj.as_ref()))
+            .collect::<Vec<_>>()
+    })
 }

@@ -2,4 +2,5 @@
 
 pub mod bucket;
 pub mod dbinstance;
+pub mod function;
 pub mod table;

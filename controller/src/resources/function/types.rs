@@ -1,0 +1,237 @@
+//! The `Function` API (`lambda.kaws.io/v1alpha1`): what users write and what kaws reports. No AWS
+//! here.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::core::api::{CommonSpec, CommonStatus};
+
+/// A Lambda function managed by kaws. Code changes are deployed: a changed `zipFile`, or a new
+/// object uploaded at the same S3 key, triggers `UpdateFunctionCode`.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "lambda.kaws.io",
+    version = "v1alpha1",
+    kind = "Function",
+    namespaced,
+    status = "FunctionStatus",
+    shortname = "lfn",
+    category = "aws",
+    doc = "A Lambda function managed by kaws",
+    printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.functionName"}"#,
+    printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".spec.runtime"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.conditions[?(@.type==\"Synced\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(crate::core::api::REGION_IMMUTABLE_RULE).message("region is immutable"))]
+pub struct FunctionSpec {
+    /// Name of the Lambda function: 1-64 letters, digits, hyphens and underscores. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("functionName is immutable"))]
+    pub function_name: String,
+
+    #[serde(flatten)]
+    pub common: CommonSpec,
+
+    /// Where the deployment package comes from: exactly one of `zipFile`, `s3Bucket` + `s3Key`,
+    /// or `bucketRef` + `s3Key`.
+    pub code: FunctionCode,
+
+    /// Runtime identifier, e.g. `python3.12`, `nodejs20.x`, `provided.al2023`.
+    pub runtime: String,
+
+    /// Function entry point in the code, e.g. `index.handler`.
+    pub handler: String,
+
+    /// ARN of the IAM role Lambda assumes to run the function.
+    pub role: String,
+
+    /// Description of the function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// Memory in MB, 128-10240. Lambda's default is 128.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 128, max = 10240))]
+    pub memory_size: Option<i32>,
+
+    /// Timeout in seconds, 1-900. Lambda's default is 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 900))]
+    pub timeout: Option<i32>,
+
+    /// Size of `/tmp` in MB, 512-10240.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 512, max = 10240))]
+    pub ephemeral_storage: Option<i32>,
+
+    /// Environment variables of the function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+
+    /// Instruction set: `x86_64` (default) or `arm64`. Applied with the code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub architectures: Vec<String>,
+
+    /// ARNs of layer versions to add to the function's execution environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
+
+    /// Subnets and security groups to run the function in a VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_config: Option<VpcConfig>,
+
+    /// X-Ray tracing: `Active` or `PassThrough`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing_config: Option<TracingConfig>,
+}
+
+/// The deployment package. Exactly one source.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionCode {
+    /// The zip archive, base64-encoded. A change is deployed when its SHA-256 differs from the
+    /// function's `CodeSha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zip_file: Option<String>,
+    /// S3 bucket holding the zip archive (in the function's region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_bucket: Option<String>,
+    /// A kaws `Bucket` in the same namespace holding the zip archive. The function waits with
+    /// `Ready=False` reason `DependencyNotReady` until that Bucket is Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_ref: Option<BucketRef>,
+    /// Key of the zip archive in the bucket. A new object uploaded at this key (its ETag or
+    /// version id changes) is deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_key: Option<String>,
+    /// Pin one version of the object (versioned buckets). Without it the latest version is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_object_version: Option<String>,
+}
+
+/// Reference to a kaws `Bucket` in the same namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct BucketRef {
+    /// `metadata.name` of the Bucket object (not the S3 bucket name).
+    pub name: String,
+}
+
+/// Environment of the function.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    /// Variables set in the function's environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// VPC placement of the function.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcConfig {
+    /// Subnet ids.
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    /// Security group ids.
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+}
+
+/// X-Ray tracing mode.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingConfig {
+    /// `Active` samples and traces incoming requests; `PassThrough` only traces when the caller
+    /// did.
+    pub mode: String,
+}
+
+/// The S3 object the deployed code came from.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeSource {
+    /// S3 bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// Object version id, when the bucket is versioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Object ETag when it was deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+/// What kaws last saw in Lambda.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// Name of the function in Lambda.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_name: Option<String>,
+    /// Version of the function the status describes (`$LATEST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `Pending`, `Active`, `Inactive` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why the function is in its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    /// `Successful`, `Failed` or `InProgress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_status: Option<String>,
+    /// Base64 SHA-256 of the deployed package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_sha256: Option<String>,
+    /// Size of the deployed package in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_size: Option<i64>,
+    /// Revision of the function's configuration and code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_id: Option<String>,
+    /// When the function was last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// The S3 object the deployed code came from (S3 sources only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_source: Option<CodeSource>,
+}
+
+/// The kind name of the kaws `Bucket`, as referenced by `code.bucketRef`.
+pub const BUCKET_KIND: &str = "Bucket";
+
+impl crate::core::driver::ManagedObject for Function {
+    type Status = FunctionStatus;
+    const KIND: &'static str = "Function";
+    const DEPENDS_ON: &'static [&'static str] = &[BUCKET_KIND];
+
+    fn common_spec(&self) -> &CommonSpec {
+        &self.spec.common
+    }
+    fn status(&self) -> Option<&FunctionStatus> {
+        self.status.as_ref()
+    }
+    fn common_status(status: &FunctionStatus) -> &CommonStatus {
+        &status.common
+    }
+    fn common_status_mut(status: &mut FunctionStatus) -> &mut CommonStatus {
+        &mut status.common
+    }
+    fn referenced_objects(&self) -> Vec<(&'static str, String)> {
+        self.spec
+            .code
+            .bucket_ref
+            .iter()
+            .map(|r| (BUCKET_KIND, r.name.clone()))
+            .collect()
+    }
+}
