@@ -1,0 +1,443 @@
+//! End to end for Function: the real kaws binary, the test API server, moto and real kubectl.
+//! moto cannot invoke functions (it needs Docker), so these tests check Lambda's configuration
+//! and code hashes, never an invocation.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_s3::primitives::ByteStream;
+use base64::{Engine, engine::general_purpose::STANDARD};
+use kaws::resources::{bucket::Bucket, function::Function};
+use kaws_e2e::{Env, env::condition, unique_name};
+use serde_json::Value;
+
+fn lambda(env: &Env) -> aws_sdk_lambda::Client {
+    aws_sdk_lambda::Client::new(&env.aws)
+}
+
+/// moto checks that the role exists in IAM, as Lambda does.
+async fn role(env: &Env) -> anyhow::Result<String> {
+    let iam = aws_sdk_iam::Client::new(&env.aws);
+    let out = iam
+        .create_role()
+        .role_name(unique_name("fn-role"))
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await?;
+    Ok(out.role().map(|r| r.arn().to_string()).unwrap_or_default())
+}
+
+fn sha256_b64(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    STANDARD.encode(Sha256::digest(bytes))
+}
+
+fn function_yaml(name: &str, fn_name: &str, role: &str, code: &str, extra: &str) -> String {
+    let mut yaml = format!(
+        "apiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata:\n  name: {name}\nspec:\n  functionName: {fn_name}\n  runtime: python3.12\n  handler: app.handler\n  role: {role}\n  code: {code}\n"
+    );
+    for line in extra.lines() {
+        yaml.push_str(&format!("  {line}\n"));
+    }
+    yaml
+}
+
+async fn lambda_calls(env: &Env, operation: &str) -> anyhow::Result<u64> {
+    let op = format!("operation=\"{operation}\"");
+    env.kaws
+        .aws_calls(|l| l.contains("service=\"lambda\"") && l.contains(&op))
+        .await
+}
+
+async fn write_calls(env: &Env) -> anyhow::Result<u64> {
+    env.kaws
+        .aws_calls(|l| {
+            (l.contains("service=\"lambda\"") || l.contains("service=\"s3\""))
+                && !["operation=\"Get", "operation=\"Head", "operation=\"List"]
+                    .iter()
+                    .any(|p| l.contains(p))
+        })
+        .await
+}
+
+async fn wait_ready(env: &Env, name: &str) -> anyhow::Result<Value> {
+    env.wait_for::<Function>(name, Duration::from_secs(30), "Ready and current", |o| {
+        condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_function_deploys_code_and_configuration_changes_in_separate_calls()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role = role(&env).await?;
+    let fn_name = unique_name("zipfn");
+    let v1 = b"zip-v1".as_slice();
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(v1));
+    env.apply_ok(&function_yaml(
+        "zf",
+        &fn_name,
+        &role,
+        &code,
+        "tags: {team: data}",
+    ));
+    let obj = wait_ready(&env, "zf").await?;
+    assert_eq!(obj["status"]["codeSha256"], sha256_b64(v1));
+    assert_eq!(obj["status"]["state"], "Active");
+    assert_eq!(obj["status"]["lastUpdateStatus"], "Successful");
+    assert!(
+        obj["status"]["arn"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(&format!(":function:{fn_name}")))
+    );
+    let got = lambda(&env)
+        .get_function()
+        .function_name(&fn_name)
+        .send()
+        .await?;
+    let tags = got.tags().cloned().unwrap_or_default();
+    assert_eq!(tags.get("team").map(String::as_str), Some("data"));
+    assert_eq!(
+        tags.get("kaws.io/owner"),
+        Some(&format!("{}/{}/zf", env.cluster_id, env.namespace))
+    );
+
+    // New zip: exactly one code call, no configuration call.
+    let (code_before, config_before) = (
+        lambda_calls(&env, "UpdateFunctionCode").await?,
+        lambda_calls(&env, "UpdateFunctionConfiguration").await?,
+    );
+    let v2 = b"zip-v2".as_slice();
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(v2));
+    env.apply_ok(&function_yaml(
+        "zf",
+        &fn_name,
+        &role,
+        &code,
+        "tags: {team: data}",
+    ));
+    let obj = env
+        .wait_for::<Function>("zf", Duration::from_secs(30), "new code", |o| {
+            o["status"]["codeSha256"] == sha256_b64(v2)
+                && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+        })
+        .await?;
+    assert_eq!(obj["status"]["codeSha256"], sha256_b64(v2));
+    let conf = lambda(&env)
+        .get_function_configuration()
+        .function_name(&fn_name)
+        .send()
+        .await?;
+    assert_eq!(
+        conf.code_sha256(),
+        Some(sha256_b64(v2).as_str()),
+        "Lambda has the new code"
+    );
+    assert_eq!(
+        lambda_calls(&env, "UpdateFunctionCode").await? - code_before,
+        1
+    );
+    assert_eq!(
+        lambda_calls(&env, "UpdateFunctionConfiguration").await?,
+        config_before
+    );
+
+    // Memory and environment: exactly one configuration call, no code call.
+    env.apply_ok(&function_yaml(
+        "zf",
+        &fn_name,
+        &role,
+        &code,
+        "tags: {team: data}\nmemorySize: 256\nenvironment: {variables: {MODE: fast}}",
+    ));
+    wait_ready(&env, "zf").await?;
+    let conf = lambda(&env)
+        .get_function_configuration()
+        .function_name(&fn_name)
+        .send()
+        .await?;
+    assert_eq!(conf.memory_size(), Some(256));
+    assert_eq!(
+        conf.environment()
+            .and_then(|e| e.variables())
+            .and_then(|v| v.get("MODE"))
+            .map(String::as_str),
+        Some("fast")
+    );
+    assert_eq!(
+        lambda_calls(&env, "UpdateFunctionConfiguration").await? - config_before,
+        1
+    );
+    assert_eq!(
+        lambda_calls(&env, "UpdateFunctionCode").await? - code_before,
+        1
+    );
+
+    // Drift: memory changed outside Kubernetes is put back, with an Event.
+    lambda(&env)
+        .update_function_configuration()
+        .function_name(&fn_name)
+        .memory_size(512)
+        .send()
+        .await?;
+    env.kubectl_ok(&[
+        "annotate",
+        "function/zf",
+        "kaws.io/reconcile-requested-at=drift1",
+    ]);
+    let note = env.wait_event("zf", "DriftCorrected").await?;
+    assert!(note.contains("memorySize"), "{note}");
+    let conf = lambda(&env)
+        .get_function_configuration()
+        .function_name(&fn_name)
+        .send()
+        .await?;
+    assert_eq!(conf.memory_size(), Some(256));
+
+    // Delete removes the function from Lambda.
+    env.kubectl_ok(&["delete", "function/zf", "--wait=false"]);
+    env.wait_gone_of::<Function>("zf", Duration::from_secs(30))
+        .await?;
+    assert!(
+        lambda(&env)
+            .get_function()
+            .function_name(&fn_name)
+            .send()
+            .await
+            .is_err()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_object_at_the_same_s3_key_is_deployed_and_steady_state_only_reads()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role = role(&env).await?;
+    let bucket = unique_name("code");
+    env.s3
+        .create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await?;
+    let put = |body: &'static [u8]| {
+        env.s3
+            .put_object()
+            .bucket(&bucket)
+            .key("app.zip")
+            .body(ByteStream::from_static(body))
+            .send()
+    };
+    put(b"s3-v1").await?;
+    let fn_name = unique_name("s3fn");
+    let code = format!("{{s3Bucket: {bucket}, s3Key: app.zip}}");
+    env.apply_ok(&function_yaml("sf", &fn_name, &role, &code, ""));
+    let obj = wait_ready(&env, "sf").await?;
+    assert_eq!(obj["status"]["codeSha256"], sha256_b64(b"s3-v1"));
+    assert_eq!(obj["status"]["codeSource"]["key"], "app.zip");
+    let etag1 = obj["status"]["codeSource"]["etag"].clone();
+    assert!(etag1.is_string(), "ETag recorded: {obj}");
+
+    // Steady state: resyncs make reads only.
+    let writes = write_calls(&env).await?;
+    let reconciles = env.kaws.reconciles("Function").await?;
+    env.kubectl_ok(&["annotate", "function/sf", "kaws.io/resync-period=1s"]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        env.kaws.reconciles("Function").await? >= reconciles + 2,
+        "resyncs happened"
+    );
+    assert_eq!(
+        write_calls(&env).await?,
+        writes,
+        "no write call in steady state"
+    );
+
+    // A new object at the same key is deployed (the 1s resync notices it).
+    let code_calls = lambda_calls(&env, "UpdateFunctionCode").await?;
+    put(b"s3-v2").await?;
+    let obj = env
+        .wait_for::<Function>("sf", Duration::from_secs(20), "new S3 code", |o| {
+            o["status"]["codeSha256"] == sha256_b64(b"s3-v2")
+        })
+        .await?;
+    assert_ne!(obj["status"]["codeSource"]["etag"], etag1);
+    let conf = lambda(&env)
+        .get_function_configuration()
+        .function_name(&fn_name)
+        .send()
+        .await?;
+    assert_eq!(conf.code_sha256(), Some(sha256_b64(b"s3-v2").as_str()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        lambda_calls(&env, "UpdateFunctionCode").await? - code_calls,
+        1,
+        "deployed once, not on every resync"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_waits_for_its_bucket_and_deploys_as_soon_as_it_is_ready() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role = role(&env).await?;
+    let s3_name = unique_name("dep");
+    let fn_name = unique_name("reffn");
+    env.apply_ok(&function_yaml(
+        "rf",
+        &fn_name,
+        &role,
+        "{bucketRef: {name: code}, s3Key: app.zip}",
+        "",
+    ));
+    env.wait_condition_of::<Function>("rf", "Ready", "False", Some("DependencyNotReady"))
+        .await?;
+    // Let the backoff grow (2s, 4s, 8s…) so that only the Bucket watch can explain a quick Ready.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+
+    // The S3 bucket and object exist already; the kaws Bucket adopts it and becomes Ready.
+    env.s3
+        .create_bucket()
+        .bucket(&s3_name)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await?;
+    env.s3
+        .put_object()
+        .bucket(&s3_name)
+        .key("app.zip")
+        .body(ByteStream::from_static(b"ref-v1"))
+        .send()
+        .await?;
+    env.apply_ok(&format!(
+        "apiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: code\n  annotations:\n    kaws.io/adopt: \"true\"\nspec:\n  bucketName: {s3_name}\n"
+    ));
+    env.wait_condition_of::<Bucket>("code", "Ready", "True", None)
+        .await?;
+    let bucket_ready = Instant::now();
+    let obj = wait_ready(&env, "rf").await?;
+    assert!(
+        bucket_ready.elapsed() < Duration::from_secs(4),
+        "the Bucket watch triggered the Function, not its backoff: {:?}",
+        bucket_ready.elapsed()
+    );
+    assert_eq!(obj["status"]["codeSha256"], sha256_b64(b"ref-v1"));
+    assert_eq!(obj["status"]["codeSource"]["bucket"], s3_name.as_str());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_are_terminal_and_make_no_aws_call() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role = "arn:aws:iam::123456789012:role/none";
+    let cases = [
+        (
+            "two",
+            "{zipFile: eA==, s3Bucket: b, s3Key: k}",
+            "python3.12",
+            "exactly one",
+        ),
+        (
+            "runtime",
+            "{zipFile: eA==}",
+            "cobol85",
+            "not a Lambda runtime",
+        ),
+    ];
+    for (name, code, runtime, want) in cases {
+        let yaml =
+            function_yaml(name, &unique_name("bad"), role, code, "").replace("python3.12", runtime);
+        env.apply_ok(&yaml);
+        let obj = env
+            .wait_condition_of::<Function>(name, "Synced", "False", Some("InvalidSpec"))
+            .await?;
+        let message = condition(&obj, "Synced").map(|c| c["message"].to_string());
+        assert!(
+            message.as_deref().is_some_and(|m| m.contains(want)),
+            "{name}: {message:?}"
+        );
+        assert_eq!(
+            condition(&obj, "Ready").map(|c| c["status"].clone()),
+            Some("False".into())
+        );
+    }
+    assert_eq!(lambda_calls(&env, "CreateFunction").await?, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_functions_are_adopted_only_when_asked_and_never_taken_from_others()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role = role(&env).await?;
+    let create = |name: String, tags: Vec<(&'static str, &'static str)>| {
+        let mut req = lambda(&env)
+            .create_function()
+            .function_name(name)
+            .runtime(aws_sdk_lambda::types::Runtime::Python312)
+            .handler("app.handler")
+            .role(&role)
+            .code(
+                aws_sdk_lambda::types::FunctionCode::builder()
+                    .zip_file(Blob::new(b"x".to_vec()))
+                    .build(),
+            );
+        for (k, v) in tags {
+            req = req.tags(k, v);
+        }
+        req.send()
+    };
+    let free = unique_name("free");
+    let other = unique_name("other");
+    create(free.clone(), vec![]).await?;
+    create(other.clone(), vec![("kaws.io/owner", "elsewhere/ns/x")]).await?;
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+
+    env.apply_ok(&function_yaml("free", &free, &role, &code, ""));
+    env.wait_condition_of::<Function>("free", "Synced", "False", Some("AlreadyExists"))
+        .await?;
+    env.kubectl_ok(&["annotate", "function/free", "kaws.io/adopt=true"]);
+    wait_ready(&env, "free").await?;
+    let tags = lambda(&env)
+        .get_function()
+        .function_name(&free)
+        .send()
+        .await?
+        .tags()
+        .cloned();
+    assert_eq!(
+        tags.unwrap_or_default().get("kaws.io/owner"),
+        Some(&format!("{}/{}/free", env.cluster_id, env.namespace))
+    );
+
+    env.apply_ok(&function_yaml(
+        "other",
+        &other,
+        &role,
+        &code,
+        "memorySize: 256",
+    ));
+    env.wait_condition_of::<Function>("other", "Synced", "False", Some("OwnedByOther"))
+        .await?;
+    env.kubectl_ok(&["delete", "function/other"]);
+    let conf = lambda(&env)
+        .get_function_configuration()
+        .function_name(&other)
+        .send()
+        .await?;
+    assert_eq!(conf.memory_size(), Some(128), "never changed");
+    Ok(())
+}
