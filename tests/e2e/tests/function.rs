@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::{Engine, engine::general_purpose::STANDARD};
-use kaws::resources::{bucket::Bucket, function::Function};
+use kaws::resources::function::Function;
 use kaws_e2e::{Env, env::condition, unique_name};
 use serde_json::Value;
 
@@ -301,10 +301,7 @@ async fn function_waits_for_its_bucket_and_deploys_as_soon_as_it_is_ready() -> a
     ));
     env.wait_condition_of::<Function>("rf", "Ready", "False", Some("DependencyNotReady"))
         .await?;
-    // Let the backoff grow (2s, 4s, 8s…) so that only the Bucket watch can explain a quick Ready.
-    tokio::time::sleep(Duration::from_secs(7)).await;
-
-    // The S3 bucket and object exist already; the kaws Bucket adopts it and becomes Ready.
+    // The S3 bucket and object exist already; the kaws Bucket will adopt the bucket.
     env.s3
         .create_bucket()
         .bucket(&s3_name)
@@ -322,18 +319,30 @@ async fn function_waits_for_its_bucket_and_deploys_as_soon_as_it_is_ready() -> a
         .body(ByteStream::from_static(b"ref-v1"))
         .send()
         .await?;
+    // Reconciles: finalizer, then failures retried after 1-2s, 2-4s, 4-8s. After the fourth the
+    // next retry is at least 4s away, so a create sooner than that comes from the Bucket watch.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while env.kaws.reconciles("Function").await? < 4 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the Function is not being retried"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last_retry = Instant::now();
     env.apply_ok(&format!(
         "apiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: code\n  annotations:\n    kaws.io/adopt: \"true\"\nspec:\n  bucketName: {s3_name}\n"
     ));
-    env.wait_condition_of::<Bucket>("code", "Ready", "True", None)
-        .await?;
-    let bucket_ready = Instant::now();
-    let obj = wait_ready(&env, "rf").await?;
+    env.wait_for::<Function>("rf", Duration::from_secs(20), "created", |o| {
+        o["status"]["arn"].is_string()
+    })
+    .await?;
     assert!(
-        bucket_ready.elapsed() < Duration::from_secs(4),
-        "the Bucket watch triggered the Function, not its backoff: {:?}",
-        bucket_ready.elapsed()
+        last_retry.elapsed() < Duration::from_millis(3800),
+        "the Bucket watch triggered the Function, not its backoff: created {:?} after its last retry",
+        last_retry.elapsed()
     );
+    let obj = wait_ready(&env, "rf").await?;
     assert_eq!(obj["status"]["codeSha256"], sha256_b64(b"ref-v1"));
     assert_eq!(obj["status"]["codeSource"]["bucket"], s3_name.as_str());
     Ok(())
