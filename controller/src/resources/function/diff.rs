@@ -471,6 +471,15 @@ mod tests {
         }
     }
 
+    /// Why, spec, previous status, what Lambda reports, the fields expected to change.
+    type Case = (
+        &'static str,
+        FunctionSpec,
+        Option<FunctionStatus>,
+        ObservedFunction,
+        Vec<&'static str>,
+    );
+
     #[test]
     fn diff_lists_only_what_differs() {
         let source = CodeSource {
@@ -484,13 +493,7 @@ mod tests {
             code_source: Some(source.clone()),
             ..Default::default()
         };
-        let cases: Vec<(
-            &str,
-            FunctionSpec,
-            Option<FunctionStatus>,
-            ObservedFunction,
-            Vec<&str>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "converged zip function: nothing",
                 zip_spec(""),
