@@ -450,3 +450,79 @@ async fn existing_functions_are_adopted_only_when_asked_and_never_taken_from_oth
     assert_eq!(conf.memory_size(), Some(128), "never changed");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_from_a_secret_reaches_lambda_and_nowhere_else() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role = role(&env).await?;
+    let fn_name = unique_name("secfn");
+    let value = unique_name("s3cr3t-value");
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+    env.apply_ok(&function_yaml(
+        "sec",
+        &fn_name,
+        &role,
+        &code,
+        "environment:\n  variables: {MODE: fast}\n  fromSecrets:\n  - {name: API_TOKEN, secretKeyRef: {name: api, key: token}}",
+    ));
+    // The Secret does not exist yet: the Function waits, naming the Secret only.
+    env.wait_condition_of::<Function>("sec", "Synced", "False", Some("SecretNotFound"))
+        .await?;
+    env.apply_ok(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\nstringData:\n  token: {value}\n"
+    ));
+    // The Secret watch wakes the Function; it need not wait for a resync.
+    let obj = wait_ready(&env, "sec").await?;
+    let conf = lambda(&env)
+        .get_function_configuration()
+        .function_name(&fn_name)
+        .send()
+        .await?;
+    let vars = conf
+        .environment()
+        .and_then(|e| e.variables())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        vars.get("API_TOKEN"),
+        Some(&value),
+        "the value reached Lambda"
+    );
+    assert_eq!(vars.get("MODE").map(String::as_str), Some("fast"));
+
+    // A rotated Secret is deployed.
+    let rotated = unique_name("rotated");
+    env.apply_ok(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\nstringData:\n  token: {rotated}\n"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let conf = lambda(&env)
+            .get_function_configuration()
+            .function_name(&fn_name)
+            .send()
+            .await?;
+        let got = conf
+            .environment()
+            .and_then(|e| e.variables())
+            .and_then(|v| v.get("API_TOKEN").cloned());
+        if got.as_ref() == Some(&rotated) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "rotated value not deployed: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let status = obj["status"].to_string();
+    let events = format!("{:?}", env.event_reasons("sec").await?);
+    let logs = env.kaws.logs();
+    for secret in [&value, &rotated] {
+        assert!(!status.contains(secret.as_str()), "not in status");
+        assert!(!events.contains(secret.as_str()), "not in Events");
+        assert!(!logs.contains(secret.as_str()), "not in logs");
+    }
+    Ok(())
+}

@@ -27,7 +27,10 @@ use crate::{
         names::{conditions, reasons},
     },
     metrics::SharedMetrics,
-    resources::bucket::Bucket,
+    resources::{
+        bucket::Bucket,
+        dbinstance::{diff::Redacted, secrets},
+    },
 };
 
 /// Lambda and S3 clients, one per region, and the Kubernetes client that resolves `bucketRef`.
@@ -106,8 +109,14 @@ fn to_observed(
         variables: c
             .environment()
             .and_then(|e| e.variables())
-            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|v| {
+                v.iter()
+                    .map(|(k, v)| (k.clone(), Redacted(v.clone())))
+                    .collect()
+            })
             .unwrap_or_default(),
+        secret_variables: BTreeMap::new(),
+        secret_missing: None,
         architectures: c
             .architectures()
             .iter()
@@ -222,16 +231,41 @@ fn hash_map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn environment(obj: &Function) -> lambda::Environment {
-    let vars = obj
-        .spec
-        .environment
-        .as_ref()
-        .map(|e| hash_map(&e.variables))
-        .unwrap_or_default();
+fn environment(
+    obj: &Function,
+    secret_variables: &BTreeMap<String, Redacted>,
+) -> lambda::Environment {
+    let vars = diff::desired_variables(&obj.spec, secret_variables)
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
     lambda::Environment::builder()
         .set_variables(Some(vars))
         .build()
+}
+
+/// Reads `environment.fromSecrets`; `Err((secret, key))` names the first one missing.
+async fn read_secret_variables(
+    client: &kube::Client,
+    obj: &Function,
+) -> Result<std::result::Result<BTreeMap<String, Redacted>, (String, String)>> {
+    let ns = obj.namespace().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for entry in obj
+        .spec
+        .environment
+        .iter()
+        .flat_map(|e| e.from_secrets.iter())
+    {
+        let r = &entry.secret_key_ref;
+        match secrets::read_key(client, &ns, &r.name, &r.key).await? {
+            Some(value) => {
+                out.insert(entry.name.clone(), value);
+            }
+            None => return Ok(Err((r.name.clone(), r.key.clone()))),
+        }
+    }
+    Ok(Ok(out))
 }
 
 fn vpc_config(obj: &Function) -> Option<lambda::VpcConfig> {
@@ -302,6 +336,10 @@ impl External<Function> for Lambda {
             Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(None),
             Err(e) => return Err(lambda_error("GetFunction", &e)),
         };
+        match read_secret_variables(&self.kube, obj).await? {
+            Ok(vars) => observed.secret_variables = vars,
+            Err(missing) => observed.secret_missing = Some(missing),
+        }
         match self.code_source(obj, &target.region).await {
             Ok(source) => observed.source = source,
             Err(Error::DependencyNotReady(message)) => observed.source_problem = Some(message),
@@ -337,6 +375,12 @@ impl External<Function> for Lambda {
         _target: &Target,
         observed: &ObservedFunction,
     ) -> Result<()> {
+        if let Some((name, key)) = &observed.secret_missing {
+            return Err(Error::SecretNotFound {
+                name: name.clone(),
+                key: Some(key.clone()),
+            });
+        }
         match &observed.source_problem {
             Some(message) => Err(Error::DependencyNotReady(message.clone())),
             None => Ok(()),
@@ -361,6 +405,13 @@ impl External<Function> for Lambda {
         status: &mut FunctionStatus,
     ) -> Result<()> {
         let spec = &obj.spec;
+        let secret_variables = match read_secret_variables(&self.kube, obj).await? {
+            Ok(vars) => vars,
+            Err((name, key)) => {
+                let ns = obj.namespace().unwrap_or_default();
+                return Err(secrets::missing(&self.kube, &ns, &name, &key).await);
+            }
+        };
         let source = self.code_source(obj, &target.region).await?;
         let code = match (&source, diff::zip_bytes(spec)) {
             (Some(s), _) => s3_code(lambda::FunctionCode::builder(), s).build(),
@@ -382,7 +433,7 @@ impl External<Function> for Lambda {
             .set_memory_size(spec.memory_size)
             .set_timeout(spec.timeout)
             .set_ephemeral_storage(ephemeral_storage(obj)?)
-            .environment(environment(obj))
+            .environment(environment(obj, &secret_variables))
             .set_architectures(architectures(obj))
             .set_layers((!spec.layers.is_empty()).then(|| spec.layers.clone()))
             .set_vpc_config(vpc_config(obj))
@@ -477,7 +528,9 @@ impl External<Function> for Lambda {
                 ConfigField::MemorySize => req.set_memory_size(spec.memory_size),
                 ConfigField::Timeout => req.set_timeout(spec.timeout),
                 ConfigField::EphemeralStorage => req.set_ephemeral_storage(ephemeral_storage(obj)?),
-                ConfigField::Environment => req.environment(environment(obj)),
+                ConfigField::Environment => {
+                    req.environment(environment(obj, &observed.secret_variables))
+                }
                 ConfigField::Layers => req.set_layers(Some(spec.layers.clone())),
                 ConfigField::VpcConfig => req.set_vpc_config(vpc_config(obj)),
                 ConfigField::TracingConfig => req.set_tracing_config(tracing(obj)),

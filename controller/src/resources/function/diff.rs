@@ -11,6 +11,7 @@ use crate::core::{
     driver::Change,
     names::tags::{AWS_RESERVED_PREFIX, is_system},
 };
+use crate::resources::dbinstance::diff::Redacted;
 
 /// Prefix of every tag kaws writes itself; such tags are never removed from a function.
 const KAWS_TAG_PREFIX: &str = "kaws.io/";
@@ -49,7 +50,12 @@ pub struct ObservedFunction {
     pub memory_size: Option<i32>,
     pub timeout: Option<i32>,
     pub ephemeral_storage: Option<i32>,
-    pub variables: BTreeMap<String, String>,
+    /// Lambda's environment; values may come from Secrets, hence redacted in `Debug`.
+    pub variables: BTreeMap<String, Redacted>,
+    /// The values of `environment.fromSecrets`, read from the Secrets.
+    pub secret_variables: BTreeMap<String, Redacted>,
+    /// A Secret (name, key) of `environment.fromSecrets` that could not be read.
+    pub secret_missing: Option<(String, String)>,
     pub architectures: Vec<String>,
     pub layers: Vec<String>,
     pub subnet_ids: Vec<String>,
@@ -294,12 +300,10 @@ pub fn diff(
         spec.ephemeral_storage.is_some() && observed.ephemeral_storage != spec.ephemeral_storage,
         ConfigField::EphemeralStorage,
     );
-    let variables = spec
-        .environment
-        .as_ref()
-        .map(|e| e.variables.clone())
-        .unwrap_or_default();
-    config(observed.variables != variables, ConfigField::Environment);
+    config(
+        observed.variables != desired_variables(spec, &observed.secret_variables),
+        ConfigField::Environment,
+    );
     config(observed.layers != spec.layers, ConfigField::Layers);
     config(
         spec.vpc_config.as_ref().is_some_and(|v| {
@@ -335,6 +339,22 @@ pub fn diff(
         changes.push(FunctionChange::Tags { set, remove });
     }
     changes
+}
+
+/// The environment the function should have: `variables`, then the values read for
+/// `fromSecrets` (which win on a name clash).
+pub fn desired_variables(
+    spec: &FunctionSpec,
+    secret_variables: &BTreeMap<String, Redacted>,
+) -> BTreeMap<String, Redacted> {
+    let mut vars: BTreeMap<String, Redacted> = spec
+        .environment
+        .iter()
+        .flat_map(|e| e.variables.iter())
+        .map(|(k, v)| (k.clone(), Redacted(v.clone())))
+        .collect();
+    vars.extend(secret_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    vars
 }
 
 fn sorted(v: &[String]) -> Vec<&String> {

@@ -129,6 +129,30 @@ pub struct Environment {
     /// Variables set in the function's environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+    /// Variables whose values come from keys of Secrets in the same namespace, read at every
+    /// reconcile (and when the Secret changes). The values go to Lambda only: never into status,
+    /// Events or logs. A name here wins over the same name in `variables`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_secrets: Vec<EnvFromSecret>,
+}
+
+/// One environment variable read from a Secret.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvFromSecret {
+    /// Name of the environment variable.
+    pub name: String,
+    /// The Secret key holding the value.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key in the Secret's data.
+    pub key: String,
 }
 
 /// VPC placement of the function.
@@ -225,6 +249,15 @@ impl crate::core::driver::ManagedObject for Function {
     }
     fn common_status_mut(status: &mut FunctionStatus) -> &mut CommonStatus {
         &mut status.common
+    }
+    const WATCHES_SECRETS: bool = true;
+
+    fn referenced_secrets(&self) -> Vec<String> {
+        self.spec
+            .environment
+            .iter()
+            .flat_map(|e| e.from_secrets.iter().map(|s| s.secret_key_ref.name.clone()))
+            .collect()
     }
     fn referenced_objects(&self) -> Vec<(&'static str, String)> {
         self.spec
