@@ -8,6 +8,7 @@ deploy/ (make chart-test fails until both are done).
 bucket:     {group: s3.kaws.io,       plural: buckets}
 table:      {group: dynamodb.kaws.io, plural: tables}
 dbinstance: {group: rds.kaws.io,      plural: dbinstances, secrets: true}
+function:   {group: lambda.kaws.io,   plural: functions,   secrets: true}
 {{- end }}
 
 {{- define "kaws.name" -}}
