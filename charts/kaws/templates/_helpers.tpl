@@ -3,12 +3,13 @@ Every kind kaws can run: its API group, plural and the extra access its controll
 Adding a kind is one line here, then `make crds deploy` copies its CRD into the chart and
 deploy/ (make chart-test fails until both are done).
   secrets: true  -> get/list/watch Secrets it references, create/patch the Secrets it writes
+  reads: [...]   -> other kaws kinds it references (get/list/watch), enabled or not
 */}}
 {{- define "kaws.kinds" -}}
 bucket:     {group: s3.kaws.io,       plural: buckets}
 table:      {group: dynamodb.kaws.io, plural: tables}
 dbinstance: {group: rds.kaws.io,      plural: dbinstances, secrets: true}
-function:   {group: lambda.kaws.io,   plural: functions,   secrets: true}
+function:   {group: lambda.kaws.io,   plural: functions,   secrets: true, reads: [{group: s3.kaws.io, plural: buckets}]}
 {{- end }}
 
 {{- define "kaws.name" -}}
@@ -77,6 +78,12 @@ Used by the ClusterRole (all namespaces) or by a Role per watched namespace.
 - apiGroups: [{{ $k.group | quote }}]
   resources: ["{{ $k.plural }}/finalizers"]
   verbs: [update]
+{{- end }}
+{{- range $k.reads }}
+# {{ $name }} waits for the {{ .plural }} it references.
+- apiGroups: [{{ .group | quote }}]
+  resources: [{{ .plural | quote }}]
+  verbs: [get, list, watch]
 {{- end }}
 {{- end }}
 {{- if $secrets }}
