@@ -10,3 +10,4 @@ pub mod events;
 pub mod names;
 pub mod ownership;
 pub mod runner;
+pub mod secrets;

@@ -10,16 +10,7 @@ use crate::core::{
     names::tags::AWS_RESERVED_PREFIX,
 };
 
-/// A secret value. Its `Debug` never shows the content, so it cannot leak through a log line,
-/// an error or an Event that formats a change.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Redacted(pub String);
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::core::secrets::Redacted;
 
 /// The master password as the spec wants it and as kaws last applied it.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -12,11 +12,9 @@ use kube::{
 };
 use rand::{Rng, distr::Alphanumeric};
 
-use super::{diff::Redacted, types::DBInstance};
-use crate::core::{
-    error::{Error, Result},
-    names::FIELD_MANAGER,
-};
+use super::types::DBInstance;
+pub use crate::core::secrets::{Redacted, decode, missing, read_key};
+use crate::core::{error::Result, names::FIELD_MANAGER};
 
 /// On the connection Secret: its password was written before RDS confirmed it (a create or a
 /// password change in flight), so RDS may still have the previous one.
@@ -49,43 +47,6 @@ impl ConnectionSecret {
             .get("password")
             .filter(|p| !p.is_empty())
             .map(|p| Redacted(p.clone()))
-    }
-}
-
-fn decode(data: Option<BTreeMap<String, ByteString>>) -> BTreeMap<String, String> {
-    data.unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
-        .collect()
-}
-
-/// Reads one key of a Secret; `Ok(None)` when the Secret or the key is missing.
-pub async fn read_key(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    key: &str,
-) -> Result<Option<Redacted>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let Some(secret) = api.get_opt(name).await? else {
-        return Ok(None);
-    };
-    Ok(decode(secret.data).remove(key).map(Redacted))
-}
-
-/// The error for a missing Secret or key: names both, shows nothing of the content.
-pub async fn missing(client: &Client, ns: &str, name: &str, key: &str) -> Error {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    match api.get_opt(name).await {
-        Ok(Some(_)) => Error::SecretNotFound {
-            name: name.to_string(),
-            key: Some(key.to_string()),
-        },
-        Ok(None) => Error::SecretNotFound {
-            name: name.to_string(),
-            key: None,
-        },
-        Err(e) => Error::Kube(e),
     }
 }
 

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
+    core::secrets::{self, Redacted},
     core::{
         conditions::is_true,
         driver::{Availability, DeleteProgress, External, Target},
@@ -27,10 +28,7 @@ use crate::{
         names::{conditions, reasons},
     },
     metrics::SharedMetrics,
-    resources::{
-        bucket::Bucket,
-        dbinstance::{diff::Redacted, secrets},
-    },
+    resources::bucket::Bucket,
 };
 
 /// Lambda and S3 clients, one per region, and the Kubernetes client that resolves `bucketRef`.

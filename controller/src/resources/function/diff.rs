@@ -7,11 +7,11 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use sha2::{Digest, Sha256};
 
 use super::types::{CodeSource, FunctionSpec, FunctionStatus};
+use crate::core::secrets::Redacted;
 use crate::core::{
     driver::Change,
     names::tags::{AWS_RESERVED_PREFIX, is_system},
 };
-use crate::resources::dbinstance::diff::Redacted;
 
 /// Prefix of every tag kaws writes itself; such tags are never removed from a function.
 const KAWS_TAG_PREFIX: &str = "kaws.io/";
