@@ -51,6 +51,17 @@ impl CommonSpec {
     pub fn management_policy(&self) -> ManagementPolicy {
         self.management_policy.unwrap_or_default()
     }
+
+    /// Pure check of the user's tags: AWS refuses `aws:*` keys on every service.
+    pub fn validate_tags(&self) -> Result<(), String> {
+        let reserved = super::names::tags::AWS_RESERVED_PREFIX;
+        match self.tags.keys().find(|k| k.starts_with(reserved)) {
+            Some(key) => Err(format!(
+                "tags: the prefix {reserved:?} is reserved by AWS ({key:?})"
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Status fields shared by every kind (flattened into each kind's status).

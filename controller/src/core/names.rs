@@ -25,6 +25,8 @@ pub mod tags {
     pub const OWNER: &str = "kaws.io/owner";
     /// `metadata.uid` of the object that created or adopted the AWS resource.
     pub const UID: &str = "kaws.io/uid";
+    /// Prefix of every tag kaws writes itself.
+    pub const KAWS_PREFIX: &str = "kaws.io/";
     /// Prefix of tags AWS reserves for itself; they can be neither written nor removed.
     pub const AWS_RESERVED_PREFIX: &str = "aws:";
 

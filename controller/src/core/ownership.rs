@@ -43,6 +43,37 @@ impl Owner {
     }
 }
 
+/// The tag writes that make a resource's tags equal `desired`, for services with separate
+/// tag and untag calls. AWS-reserved (`aws:*`) and kaws' own (`kaws.io/*`) tags are never
+/// removed: removing an owner tag would give the resource away.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TagChanges {
+    pub set: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+/// `None` when the observed tags already match.
+pub fn tag_changes(
+    desired: &BTreeMap<String, String>,
+    observed: &BTreeMap<String, String>,
+) -> Option<TagChanges> {
+    let set: BTreeMap<String, String> = desired
+        .iter()
+        .filter(|(k, v)| observed.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove: Vec<String> = observed
+        .keys()
+        .filter(|k| {
+            !desired.contains_key(*k)
+                && !k.starts_with(tags::AWS_RESERVED_PREFIX)
+                && !k.starts_with(tags::KAWS_PREFIX)
+        })
+        .cloned()
+        .collect();
+    (!set.is_empty() || !remove.is_empty()).then_some(TagChanges { set, remove })
+}
+
 /// How an existing AWS resource relates to the object reconciling it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ownership {
@@ -139,6 +170,26 @@ mod tests {
             let got = check("bucket x", &me(), &observed, &annots).map_err(|e| e.category());
             assert_eq!(got, want, "{why}");
         }
+    }
+
+    #[test]
+    fn tag_changes_never_remove_reserved_or_kaws_tags() {
+        let desired = map(&[(tags::OWNER, "c1/team-a/logs"), ("team", "data")]);
+        let observed = map(&[
+            (tags::OWNER, "c1/team-a/logs"),
+            ("team", "old"),
+            ("stale", "x"),
+            ("aws:cloudformation:stack-name", "s"),
+            ("kaws.io/other", "y"),
+        ]);
+        let changes = tag_changes(&desired, &observed).expect("changes");
+        assert_eq!(changes.set, map(&[("team", "data")]));
+        assert_eq!(changes.remove, vec!["stale".to_string()]);
+        assert_eq!(
+            tag_changes(&desired, &desired),
+            None,
+            "converged tags need nothing"
+        );
     }
 
     #[test]

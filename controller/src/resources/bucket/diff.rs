@@ -99,13 +99,7 @@ pub fn validate(spec: &BucketSpec) -> Result<(), String> {
             }
         }
     }
-    for key in spec.common.tags.keys() {
-        if key.starts_with(AWS_RESERVED_PREFIX) {
-            return Err(format!(
-                "tags: the prefix {AWS_RESERVED_PREFIX:?} is reserved by AWS ({key:?})"
-            ));
-        }
-    }
+    spec.common.validate_tags()?;
     Ok(())
 }
 

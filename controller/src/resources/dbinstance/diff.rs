@@ -1,13 +1,13 @@
 //! Pure DBInstance logic: spec validation, AWS-normalised comparison (desired × observed →
 //! changes), RDS status → availability, and the connection Secret's content. No IO.
 
+use crate::core::ownership::{TagChanges, tag_changes};
 use std::collections::BTreeMap;
 
 use super::types::{DBInstanceSpec, Endpoint};
 use crate::core::{
     api::ManagementPolicy,
     driver::{Availability, Change},
-    names::tags::AWS_RESERVED_PREFIX,
 };
 
 pub use crate::core::secrets::Redacted;
@@ -187,13 +187,7 @@ pub fn validate(spec: &DBInstanceSpec) -> Result<(), String> {
     if let Some(id) = &spec.final_snapshot_identifier {
         validate_identifier("finalSnapshotIdentifier", id)?;
     }
-    for key in spec.common.tags.keys() {
-        if key.starts_with(AWS_RESERVED_PREFIX) {
-            return Err(format!(
-                "tags: the prefix {AWS_RESERVED_PREFIX:?} is reserved by AWS ({key:?})"
-            ));
-        }
-    }
+    spec.common.validate_tags()?;
     Ok(())
 }
 
@@ -361,23 +355,8 @@ pub fn diff(
         changes.push(DbChange::MasterUserPassword(desired.clone()));
     }
 
-    let observed_tags: BTreeMap<&String, &String> = observed
-        .tags
-        .iter()
-        .filter(|(k, _)| !k.starts_with(AWS_RESERVED_PREFIX))
-        .collect();
-    let add: BTreeMap<String, String> = desired_tags
-        .iter()
-        .filter(|(k, v)| observed_tags.get(k) != Some(v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let remove: Vec<String> = observed_tags
-        .keys()
-        .filter(|k| !desired_tags.contains_key(k.as_str()))
-        .map(|k| k.to_string())
-        .collect();
-    if !add.is_empty() || !remove.is_empty() {
-        changes.push(DbChange::Tags { add, remove });
+    if let Some(TagChanges { set, remove }) = tag_changes(desired_tags, &observed.tags) {
+        changes.push(DbChange::Tags { add: set, remove });
     }
     changes
 }

@@ -1,20 +1,15 @@
 //! Pure Function logic: spec validation, the observed shape of a function, and the diff from
 //! observed to desired. No AWS or Kubernetes calls, so all of it is tested from YAML fixtures.
 
+use crate::core::ownership::{TagChanges, tag_changes};
 use std::collections::BTreeMap;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use sha2::{Digest, Sha256};
 
 use super::types::{CodeSource, FunctionSpec, FunctionStatus};
+use crate::core::driver::Change;
 use crate::core::secrets::Redacted;
-use crate::core::{
-    driver::Change,
-    names::tags::{AWS_RESERVED_PREFIX, is_system},
-};
-
-/// Prefix of every tag kaws writes itself; such tags are never removed from a function.
-const KAWS_TAG_PREFIX: &str = "kaws.io/";
 
 /// Runtimes Lambda accepts for zip packages (current and deprecated-but-updatable ones).
 const RUNTIMES: &[&str] = &[
@@ -205,13 +200,7 @@ pub fn validate(spec: &FunctionSpec) -> Result<(), String> {
             t.mode
         ));
     }
-    for key in spec.common.tags.keys() {
-        if key.starts_with(AWS_RESERVED_PREFIX) {
-            return Err(format!(
-                "tags: the prefix {AWS_RESERVED_PREFIX:?} is reserved by AWS ({key:?})"
-            ));
-        }
-    }
+    spec.common.validate_tags()?;
     Ok(())
 }
 
@@ -319,23 +308,7 @@ pub fn diff(
         ConfigField::TracingConfig,
     );
 
-    let set: BTreeMap<String, String> = desired_tags
-        .iter()
-        .filter(|(k, v)| observed.tags.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let remove: Vec<String> = observed
-        .tags
-        .keys()
-        .filter(|k| {
-            !desired_tags.contains_key(*k)
-                && !k.starts_with(KAWS_TAG_PREFIX)
-                && !k.starts_with(AWS_RESERVED_PREFIX)
-                && !is_system(k)
-        })
-        .cloned()
-        .collect();
-    if !set.is_empty() || !remove.is_empty() {
+    if let Some(TagChanges { set, remove }) = tag_changes(desired_tags, &observed.tags) {
         changes.push(FunctionChange::Tags { set, remove });
     }
     changes

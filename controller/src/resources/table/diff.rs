@@ -5,6 +5,7 @@
 //! table or an index is changing, so kaws never sends "the whole diff": it plans the steps,
 //! applies the first, and plans again from a fresh observation once DynamoDB is done with it.
 
+use crate::core::ownership::{TagChanges, tag_changes};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::types::{
@@ -12,13 +13,7 @@ use super::types::{
     LocalSecondaryIndex, Projection, ProjectionType, ProvisionedThroughput, SseSpecification,
     StreamViewType, TableClass, TableSpec,
 };
-use crate::core::{
-    driver::Change,
-    names::tags::{AWS_RESERVED_PREFIX, OWNER},
-};
-
-/// Prefix of every tag kaws writes itself; such tags are never removed from a table.
-const SYSTEM_TAG_PREFIX: &str = "kaws.io/";
+use crate::core::driver::Change;
 
 /// One global secondary index as DynamoDB reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -278,13 +273,7 @@ pub fn validate(spec: &TableSpec) -> Result<(), String> {
     {
         return Err("sseSpecification: sseType and kmsMasterKeyID need enabled: true".to_string());
     }
-    for key in spec.common.tags.keys() {
-        if key.starts_with(AWS_RESERVED_PREFIX) {
-            return Err(format!(
-                "tags: the prefix {AWS_RESERVED_PREFIX:?} is reserved by AWS ({key:?})"
-            ));
-        }
-    }
+    spec.common.validate_tags()?;
     Ok(())
 }
 
@@ -407,25 +396,8 @@ pub fn plan(
         return steps;
     }
 
-    // Tags: never remove kaws' own tags or AWS-reserved ones.
-    let set: BTreeMap<String, String> = desired_tags
-        .iter()
-        .filter(|(k, v)| observed.tags.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let remove: Vec<String> = observed
-        .tags
-        .keys()
-        .filter(|k| {
-            !desired_tags.contains_key(*k)
-                && !k.starts_with(AWS_RESERVED_PREFIX)
-                && !k.starts_with(SYSTEM_TAG_PREFIX)
-        })
-        .cloned()
-        .collect();
-    // The owner tag must go on before anything else: set tags first, then untag.
-    debug_assert!(!remove.iter().any(|k| k == OWNER));
-    if !set.is_empty() || !remove.is_empty() {
+    // Tags first: the owner tag must be on before anything else changes.
+    if let Some(TagChanges { set, remove }) = tag_changes(desired_tags, &observed.tags) {
         steps.push(TableChange::Tags { set, remove });
     }
 
