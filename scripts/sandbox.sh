@@ -39,6 +39,8 @@ up() {
   "$root/scripts/install-tools.sh"
   mkdir -p "$dir"
   stop
+  # A failed start leaves nothing running behind it.
+  trap 'echo "sandbox: start failed; stopping what was started" >&2; stop' ERR
   (cd "$root" && cargo build -q -p kaws --bin kaws -p kaws-testserver --bin kaws-testserver)
 
   "$root/target/debug/kaws-testserver" --kubeconfig "$dir/kubeconfig" --crds "$root/crds" \
@@ -67,11 +69,26 @@ ENV
   wait_for "kaws" bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAWS_METRICS_PORT && curl -sf http://127.0.0.1:$KAWS_METRICS_PORT/readyz"
 
   export KUBECONFIG="$dir/kubeconfig"
-  kubectl apply -f "$root/examples/"
+  # shellcheck disable=SC1091
+  source "$dir/aws.env"
+  py="$root/.tools/venv/bin/python"
+  "$py" "$root/scripts/sandbox_aws.py" role
+  # Only kaws' own kinds: the test API server serves no apps/v1 (examples also show how an app
+  # consumes a connection Secret).
+  "$py" - "$root"/examples/*.yaml <<'PY' | kubectl apply -f -
+import json, sys, yaml
+docs = [d for f in sys.argv[1:] for d in yaml.safe_load_all(open(f)) if d]
+items = [d for d in docs if d.get("apiVersion", "").split("/")[0].endswith(".kaws.io")]
+# JSON, not YAML: re-emitted YAML would lose the quotes that keep "N" a string.
+print("\n---\n".join(json.dumps(d) for d in items))
+PY
+  kubectl wait --for=condition=Ready bucket/function-code --timeout=120s
+  "$py" "$root/scripts/sandbox_aws.py" code
   for kind in $(kubectl api-resources --categories=aws -o name); do
     kubectl wait --for=condition=Ready "$kind" --all --timeout=120s
   done
   kubectl get aws
+  trap - ERR
   echo
   echo "sandbox is up. Use it with:  source $dir/aws.env"
   echo "  kubectl get aws;  aws s3 ls;  metrics: http://127.0.0.1:$KAWS_METRICS_PORT/metrics"
