@@ -330,6 +330,18 @@ async fn write_status<K: ManagedObject>(api: &Api<K>, obj: &K, status: &K::Statu
     Ok(())
 }
 
+/// `Synced=False`, reason `Paused`; `Ready` stays as it was, since nothing was observed.
+async fn write_paused<K: ManagedObject>(
+    api: &Api<K>,
+    obj: &K,
+    status: &mut K::Status,
+    message: String,
+) -> Result<()> {
+    let paused = ConditionState::no(reasons::PAUSED, message);
+    set_conditions(obj, status, None, &paused);
+    write_status(api, obj, status).await
+}
+
 fn set_conditions<K: ManagedObject>(
     obj: &K,
     status: &mut K::Status,
@@ -368,15 +380,11 @@ where
     let mut status = starting_status(obj);
 
     if is_paused(obj) {
-        let paused = ConditionState::no(
-            reasons::PAUSED,
-            format!(
-                "reconciliation is paused by the annotation {}",
-                annotations::PAUSED
-            ),
+        let message = format!(
+            "reconciliation is paused by the annotation {}",
+            annotations::PAUSED
         );
-        set_conditions(obj, &mut status, None, &paused);
-        write_status(api, obj, &status).await?;
+        write_paused(api, obj, &mut status, message).await?;
         return Ok(Action::await_change());
     }
 
@@ -593,15 +601,11 @@ where
     let what = ctx.external.describe(obj);
 
     if is_paused(obj) {
-        let paused = ConditionState::no(
-            reasons::PAUSED,
-            format!(
-                "deletion of {what} is paused by the annotation {}; the finalizer stays",
-                annotations::PAUSED
-            ),
+        let message = format!(
+            "deletion of {what} is paused by the annotation {}; the finalizer stays",
+            annotations::PAUSED
         );
-        set_conditions(obj, &mut status, None, &paused);
-        write_status(api, obj, &status).await?;
+        write_paused(api, obj, &mut status, message).await?;
         return Err(Error::Paused);
     }
 
