@@ -122,6 +122,25 @@ pub struct RunArgs {
     pub instance: Option<String>,
 }
 
+    /// Only the holder of a coordination.k8s.io Lease reconciles; needed for more than one
+    /// replica. The others wait as standbys (serving /healthz, /readyz and /metrics).
+    #[arg(long, env = "KAWS_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "KAWS_LEADER_ELECTION_LEASE_NAME", default_value = "kaws")]
+    pub leader_election_lease_name: String,
+
+    /// Namespace of the leader-election Lease. Default: the pod's namespace in a cluster
+    /// (the service account's), else the kubeconfig context's namespace.
+    #[arg(long, env = "KAWS_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// How long the Lease stays valid without renewal: the longest a standby waits after the
+    /// leader died. Whole seconds, at least 2s; renewed a third of it before expiry.
+    #[arg(long, env = "KAWS_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
 #[derive(Debug, clap::Args)]
 pub struct CrdsArgs {
     /// Kinds to print, comma-separated. Default: all.

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod core;
 pub mod crds;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod resources;
 pub mod run;

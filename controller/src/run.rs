@@ -16,6 +16,7 @@ use crate::{
         events::Events,
         runner::{Readiness, RunOptions, run_kind},
     },
+    leader::{self, Elector, LeaderError, LeaseSettings},
     metrics::Metrics,
     resources::{
         bucket::{Bucket, aws::S3},
@@ -41,6 +42,8 @@ pub enum StartError {
     #[error("failed to serve HTTP: {0}")]
     Http(#[from] std::io::Error),
 }
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
 
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -129,6 +132,30 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let shutdown = CancellationToken::new();
     let readiness = Readiness::default();
     let options = RunOptions {
+    let http = tokio::spawn(crate::http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let elector = match leader_election(&args, &client).await? {
+        None => None,
+        Some(elector) => {
+            // A standby has no caches to sync: ready. Once leading, /readyz waits for the
+            // caches the controllers add below.
+            readiness.expect(0);
+            tokio::select! {
+                _ = elector.acquire() => Some(elector),
+                _ = &mut signal => {
+                    tracing::info!("stopped while standing by");
+                    shutdown.cancel();
+                    return finish_http(http).await;
+                }
+            }
+        }
+    };
         namespaces: args.watch_namespaces.clone(),
         concurrency: args.concurrency,
     };
@@ -173,14 +200,25 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             }
         }
     }
-    let http = tokio::spawn(crate::http::serve(
-        args.metrics_addr,
-        metrics.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    ));
 
-    shutdown_signal().await;
+    let lost = async {
+        match &elector {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = &mut signal => {}
+        lost = lost => {
+            // Another replica may already be reconciling: stop at once, and exit so that the
+            // pod restarts as a standby.
+            tracing::error!(error = %lost, "stopped leading");
+            shutdown.cancel();
+            tasks.shutdown().await;
+            let _ = finish_http(http).await;
+            return Err(lost.into());
+        }
+    }
     tracing::info!("shutting down: finishing reconciles in flight");
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
@@ -188,6 +226,39 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         Ok(result) => result?,
         Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
     }
+    Ok(())
+}
+    // Only now, with nothing in flight, may a standby take over.
+    if let Some(elector) = &elector {
+        elector.release().await;
+    }
+    finish_http(http).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn finish_http(http: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), StartError> {
+
+/// The Lease candidacy when `--leader-election` is on.
+async fn leader_election(args: &RunArgs, client: &Client) -> Result<Option<Elector>, StartError> {
+    if !args.leader_election {
+        return Ok(None);
+    }
+    let settings = LeaseSettings {
+        name: args.leader_election_lease_name.clone(),
+        // In a pod the client's default namespace is the service account's.
+        namespace: args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string()),
+        duration: args.leader_election_lease_duration,
+        identity: leader::identity(args.instance.as_deref()),
+    };
+    tracing::info!(
+        lease = %format!("{}/{}", settings.namespace, settings.name),
+        identity = %settings.identity,
+        duration = ?settings.duration,
+        "leader election on: waiting for the lease"
+    );
+    Ok(Some(Elector::new(client.clone(), &settings).await?))
 }

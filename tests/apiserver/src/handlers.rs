@@ -54,6 +54,8 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
             Err(e) => e.into_response(),
         };
     }
+    app.audit
+        .record(req.headers(), req.method(), &path, truthy(&query, "watch"));
     let latency = app.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -99,6 +101,12 @@ fn admin_request(app: &App, path: &str, q: &Query) -> ApiResult<Response> {
                 .ok_or_else(|| ApiError::bad_request("status is required"))?;
             let retry = q.get("retryAfter").and_then(|v| v.parse().ok());
             f.fail_next(&re, count, status, retry);
+        }
+        "requests" => {
+            let token = q
+                .get("token")
+                .ok_or_else(|| ApiError::bad_request("token is required"))?;
+            return ok(&json!(app.audit.accesses(token)));
         }
         _ => return Err(ApiError::no_route()),
     }

@@ -3,6 +3,7 @@
 //! spoken to by the unmodified `kube` client and `kubectl`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod discovery;
 pub mod errors;
 pub mod faults;
@@ -37,6 +38,8 @@ use tokio::task::JoinHandle;
 pub struct App {
     pub store: store::Store,
     pub faults: Faults,
+    /// Requests per bearer token (see [`TestServer::kubeconfig_with_token`]).
+    pub audit: audit::Audit,
     pub bookmark_interval: Duration,
     pub addr: String,
 }
@@ -96,6 +99,7 @@ impl TestServer {
         let app = Arc::new(App {
             store: store::Store::new(opts.watch_history),
             faults: Faults::new(),
+            audit: audit::Audit::default(),
             bookmark_interval: opts.bookmark_interval,
             addr: addr.to_string(),
         });
@@ -170,6 +174,18 @@ impl TestServer {
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await?;
         Ok(kube::Client::try_from(cfg)?)
+    }
+
+    /// Writes a kubeconfig for this server whose user sends `Bearer <token>`, so that the
+    /// requests of the process using it are recorded apart (see [`TestServer::accesses`]).
+    pub fn kubeconfig_with_token(&self, path: &Path, token: &str) -> anyhow::Result<()> {
+        kubeconfig::write_with_token(path, &self.url(), Some(token))
+            .with_context(|| format!("failed to write kubeconfig {}", path.display()))
+    }
+
+    /// What the clients with `token` requested so far.
+    pub fn accesses(&self, token: &str) -> Vec<audit::Access> {
+        self.app.audit.accesses(token)
     }
 
     pub fn faults(&self) -> Faults {

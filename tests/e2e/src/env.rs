@@ -18,7 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
-    kaws::{Kaws, KawsOptions},
+    kaws::{KAWS_TOKEN, Kaws, KawsOptions, RECORD_DIR_ENV},
     kubectl,
     moto::Moto,
 };
@@ -36,6 +36,9 @@ pub fn unique_name(prefix: &str) -> String {
 pub struct EnvOptions {
     pub resync_period: String,
     pub extra_env: BTreeMap<String, String>,
+    /// Run kaws with `--leader-election`, this lease duration and the Lease `kaws` in the
+    /// test's namespace (see [`Env::start_kaws`] for more replicas).
+    pub leader_election: Option<Duration>,
 }
 
 impl Default for EnvOptions {
@@ -43,6 +46,7 @@ impl Default for EnvOptions {
         Self {
             resync_period: "10m".to_string(),
             extra_env: BTreeMap::new(),
+            leader_election: None,
         }
     }
 }
@@ -59,6 +63,10 @@ pub struct Env {
     pub aws: aws_config::SdkConfig,
     pub namespace: String,
     pub cluster_id: String,
+    /// The kubeconfig kaws uses: against the test server it carries [`KAWS_TOKEN`], so that
+    /// kaws' requests are recorded apart from the test's.
+    pub kaws_kubeconfig: PathBuf,
+    pub opts: EnvOptions,
     pub dir: tempfile::TempDir,
 }
 
@@ -91,16 +99,23 @@ impl Env {
         let cluster_id = unique_name("cluster");
 
         let moto = Moto::start(dir.path()).await?;
+        let kaws_kubeconfig = match &server {
+            Some(server) => {
+                let path = dir.path().join("kaws-kubeconfig");
+                server.kubeconfig_with_token(&path, KAWS_TOKEN)?;
+                path
+            }
+            None => kubeconfig.clone(),
+        };
         let kaws = Kaws::start(
-            KawsOptions {
-                kubeconfig: &kubeconfig,
-                aws_endpoint: &moto.endpoint,
-                region: REGION,
-                cluster_id: &cluster_id,
-                resync_period: &opts.resync_period,
-                namespaces: vec![namespace.clone()],
-                extra_env: opts.extra_env.clone(),
-            },
+            kaws_options(
+                &kaws_kubeconfig,
+                &moto.endpoint,
+                &cluster_id,
+                &namespace,
+                &opts,
+                &BTreeMap::new(),
+            ),
             dir.path(),
         )
         .await?;
@@ -120,8 +135,27 @@ impl Env {
             aws,
             namespace,
             cluster_id,
+            kaws_kubeconfig,
+            opts,
             dir,
         })
+    }
+
+    /// Starts one more kaws with this environment's settings plus `extra_env` (e.g. a second
+    /// replica when leader election is on). The caller owns and stops it.
+    pub async fn start_kaws(&self, extra_env: &BTreeMap<String, String>) -> anyhow::Result<Kaws> {
+        Kaws::start(
+            kaws_options(
+                &self.kaws_kubeconfig,
+                &self.moto.endpoint,
+                &self.cluster_id,
+                &self.namespace,
+                &self.opts,
+                extra_env,
+            ),
+            self.dir.path(),
+        )
+        .await
     }
 
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
@@ -348,6 +382,35 @@ impl Env {
     }
 }
 
+fn kaws_options<'a>(
+    kubeconfig: &'a Path,
+    aws_endpoint: &'a str,
+    cluster_id: &'a str,
+    namespace: &str,
+    opts: &'a EnvOptions,
+    extra_env: &BTreeMap<String, String>,
+) -> KawsOptions<'a> {
+    let mut env = opts.extra_env.clone();
+    if let Some(duration) = opts.leader_election {
+        env.insert("KAWS_LEADER_ELECTION".into(), "true".into());
+        env.insert("KAWS_LEADER_ELECTION_NAMESPACE".into(), namespace.into());
+        env.insert(
+            "KAWS_LEADER_ELECTION_LEASE_DURATION".into(),
+            format!("{}s", duration.as_secs()),
+        );
+    }
+    env.extend(extra_env.clone());
+    KawsOptions {
+        kubeconfig,
+        aws_endpoint,
+        region: REGION,
+        cluster_id,
+        resync_period: &opts.resync_period,
+        namespaces: vec![namespace.to_string()],
+        extra_env: env,
+    }
+}
+
 /// The condition `type_` of an object in JSON form.
 pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
     obj["status"]["conditions"]
@@ -380,6 +443,14 @@ pub fn aws_config_for(endpoint: &str) -> aws_config::SdkConfig {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // What kaws asked the API server for, for the RBAC least-privilege check.
+        if let (Some(server), Some(dir)) = (&self.server, std::env::var_os(RECORD_DIR_ENV)) {
+            let dir = PathBuf::from(dir).join("kube-requests");
+            let _ = std::fs::create_dir_all(&dir);
+            if let Ok(json) = serde_json::to_string_pretty(&server.accesses(KAWS_TOKEN)) {
+                let _ = std::fs::write(dir.join(format!("{}.json", unique_name("env"))), json);
+            }
+        }
         // Against a real cluster, leave nothing behind.
         if self.server.is_none() {
             let _ = kubectl::run(

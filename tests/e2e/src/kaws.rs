@@ -33,6 +33,14 @@ pub struct Kaws {
     pub log_path: PathBuf,
 }
 
+/// Where the e2e suite records what kaws used, for the IAM and RBAC least-privilege checks run
+/// after it (tests/packaging/check-iam.py, check-rbac.py). Unset: nothing is recorded.
+pub const RECORD_DIR_ENV: &str = "KAWS_E2E_RECORD_DIR";
+
+/// The bearer token kaws' kubeconfig carries, so the test API server records kaws' requests
+/// apart from the test's own.
+pub const KAWS_TOKEN: &str = "kaws-e2e";
+
 /// Settings for one `kaws run`.
 pub struct KawsOptions<'a> {
     pub kubeconfig: &'a Path,
@@ -127,8 +135,61 @@ impl Kaws {
         }))
     }
 
+    /// Sends SIGKILL (no cleanup: the Lease is not released) and reaps the process.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.record_calls();
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Appends every (service, operation) this kaws called, from its /metrics, to a new file
+    /// in `$KAWS_E2E_RECORD_DIR/aws-calls/`. Best effort: a kaws that is gone records nothing.
+    pub fn record_calls(&mut self) {
+        let Some(dir) = std::env::var_os(RECORD_DIR_ENV) else {
+            return;
+        };
+        if !self.is_running() {
+            return;
+        }
+        let Ok((200, text)) = http_get_blocking(&format!("{}/metrics", self.metrics_url)) else {
+            return;
+        };
+        let mut lines = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let Some(labels) = line
+                .strip_prefix("kaws_aws_api_calls_total{")
+                .and_then(|r| r.split_once('}'))
+                .map(|(l, _)| l)
+            else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                    .and_then(|v| v.strip_suffix('"'))
+                    .map(str::to_string)
+            };
+            if let (Some(service), Some(op)) = (label("service"), label("operation")) {
+                lines.insert(format!("{service} {op}"));
+            }
+        }
+        let dir = PathBuf::from(dir).join("aws-calls");
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join(format!("{}.txt", uuid::Uuid::new_v4().simple()));
+        let body: String = lines.into_iter().map(|l| l + "\n").collect();
+        let _ = std::fs::write(file, body);
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.record_calls();
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -145,6 +206,7 @@ impl Kaws {
 
 impl Drop for Kaws {
     fn drop(&mut self) {
+        self.record_calls();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -166,6 +228,36 @@ pub fn sum_samples(text: &str, name: &str, filter: impl Fn(&str) -> bool) -> u64
             filter(labels).then(|| value.trim().parse::<f64>().ok())?
         })
         .sum::<f64>() as u64
+}
+
+/// [`http_get`] for `Drop`: blocking, with short timeouts.
+pub fn http_get_blocking(url: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: std::net::SocketAddr = host.parse()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// A minimal HTTP/1.1 GET on loopback, so the tests need no HTTP client crate.
