@@ -55,7 +55,22 @@ kind_groups = {g for r, _ in rules for g in r["apiGroups"] if g.endswith(".kaws.
 secrets_granted = any("secrets" in r["resources"] for r, _ in rules)
 has_ns_rule = any("namespaces" in r["resources"] for r, _ in rules)
 included_crds = {c["spec"]["group"] for c in of_kind("CustomResourceDefinition")}
-check(included_crds == set(crds), f"rendered CRDs {sorted(included_crds)} != crds/ {sorted(crds)}")
+if case != "no-crds":
+    # `kinds` selects the CRDs too: exactly the enabled kinds' groups.
+    # (The enabled kinds are the kaws groups kaws may patch; referenced kinds are read-only.)
+    managed = {g for r, _ in rules for g in r["apiGroups"]
+               if g.endswith(".kaws.io") and "patch" in r["verbs"]}
+    check(included_crds == managed,
+          f"rendered CRDs {sorted(included_crds)} != enabled kinds {sorted(managed)}")
+    for c in of_kind("CustomResourceDefinition"):
+        check(c["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep",
+              f"{c['metadata']['name']} kept on uninstall")
+leader_env = "KAWS_LEADER_ELECTION" in env
+lease_rules = [r for r, _ in rules if "leases" in r["resources"]]
+check(bool(lease_rules) == leader_env, "Lease RBAC exactly when leader election is on")
+if case != "leader-election":
+    check(not leader_env, "leader election off by default")
+    check(deploy["spec"]["strategy"]["type"] == "Recreate", "Recreate without leader election")
 
 if case == "defaults":
     # Every generated CRD must have its line in kaws.kinds (the one-line registry).
@@ -69,6 +84,7 @@ if case == "defaults":
     check(env["KAWS_LOG_FORMAT"]["value"] == "json", "json logs by default")
     check("AWS_ACCESS_KEY_ID" not in env, "no static credentials by default")
     check(deploy["spec"]["replicas"] == 1, "one replica")
+    check(included_crds == set(crds), f"rendered CRDs {sorted(included_crds)} != crds/ {sorted(crds)}")
 elif case == "bucket-only":
     check(kinds == ["bucket"], f"KAWS_KINDS {kinds}")
     check(kind_groups == {"s3.kaws.io"}, f"groups {kind_groups}")
@@ -91,6 +107,22 @@ elif case == "credentials":
     check(env["KAWS_AWS_ENDPOINT_URL"]["value"] == "https://s3.example.test", "endpoint")
     check(env["KAWS_CLUSTER_ID"]["value"] == "prod-1", "cluster id")
     check(not has_ns_rule, "no Namespace read when clusterId is set")
+elif case == "leader-election":
+    check(deploy["spec"]["replicas"] == 3, "replicas")
+    check(env.get("KAWS_LEADER_ELECTION", {}).get("value") == "true", "forced on by replicas > 1")
+    check(env["KAWS_LEADER_ELECTION_LEASE_DURATION"]["value"] == "20s", "lease duration")
+    check(env["KAWS_LEADER_ELECTION_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+          == "metadata.namespace", "lease in the pod's namespace")
+    check(deploy["spec"]["strategy"]["type"] == "RollingUpdate", "rolling updates with a standby")
+    (role,) = [d for d in of_kind("Role") if d["metadata"]["name"].endswith("-leader-election")]
+    check(role["metadata"]["namespace"] == "kaws-system", "Lease Role in the release namespace")
+    for r in role["rules"]:
+        check(r["resources"] == ["leases"], "only leases")
+        check("resourceNames" in r or r["verbs"] == ["create"], "get/patch limited to the Lease")
+    check(not any("leases" in r["resources"] for d in of_kind("ClusterRole") for r in d["rules"]),
+          "no cluster-wide Lease access")
+elif case == "no-crds":
+    check(not included_crds, "crds.install=false renders no CRD")
 elif case == "extras":
     check(len(of_kind("ServiceMonitor")) == 1, "ServiceMonitor")
     check(len(of_kind("PodDisruptionBudget")) == 1, "PodDisruptionBudget")

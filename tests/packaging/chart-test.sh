@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Chart and manifest tests (`make chart-test`): helm lint, helm template over a values matrix,
 # offline schema validation of every rendered object, RBAC/env assertions per case, drift of
-# charts/kaws/crds and deploy/, and bad values refused by values.schema.json.
+# charts/kaws/files/crds and deploy/, and bad values refused by values.schema.json.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 HELM=${HELM:-$root/.tools/bin/helm}
@@ -21,13 +21,15 @@ cases=(
   "bucket-only|--set kinds={bucket}|"
   "namespaced|--set watchNamespaces={team-a,team-b}|"
   "credentials|--set aws.credentials.secretName=aws-creds --set aws.region=eu-west-1 --set aws.endpointUrl=https://s3.example.test --set clusterId=prod-1|"
+  "leader-election|--set replicas=3 --set leaderElection.leaseDuration=20s|"
+  "no-crds|--set crds.install=false|"
   "extras|--set serviceMonitor.enabled=true --set podDisruptionBudget.enabled=true --set networkPolicy.enabled=true --set serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/kaws|"
 )
 for c in "${cases[@]}"; do
   IFS='|' read -r name flags _ <<<"$c"
   echo "== helm template: $name"
   # shellcheck disable=SC2086
-  "$HELM" template kaws "$chart" --namespace kaws-system --include-crds $flags >"$tmp/$name.yaml" \
+  "$HELM" template kaws "$chart" --namespace kaws-system $flags >"$tmp/$name.yaml" \
     || fail "helm template ($name)"
   "$VALIDATE" --strict --quiet "$tmp/$name.yaml" >"$tmp/$name.validate" 2>&1 \
     || { cat "$tmp/$name.validate"; fail "schema validation ($name)"; }
@@ -37,7 +39,8 @@ done
 
 echo "== bad values are refused"
 bad=(
-  "--set replicas=2|replicas"
+  "--set replicas=-1|replicas"
+  "--set leaderElection.leaseDuration=1500ms|leaseDuration"
   "--set deletionPolicy=Sometimes|deletionPolicy"
   "--set concurrency=0|concurrency"
   "--set resyncPeriod=soon|resyncPeriod"
@@ -52,12 +55,13 @@ for b in "${bad[@]}"; do
   grep -q -- "$want" <<<"$out" || { echo "$out"; fail "no clear message for $flags (want '$want')"; }
 done
 
-echo "== drift: charts/kaws/crds"
-diff -r "$root/crds" "$chart/crds" || fail "charts/kaws/crds differs from crds/: run scripts/render-deploy.sh"
+echo "== drift: charts/kaws/files/crds"
+[ ! -e "$chart/crds" ] || fail "charts/kaws/crds/ is back: Helm would install every CRD there whatever kinds says; the chart's CRDs live in files/crds (scripts/render-deploy.sh)"
+diff -r "$root/crds" "$chart/files/crds" || fail "charts/kaws/files/crds differs from crds/: run scripts/render-deploy.sh"
 if [ -x "$KAWS_BIN" ]; then
   mkdir "$tmp/crds"
   "$KAWS_BIN" crds --out-dir "$tmp/crds" >/dev/null
-  diff -r "$tmp/crds" "$chart/crds" || fail "charts/kaws/crds differs from \`kaws crds\`: run make crds && scripts/render-deploy.sh"
+  diff -r "$tmp/crds" "$chart/files/crds" || fail "charts/kaws/files/crds differs from \`kaws crds\`: run make crds && scripts/render-deploy.sh"
 else
   echo "   ($KAWS_BIN not built: compared with crds/ only, whose own drift test runs in cargo test)"
 fi

@@ -45,6 +45,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* The enabled kinds, validated against kaws.kinds. */}}
+{{/* "true" when leader election is on: asked for, or needed by more than one replica. */}}
+{{- define "kaws.leaderElection" -}}
+{{- or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) }}
+{{- end }}
+
 {{- define "kaws.enabledKinds" -}}
 {{- $known := include "kaws.kinds" . | fromYaml }}
 {{- $out := dict }}
