@@ -11,7 +11,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use k8s_openapi::{NamespaceResourceScope, jiff::Timestamp};
+use k8s_openapi::{
+    NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -165,6 +167,20 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     /// Called after `update` succeeded, to record in status what the changes applied (e.g. the
     /// ETag of the S3 object whose code was deployed).
     fn after_update(&self, _obj: &K, _changes: &[Self::Change], _status: &mut K::Status) {}
+    /// What the driver calls to apply changes: `update`, then `after_update`. Kinds override it
+    /// when a call's response belongs in status (e.g. the version number Lambda published).
+    async fn apply_changes(
+        &self,
+        obj: &K,
+        target: &Target,
+        observed: &Self::Observed,
+        changes: &[Self::Change],
+        status: &mut K::Status,
+    ) -> Result<()> {
+        self.update(obj, target, observed, changes).await?;
+        self.after_update(obj, changes, status);
+        Ok(())
+    }
     /// Pure: copies what users need from the observed resource into status.
     fn fill_status(
         &self,
@@ -404,7 +420,27 @@ where
             let category = err.category();
             shared.metrics.error(K::KIND, category);
             tracing::warn!(kind = K::KIND, object = %key, category, error = %err, "reconcile failed");
-            let synced = ConditionState::no(category, err.to_string());
+            let grace = err.grace_period().map(|grace| {
+                let first = first_failure(
+                    category,
+                    previous.as_ref().map(K::common_status),
+                    K::common_status(&status),
+                    obj.meta().generation,
+                    Timestamp::now(),
+                );
+                (first, grace)
+            });
+            let expired =
+                grace.is_some_and(|(first, grace)| grace_expired(first, grace, Timestamp::now()));
+            let terminal = err.is_terminal() || expired;
+            let message = match grace {
+                Some((_, grace)) if expired => format!(
+                    "{err}; still failing {}s after the first failure, so kaws stops retrying until the object changes",
+                    grace.as_secs()
+                ),
+                _ => err.to_string(),
+            };
+            let synced = ConditionState::no(category, message.clone());
             let common = K::common_status(&status);
             let had_ready = common
                 .conditions
@@ -412,16 +448,27 @@ where
                 .any(|c| c.type_ == conditions::READY);
             // Terminal errors mean the resource is not what the spec asks for; a transient error
             // says nothing about the resource, so an existing Ready condition is kept.
-            let ready = (err.is_terminal() || !had_ready)
-                .then(|| ConditionState::no(category, err.to_string()));
+            let ready =
+                (terminal || !had_ready).then(|| ConditionState::no(category, message.clone()));
             let changed = !common.conditions.iter().any(|c| {
                 c.type_ == conditions::SYNCED && c.reason == category && c.message == synced.message
             });
             set_conditions(obj, &mut status, ready.as_ref(), &synced);
-            if changed || !err.is_terminal() {
-                shared.events.warning(obj, category, err.to_string()).await;
+            if let Some((first, _)) = grace {
+                // The grace period is measured from here; see `first_failure`.
+                let common = K::common_status_mut(&mut status);
+                for c in common
+                    .conditions
+                    .iter_mut()
+                    .filter(|c| c.type_ == conditions::SYNCED)
+                {
+                    c.last_transition_time = Time(first);
+                }
             }
-            if err.is_terminal() {
+            if changed || !terminal {
+                shared.events.warning(obj, category, message).await;
+            }
+            if terminal {
                 Action::await_change()
             } else if let Some(fixed) = err.fixed_retry() {
                 Action::requeue(fixed)
@@ -540,8 +587,9 @@ where
         });
     }
 
-    external.update(obj, &target, &observed, &changes).await?;
-    external.after_update(obj, &changes, status);
+    external
+        .apply_changes(obj, &target, &observed, &changes, status)
+        .await?;
     let fields = changed_fields(&changes);
     // The spec this status describes was already applied and converged (Ready), or a drift
     // correction is still under way: what differs now was changed outside Kubernetes. Kinds that
@@ -582,6 +630,35 @@ where
         ),
         requeue: Some(POLL_AFTER_WRITE),
     })
+}
+
+/// When an error with a grace period (see [`Error::grace_period`]) first failed: the `Synced`
+/// condition's `lastTransitionTime` when the previous reconcile failed the same way for the same
+/// generation, else `now`. A spec change or a new `kaws.io/reconcile-requested-at` token starts
+/// a new grace period, so fixing the cause and asking again gets a fresh chance.
+fn first_failure(
+    category: &str,
+    previous: Option<&CommonStatus>,
+    current: &CommonStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Timestamp {
+    previous
+        .filter(|p| p.last_handled_reconcile_at == current.last_handled_reconcile_at)
+        .and_then(|p| {
+            p.conditions.iter().find(|c| {
+                c.type_ == conditions::SYNCED
+                    && c.status == "False"
+                    && c.reason == category
+                    && c.observed_generation == generation
+            })
+        })
+        .map_or(now, |c| c.last_transition_time.0)
+}
+
+fn grace_expired(first: Timestamp, grace: Duration, now: Timestamp) -> bool {
+    now.as_second().saturating_sub(first.as_second())
+        >= i64::try_from(grace.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn changed_fields<C: Change>(changes: &[C]) -> String {
@@ -756,6 +833,87 @@ mod tests {
                 "{why}"
             );
         }
+    }
+
+    #[test]
+    fn an_error_with_a_grace_period_turns_terminal_only_after_it_from_the_first_failure() {
+        let at = |secs| Timestamp::from_second(secs).expect("valid timestamp");
+        let grace = Duration::from_secs(120);
+        let failing = |reason: &str, since: i64, generation: i64| CommonStatus {
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: conditions::SYNCED.into(),
+                status: "False".into(),
+                reason: reason.into(),
+                message: "m".into(),
+                observed_generation: Some(generation),
+                last_transition_time: Time(at(since)),
+            }],
+            ..Default::default()
+        };
+        let current = CommonStatus::default();
+        /// Why, previous status, generation now, now, first failure, terminal.
+        type Case = (&'static str, Option<CommonStatus>, i64, i64, i64, bool);
+        let cases: Vec<Case> = vec![
+            ("first failure: starts now", None, 1, 1000, 1000, false),
+            (
+                "another failure before: this one starts now",
+                Some(failing("DependencyNotReady", 10, 1)),
+                1,
+                1000,
+                1000,
+                false,
+            ),
+            (
+                "same failure within the grace period",
+                Some(failing("InvalidRole", 950, 1)),
+                1,
+                1000,
+                950,
+                false,
+            ),
+            (
+                "same failure past the grace period: terminal",
+                Some(failing("InvalidRole", 800, 1)),
+                1,
+                1000,
+                800,
+                true,
+            ),
+            (
+                "a spec change starts a new grace period",
+                Some(failing("InvalidRole", 800, 1)),
+                2,
+                1000,
+                1000,
+                false,
+            ),
+        ];
+        for (why, previous, generation, now, want_first, want_terminal) in cases {
+            let first = first_failure(
+                "InvalidRole",
+                previous.as_ref(),
+                &current,
+                Some(generation),
+                at(now),
+            );
+            assert_eq!(first, at(want_first), "{why}");
+            assert_eq!(grace_expired(first, grace, at(now)), want_terminal, "{why}");
+        }
+        let asked_again = CommonStatus {
+            last_handled_reconcile_at: Some("retry-1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            first_failure(
+                "InvalidRole",
+                Some(&failing("InvalidRole", 800, 1)),
+                &asked_again,
+                Some(1),
+                at(1000)
+            ),
+            at(1000),
+            "a new reconcile-requested-at token starts a new grace period"
+        );
     }
 
     #[test]

@@ -45,6 +45,22 @@ pub enum Error {
     /// A call to the Kubernetes API failed.
     #[error("failed to call the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// AWS is busy with another change to the resource (e.g. Lambda's `ResourceConflictException`
+    /// while an update is in progress). Not a failure of the spec: retried on a short fixed
+    /// cadence, without exponential backoff.
+    #[error("AWS is busy with another change during {operation}: {message}")]
+    Busy { operation: String, message: String },
+    /// AWS rejected the request for a reason that may heal by itself for a while, such as a role
+    /// IAM has not propagated yet. Transient (backoff) until `grace` has passed since the first
+    /// such failure of this generation, then terminal; the driver keeps the first failure in the
+    /// `Synced` condition's `lastTransitionTime`.
+    #[error("AWS rejected {operation}: {message}")]
+    RejectedWithGrace {
+        reason: &'static str,
+        operation: String,
+        message: String,
+        grace: Duration,
+    },
     /// A Secret (or a key in it) the spec references does not exist yet. Transient: retried with
     /// backoff, and a watch on the Secret triggers a reconcile once it appears. The message names
     /// the Secret and key, never any of its content.
@@ -89,6 +105,8 @@ impl Error {
             Error::Kube(_) => "KubernetesError",
             Error::SecretNotFound { .. } => "SecretNotFound",
             Error::DependencyNotReady(_) => "DependencyNotReady",
+            Error::Busy { .. } => "Busy",
+            Error::RejectedWithGrace { reason, .. } => reason,
         }
     }
 
@@ -98,6 +116,16 @@ impl Error {
         match self {
             Error::StillDeleting(_) => Some(Duration::from_secs(5)),
             Error::Blocked { .. } => Some(Duration::from_secs(60)),
+            Error::Busy { .. } => Some(Duration::from_secs(5)),
+            _ => None,
+        }
+    }
+
+    /// For errors that are transient only for a while: how long after the first failure they
+    /// become terminal (see [`Error::RejectedWithGrace`]). `None` for every other error.
+    pub fn grace_period(&self) -> Option<Duration> {
+        match self {
+            Error::RejectedWithGrace { grace, .. } => Some(*grace),
             _ => None,
         }
     }

@@ -44,6 +44,22 @@ fn function_yaml(name: &str, fn_name: &str, role: &str, code: &str, extra: &str)
     yaml
 }
 
+/// An ECR image URI in moto's account and the tests' region. moto does not look the image up
+/// (MOTO_LAMBDA_STUB_ECR defaults to true); its CodeSha256 is the SHA-256 of the URI.
+fn image_uri(repo: &str, tag: &str) -> String {
+    format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/{repo}:{tag}")
+}
+
+fn image_yaml(name: &str, fn_name: &str, role: &str, uri: &str, extra: &str) -> String {
+    let mut yaml = format!(
+        "apiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata:\n  name: {name}\nspec:\n  functionName: {fn_name}\n  role: {role}\n  code: {{imageUri: '{uri}'}}\n"
+    );
+    for line in extra.lines() {
+        yaml.push_str(&format!("  {line}\n"));
+    }
+    yaml
+}
+
 async fn lambda_calls(env: &Env, operation: &str) -> anyhow::Result<u64> {
     let op = format!("operation=\"{operation}\"");
     env.kaws
@@ -352,23 +368,56 @@ async fn function_waits_for_its_bucket_and_deploys_as_soon_as_it_is_ready() -> a
 async fn invalid_specs_are_terminal_and_make_no_aws_call() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let role = "arn:aws:iam::123456789012:role/none";
+    let zip = |name: &str, code: &str, extra: &str| {
+        function_yaml(name, &unique_name("bad"), role, code, extra)
+    };
     let cases = [
         (
             "two",
-            "{zipFile: eA==, s3Bucket: b, s3Key: k}",
-            "python3.12",
+            zip("two", "{zipFile: eA==, s3Bucket: b, s3Key: k}", ""),
             "exactly one",
         ),
         (
             "runtime",
-            "{zipFile: eA==}",
-            "cobol85",
+            zip("runtime", "{zipFile: eA==}", "").replace("python3.12", "cobol85"),
             "not a Lambda runtime",
         ),
+        (
+            "handler",
+            zip("handler", "{zipFile: eA==}", "").replace("  handler: app.handler\n", ""),
+            "handler is required",
+        ),
+        (
+            "image-runtime",
+            image_yaml(
+                "image-runtime",
+                &unique_name("bad"),
+                role,
+                &image_uri("app", "1"),
+                "runtime: python3.12",
+            ),
+            "must not be set for a container image",
+        ),
+        (
+            "image-and-zip",
+            zip(
+                "image-and-zip",
+                &format!("{{zipFile: eA==, imageUri: '{}'}}", image_uri("app", "1")),
+                "",
+            ),
+            "exactly one",
+        ),
+        (
+            "dlq",
+            zip(
+                "dlq",
+                "{zipFile: eA==}",
+                "deadLetterConfig: {targetArn: 'arn:aws:s3:::not-a-queue'}",
+            ),
+            "SQS queue or SNS topic",
+        ),
     ];
-    for (name, code, runtime, want) in cases {
-        let yaml =
-            function_yaml(name, &unique_name("bad"), role, code, "").replace("python3.12", runtime);
+    for (name, yaml, want) in cases {
         env.apply_ok(&yaml);
         let obj = env
             .wait_condition_of::<Function>(name, "Synced", "False", Some("InvalidSpec"))
@@ -524,5 +573,308 @@ async fn environment_from_a_secret_reaches_lambda_and_nowhere_else() -> anyhow::
         assert!(!events.contains(secret.as_str()), "not in Events");
         assert!(!logs.contains(secret.as_str()), "not in logs");
     }
+    Ok(())
+}
+
+async fn published_versions(env: &Env, fn_name: &str) -> anyhow::Result<Vec<String>> {
+    let out = lambda(env)
+        .list_versions_by_function()
+        .function_name(fn_name)
+        .send()
+        .await?;
+    Ok(out
+        .versions()
+        .iter()
+        .filter_map(|v| v.version())
+        .filter(|v| *v != "$LATEST")
+        .map(str::to_string)
+        .collect())
+}
+
+async fn reserved(env: &Env, fn_name: &str) -> anyhow::Result<Option<i32>> {
+    Ok(lambda(env)
+        .get_function_concurrency()
+        .function_name(fn_name)
+        .send()
+        .await?
+        .reserved_concurrent_executions())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_concurrency_follows_the_spec_and_versions_are_published_only_on_change()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role = role(&env).await?;
+    let fn_name = unique_name("pubfn");
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"pub-v1"));
+    let apply = |extra: &str| env.apply_ok(&function_yaml("pf", &fn_name, &role, &code, extra));
+    apply("publish: true\nreservedConcurrentExecutions: 5");
+    let obj = env
+        .wait_for::<Function>("pf", Duration::from_secs(30), "published", |o| {
+            o["status"]["version"] == "1"
+                && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+        })
+        .await?;
+    assert_eq!(obj["status"]["reservedConcurrentExecutions"], 5);
+    assert_eq!(reserved(&env, &fn_name).await?, Some(5));
+    assert_eq!(published_versions(&env, &fn_name).await?, vec!["1"]);
+
+    // Steady state: resyncs read only; nothing is published again.
+    let writes = write_calls(&env).await?;
+    let concurrency_reads = lambda_calls(&env, "GetFunctionConcurrency").await?;
+    let reconciles = env.kaws.reconciles("Function").await?;
+    env.kubectl_ok(&["annotate", "function/pf", "kaws.io/resync-period=1s"]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(env.kaws.reconciles("Function").await? >= reconciles + 2);
+    assert_eq!(write_calls(&env).await?, writes, "no write in steady state");
+    assert_eq!(
+        lambda_calls(&env, "GetFunctionConcurrency").await?,
+        concurrency_reads,
+        "GetFunction shows the reservation: no second read"
+    );
+
+    // A configuration change is published as version 2.
+    apply("publish: true\nreservedConcurrentExecutions: 5\nmemorySize: 256");
+    env.wait_for::<Function>("pf", Duration::from_secs(30), "version 2", |o| {
+        o["status"]["version"] == "2"
+            && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await?;
+    assert_eq!(published_versions(&env, &fn_name).await?, vec!["1", "2"]);
+    let v2 = lambda(&env)
+        .get_function_configuration()
+        .function_name(&fn_name)
+        .qualifier("2")
+        .send()
+        .await?;
+    assert_eq!(v2.memory_size(), Some(256), "version 2 has the change");
+
+    // Concurrency is not part of a version: changing it publishes nothing. A reservation of 0
+    // (which moto leaves out of GetFunction) is confirmed with GetFunctionConcurrency, not
+    // rewritten on every resync.
+    let puts = lambda_calls(&env, "PutFunctionConcurrency").await?;
+    apply("publish: true\nreservedConcurrentExecutions: 0\nmemorySize: 256");
+    env.wait_for::<Function>("pf", Duration::from_secs(30), "concurrency 0", |o| {
+        o["status"]["reservedConcurrentExecutions"] == 0
+            && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+            && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await?;
+    assert_eq!(reserved(&env, &fn_name).await?, Some(0));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        lambda_calls(&env, "PutFunctionConcurrency").await? - puts,
+        1,
+        "set once, not on every resync"
+    );
+    assert_eq!(published_versions(&env, &fn_name).await?, vec!["1", "2"]);
+
+    // Without the field there is no reservation; without publish, status shows $LATEST.
+    apply("memorySize: 256");
+    env.wait_for::<Function>("pf", Duration::from_secs(30), "no reservation", |o| {
+        o["status"]["reservedConcurrentExecutions"].is_null()
+            && o["status"]["version"] == "$LATEST"
+            && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+            && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await?;
+    assert_eq!(reserved(&env, &fn_name).await?, None);
+    assert_eq!(lambda_calls(&env, "DeleteFunctionConcurrency").await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_function_deploys_a_new_image_and_never_switches_package_type() -> anyhow::Result<()>
+{
+    let env = Env::start().await?;
+    let role = role(&env).await?;
+    let fn_name = unique_name("imgfn");
+    let v1 = image_uri("app", "1.0");
+    env.apply_ok(&image_yaml("img", &fn_name, &role, &v1, ""));
+    let obj = wait_ready(&env, "img").await?;
+    assert_eq!(obj["status"]["packageType"], "Image");
+    assert_eq!(obj["status"]["imageUri"], v1.as_str());
+    let got = lambda(&env)
+        .get_function()
+        .function_name(&fn_name)
+        .send()
+        .await?;
+    assert_eq!(
+        got.configuration()
+            .and_then(|c| c.package_type())
+            .map(|p| p.as_str()),
+        Some("Image")
+    );
+    assert_eq!(got.code().and_then(|c| c.image_uri()), Some(v1.as_str()));
+
+    // A new image (by digest) is deployed with one UpdateFunctionCode.
+    let v2 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app@sha256:2f8c6e3b";
+    env.apply_ok(&image_yaml("img", &fn_name, &role, v2, ""));
+    env.wait_for::<Function>("img", Duration::from_secs(30), "new image", |o| {
+        o["status"]["imageUri"] == v2
+            && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await?;
+    let got = lambda(&env)
+        .get_function()
+        .function_name(&fn_name)
+        .send()
+        .await?;
+    assert_eq!(got.code().and_then(|c| c.image_uri()), Some(v2));
+    assert_eq!(lambda_calls(&env, "UpdateFunctionCode").await?, 1);
+    assert_eq!(lambda_calls(&env, "UpdateFunctionConfiguration").await?, 0);
+
+    // Switching to a zip is refused by the API server (Lambda cannot do it).
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+    let out = env.apply(&function_yaml("img", &fn_name, &role, &code, ""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("cannot switch"),
+        "{stderr}"
+    );
+
+    // An existing zip function claimed with an image: terminal, no write.
+    let zip_fn = unique_name("zipped");
+    lambda(&env)
+        .create_function()
+        .function_name(&zip_fn)
+        .runtime(aws_sdk_lambda::types::Runtime::Python312)
+        .handler("app.handler")
+        .role(&role)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(Blob::new(b"x".to_vec()))
+                .build(),
+        )
+        .send()
+        .await?;
+    let writes = write_calls(&env).await?;
+    env.apply_ok(&image_yaml("claim", &zip_fn, &role, &v1, ""));
+    env.kubectl_ok(&["annotate", "function/claim", "kaws.io/adopt=true"]);
+    let obj = env
+        .wait_condition_of::<Function>("claim", "Synced", "False", Some("InvalidSpec"))
+        .await?;
+    let message = condition(&obj, "Synced").map(|c| c["message"].to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("package type Zip") && m.contains("cannot switch")),
+        "{message:?}"
+    );
+    assert_eq!(write_calls(&env).await?, writes, "no write");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_iam_does_not_know_yet_is_retried_until_it_exists() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role_name = unique_name("late-role");
+    // moto's account; moto answers Lambda's "cannot be assumed" for a role IAM does not have.
+    let role = format!("arn:aws:iam::123456789012:role/{role_name}");
+    let fn_name = unique_name("latefn");
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+    env.apply_ok(&function_yaml("late", &fn_name, &role, &code, ""));
+    let obj = env
+        .wait_condition_of::<Function>("late", "Synced", "False", Some("InvalidRole"))
+        .await?;
+    let message = condition(&obj, "Synced").map(|c| c["message"].to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("cannot be assumed")),
+        "AWS's message: {message:?}"
+    );
+    // Retried (transient), not given up on.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lambda_calls(&env, "CreateFunction").await? < 2 {
+        anyhow::ensure!(Instant::now() < deadline, "CreateFunction not retried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The role appears (IAM caught up): the function is created without touching the object.
+    aws_sdk_iam::Client::new(&env.aws)
+        .create_role()
+        .role_name(&role_name)
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await?;
+    env.wait_for::<Function>("late", Duration::from_secs(60), "Ready", |o| {
+        condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_and_observe_only_functions_are_left_in_aws() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let role = role(&env).await?;
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+
+    // Retain: deleting the object leaves the function, tags and all.
+    let kept = unique_name("kept");
+    env.apply_ok(&function_yaml(
+        "kept",
+        &kept,
+        &role,
+        &code,
+        "deletionPolicy: Retain",
+    ));
+    wait_ready(&env, "kept").await?;
+    env.kubectl_ok(&["delete", "function/kept", "--wait=false"]);
+    env.wait_gone_of::<Function>("kept", Duration::from_secs(30))
+        .await?;
+    let got = lambda(&env)
+        .get_function()
+        .function_name(&kept)
+        .send()
+        .await?;
+    assert_eq!(
+        got.tags().and_then(|t| t.get("kaws.io/owner")),
+        Some(&format!("{}/{}/kept", env.cluster_id, env.namespace)),
+        "left untouched, still tagged"
+    );
+    assert_eq!(lambda_calls(&env, "DeleteFunction").await?, 0);
+
+    // ObserveOnly: an existing function is read into status and never written or deleted.
+    let seen = unique_name("seen");
+    lambda(&env)
+        .create_function()
+        .function_name(&seen)
+        .runtime(aws_sdk_lambda::types::Runtime::Python312)
+        .handler("app.handler")
+        .role(&role)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(Blob::new(b"seen".to_vec()))
+                .build(),
+        )
+        .send()
+        .await?;
+    let writes = write_calls(&env).await?;
+    env.apply_ok(&function_yaml(
+        "seen",
+        &seen,
+        &role,
+        &code,
+        "managementPolicy: ObserveOnly\nmemorySize: 512\nreservedConcurrentExecutions: 3",
+    ));
+    let obj = env
+        .wait_condition_of::<Function>("seen", "Synced", "True", Some("Observed"))
+        .await?;
+    assert_eq!(obj["status"]["codeSha256"], sha256_b64(b"seen"));
+    assert_eq!(obj["status"]["state"], "Active");
+    assert!(obj["status"]["arn"].is_string(), "{obj}");
+    env.kubectl_ok(&["delete", "function/seen", "--wait=false"]);
+    env.wait_gone_of::<Function>("seen", Duration::from_secs(30))
+        .await?;
+    let conf = lambda(&env)
+        .get_function_configuration()
+        .function_name(&seen)
+        .send()
+        .await?;
+    assert_eq!(conf.memory_size(), Some(128), "never changed");
+    assert_eq!(write_calls(&env).await?, writes, "no write call at all");
     Ok(())
 }

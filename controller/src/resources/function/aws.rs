@@ -1,7 +1,10 @@
 //! The Function's AWS side: Lambda calls that observe, create, update and delete a function, and
 //! the S3 HEAD that tells whether a new object sits at the code's key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use aws_config::{Region, SdkConfig};
@@ -66,8 +69,17 @@ fn build_s3_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> aw
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// Lambda's answer to a role it cannot assume yet. IAM is eventually consistent, so a role created
-/// moments ago gets this too: retried with backoff rather than given up on.
+/// How long a role Lambda cannot assume is retried before the error becomes terminal. IAM is
+/// eventually consistent: a role (or trust policy) created moments ago gets this error too. Two
+/// minutes is the propagation allowance Terraform's AWS provider uses for the same error.
+pub const ROLE_GRACE: Duration = Duration::from_secs(120);
+
+/// Condition reason of a role Lambda cannot assume.
+pub const INVALID_ROLE: &str = "InvalidRole";
+
+/// Lambda's error classes on top of the shared ones: a role it cannot assume (transient for
+/// [`ROLE_GRACE`], then terminal) and a function busy with another update (retried on a short
+/// fixed cadence).
 fn lambda_error<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -75,14 +87,20 @@ where
     let message = err.message().unwrap_or_default();
     if err.code() == Some("InvalidParameterValueException") && message.contains("cannot be assumed")
     {
-        return Error::AwsTransient {
+        return Error::RejectedWithGrace {
+            reason: INVALID_ROLE,
             operation: operation.to_string(),
             message: message.to_string(),
+            grace: ROLE_GRACE,
         };
     }
-    // Another update is in progress or the function is being created: the next reconcile waits.
-    if err.code() == Some("ResourceConflictException") {
-        return Error::AwsTransient {
+    // Another update is in progress or the function is being created; or (with a RevisionId)
+    // the function changed since it was observed. Either way: look again shortly.
+    if matches!(
+        err.code(),
+        Some("ResourceConflictException" | "PreconditionFailedException")
+    ) {
+        return Error::Busy {
             operation: operation.to_string(),
             message: message.to_string(),
         };
@@ -137,6 +155,16 @@ fn to_observed(
             .tracing_config()
             .and_then(|t| t.mode())
             .map(|m| m.as_str().to_string()),
+        dead_letter_target: c
+            .dead_letter_config()
+            .and_then(|d| d.target_arn())
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
+        reserved_concurrency: out
+            .concurrency()
+            .and_then(|c| c.reserved_concurrent_executions()),
+        package_type: c.package_type().map(|p| p.as_str().to_string()),
+        image_uri: out.code().and_then(|c| c.image_uri()).map(str::to_string),
         code_sha256: c.code_sha256().map(str::to_string),
         code_size: c.code_size(),
         state: c.state().map(|s| s.as_str().to_string()),
@@ -151,6 +179,54 @@ fn to_observed(
         source: None,
         source_problem: None,
     })
+}
+
+/// `GetFunction`, `None` when the function does not exist. GetFunction reports a concurrency
+/// reservation in the same answer; only when a reservation is expected (`confirm_concurrency`:
+/// the spec asks for one, or kaws saw one last time) and the answer shows none is
+/// `GetFunctionConcurrency` asked too, since a reservation of 0 can be left out. A steady state
+/// costs one read.
+pub async fn get_function(
+    client: &Client,
+    name: &str,
+    confirm_concurrency: bool,
+) -> Result<Option<ObservedFunction>> {
+    let out = match client.get_function().function_name(name).send().await {
+        Ok(out) => out,
+        Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(lambda_error("GetFunction", &e)),
+    };
+    let Some(mut observed) = to_observed(&out) else {
+        return Ok(None);
+    };
+    if confirm_concurrency && observed.reserved_concurrency.is_none() {
+        observed.reserved_concurrency = client
+            .get_function_concurrency()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(|e| lambda_error("GetFunctionConcurrency", &e))?
+            .reserved_concurrent_executions();
+    }
+    Ok(Some(observed))
+}
+
+/// Whether Lambda takes the next update now: not while it creates the function, nor while an
+/// update is in progress (it would answer `ResourceConflictException`).
+pub fn availability(observed: &ObservedFunction) -> Availability {
+    if observed.state.as_deref() == Some("Pending") {
+        return Availability::Busy {
+            reason: reasons::CREATING.to_string(),
+            message: "Lambda is still creating the function".to_string(),
+        };
+    }
+    if observed.last_update_status.as_deref() == Some("InProgress") {
+        return Availability::Busy {
+            reason: reasons::UPDATING.to_string(),
+            message: "Lambda is applying the last update".to_string(),
+        };
+    }
+    Availability::Available
 }
 
 impl Lambda {
@@ -295,6 +371,144 @@ fn tracing(obj: &Function) -> Option<lambda::TracingConfig> {
     })
 }
 
+fn dead_letter(obj: &Function) -> Option<lambda::DeadLetterConfig> {
+    obj.spec.dead_letter_config.as_ref().map(|d| {
+        lambda::DeadLetterConfig::builder()
+            .target_arn(&d.target_arn)
+            .build()
+    })
+}
+
+/// Sends one batch of changes (see [`diff::next_batch`]): tags and reserved concurrency, then
+/// either `UpdateFunctionCode` or one `UpdateFunctionConfiguration` with only the changed
+/// fields, or `PublishVersion`. Returns the version published, if one was.
+pub async fn send_changes(
+    c: &Client,
+    obj: &Function,
+    observed: &ObservedFunction,
+    changes: &[FunctionChange],
+) -> Result<Option<String>> {
+    let name = obj.spec.function_name.as_str();
+    for change in changes {
+        match change {
+            FunctionChange::Tags { set, remove } => {
+                // Set first: the owner tag must never be missing in between.
+                if !set.is_empty() {
+                    c.tag_resource()
+                        .resource(&observed.arn)
+                        .set_tags(Some(hash_map(set)))
+                        .send()
+                        .await
+                        .map_err(|e| lambda_error("TagResource", &e))?;
+                }
+                if !remove.is_empty() {
+                    c.untag_resource()
+                        .resource(&observed.arn)
+                        .set_tag_keys(Some(remove.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| lambda_error("UntagResource", &e))?;
+                }
+            }
+            FunctionChange::Concurrency(Some(n)) => {
+                c.put_function_concurrency()
+                    .function_name(name)
+                    .reserved_concurrent_executions(*n)
+                    .send()
+                    .await
+                    .map_err(|e| lambda_error("PutFunctionConcurrency", &e))?;
+            }
+            FunctionChange::Concurrency(None) => {
+                c.delete_function_concurrency()
+                    .function_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| lambda_error("DeleteFunctionConcurrency", &e))?;
+            }
+            _ => {}
+        }
+    }
+    if let Some(plan) = changes.iter().find_map(|c| match c {
+        FunctionChange::Code(plan) => Some(plan),
+        _ => None,
+    }) {
+        let mut req = c
+            .update_function_code()
+            .function_name(name)
+            .set_architectures(architectures(obj));
+        req = match plan {
+            CodePlan::Zip => {
+                let bytes = diff::zip_bytes(&obj.spec).ok_or_else(|| {
+                    Error::InvalidSpec("code.zipFile is not valid base64".to_string())
+                })?;
+                req.zip_file(Blob::new(bytes))
+            }
+            CodePlan::S3(s) => req
+                .s3_bucket(&s.bucket)
+                .s3_key(&s.key)
+                .set_s3_object_version(s.version_id.clone()),
+            CodePlan::Image(uri) => req.image_uri(uri),
+        };
+        req.send()
+            .await
+            .map_err(|e| lambda_error("UpdateFunctionCode", &e))?;
+        // The configuration waits: Lambda refuses it until the code update has finished.
+        return Ok(None);
+    }
+    let fields: Vec<&ConfigField> = changes
+        .iter()
+        .filter_map(|c| match c {
+            FunctionChange::Config(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    if !fields.is_empty() {
+        let spec = &obj.spec;
+        let mut req = c.update_function_configuration().function_name(name);
+        for field in fields {
+            req = match field {
+                ConfigField::Runtime => {
+                    req.set_runtime(spec.runtime.as_deref().map(lambda::Runtime::from))
+                }
+                ConfigField::Handler => req.set_handler(spec.handler.clone()),
+                ConfigField::Role => req.role(&spec.role),
+                ConfigField::Description => {
+                    req.description(spec.description.clone().unwrap_or_default())
+                }
+                ConfigField::MemorySize => req.set_memory_size(spec.memory_size),
+                ConfigField::Timeout => req.set_timeout(spec.timeout),
+                ConfigField::EphemeralStorage => req.set_ephemeral_storage(ephemeral_storage(obj)?),
+                ConfigField::Environment => {
+                    req.environment(environment(obj, &observed.secret_variables))
+                }
+                ConfigField::Layers => req.set_layers(Some(spec.layers.clone())),
+                ConfigField::VpcConfig => req.set_vpc_config(vpc_config(obj)),
+                ConfigField::TracingConfig => req.set_tracing_config(tracing(obj)),
+                ConfigField::DeadLetterConfig => req.set_dead_letter_config(dead_letter(obj)),
+            };
+        }
+        req.send()
+            .await
+            .map_err(|e| lambda_error("UpdateFunctionConfiguration", &e))?;
+        return Ok(None);
+    }
+    if let Some(revision_id) = changes.iter().find_map(|c| match c {
+        FunctionChange::Publish { revision_id, .. } => Some(revision_id),
+        _ => None,
+    }) {
+        // With the RevisionId observed, Lambda publishes exactly what kaws saw, or refuses.
+        let out = c
+            .publish_version()
+            .function_name(name)
+            .set_revision_id(revision_id.clone())
+            .send()
+            .await
+            .map_err(|e| lambda_error("PublishVersion", &e))?;
+        return Ok(out.version().map(str::to_string));
+    }
+    Ok(None)
+}
+
 fn architectures(obj: &Function) -> Option<Vec<lambda::Architecture>> {
     (!obj.spec.architectures.is_empty()).then(|| {
         obj.spec
@@ -319,20 +533,19 @@ impl External<Function> for Lambda {
     }
 
     async fn observe(&self, obj: &Function, target: &Target) -> Result<Option<ObservedFunction>> {
-        let out = self
-            .lambda
-            .get(&target.region)
-            .get_function()
-            .function_name(&obj.spec.function_name)
-            .send()
-            .await;
-        let mut observed = match out {
-            Ok(out) => match to_observed(&out) {
-                Some(o) => o,
-                None => return Ok(None),
-            },
-            Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(None),
-            Err(e) => return Err(lambda_error("GetFunction", &e)),
+        let confirm_concurrency = obj.spec.reserved_concurrent_executions.is_some()
+            || obj
+                .status
+                .as_ref()
+                .is_some_and(|s| s.reserved_concurrent_executions.is_some());
+        let Some(mut observed) = get_function(
+            &self.lambda.get(&target.region),
+            &obj.spec.function_name,
+            confirm_concurrency,
+        )
+        .await?
+        else {
+            return Ok(None);
         };
         match read_secret_variables(&self.kube, obj).await? {
             Ok(vars) => observed.secret_variables = vars,
@@ -350,29 +563,20 @@ impl External<Function> for Lambda {
     }
 
     fn availability(&self, observed: &ObservedFunction) -> Availability {
-        if observed.state.as_deref() == Some("Pending") {
-            return Availability::Busy {
-                reason: reasons::CREATING.to_string(),
-                message: "Lambda is still creating the function".to_string(),
-            };
-        }
-        if observed.last_update_status.as_deref() == Some("InProgress") {
-            return Availability::Busy {
-                reason: reasons::UPDATING.to_string(),
-                message: "Lambda is applying the last update".to_string(),
-            };
-        }
-        Availability::Available
+        availability(observed)
     }
 
     /// A code source that cannot be resolved (the Bucket is missing or not Ready, the object is
     /// not there) stops the apply path here; deleting never needs it.
     async fn after_observe(
         &self,
-        _obj: &Function,
+        obj: &Function,
         _target: &Target,
         observed: &ObservedFunction,
     ) -> Result<()> {
+        if let Some(message) = diff::package_type_conflict(&obj.spec, observed) {
+            return Err(Error::InvalidSpec(message));
+        }
         if let Some((name, key)) = &observed.secret_missing {
             return Err(Error::SecretNotFound {
                 name: name.clone(),
@@ -411,20 +615,24 @@ impl External<Function> for Lambda {
             }
         };
         let source = self.code_source(obj, &target.region).await?;
-        let code = match (&source, diff::zip_bytes(spec)) {
-            (Some(s), _) => s3_code(lambda::FunctionCode::builder(), s).build(),
-            (None, Some(bytes)) => lambda::FunctionCode::builder()
+        let code = match (&source, diff::zip_bytes(spec), &spec.code.image_uri) {
+            (Some(s), _, _) => s3_code(lambda::FunctionCode::builder(), s).build(),
+            (None, Some(bytes), _) => lambda::FunctionCode::builder()
                 .zip_file(Blob::new(bytes))
                 .build(),
-            (None, None) => return Err(Error::InvalidSpec("code has no source".to_string())),
+            (None, None, Some(uri)) => lambda::FunctionCode::builder().image_uri(uri).build(),
+            (None, None, None) => {
+                return Err(Error::InvalidSpec("code has no source".to_string()));
+            }
         };
         let out = self
             .lambda
             .get(&target.region)
             .create_function()
             .function_name(&spec.function_name)
-            .runtime(lambda::Runtime::from(spec.runtime.as_str()))
-            .handler(&spec.handler)
+            .package_type(lambda::PackageType::from(diff::package_type(spec)))
+            .set_runtime(spec.runtime.as_deref().map(lambda::Runtime::from))
+            .set_handler(spec.handler.clone())
             .role(&spec.role)
             .code(code)
             .set_description(spec.description.clone())
@@ -436,6 +644,7 @@ impl External<Function> for Lambda {
             .set_layers((!spec.layers.is_empty()).then(|| spec.layers.clone()))
             .set_vpc_config(vpc_config(obj))
             .set_tracing_config(tracing(obj))
+            .set_dead_letter_config(dead_letter(obj))
             .set_tags(Some(hash_map(tags)))
             .send()
             .await
@@ -455,88 +664,39 @@ impl External<Function> for Lambda {
         observed: &ObservedFunction,
         changes: &[FunctionChange],
     ) -> Result<()> {
-        let c = self.lambda.get(&target.region);
-        let name = obj.spec.function_name.as_str();
-        for change in changes {
-            if let FunctionChange::Tags { set, remove } = change {
-                // Set first: the owner tag must never be missing in between.
-                if !set.is_empty() {
-                    c.tag_resource()
-                        .resource(&observed.arn)
-                        .set_tags(Some(hash_map(set)))
-                        .send()
-                        .await
-                        .map_err(|e| lambda_error("TagResource", &e))?;
-                }
-                if !remove.is_empty() {
-                    c.untag_resource()
-                        .resource(&observed.arn)
-                        .set_tag_keys(Some(remove.clone()))
-                        .send()
-                        .await
-                        .map_err(|e| lambda_error("UntagResource", &e))?;
-                }
-            }
-        }
-        if let Some(plan) = changes.iter().find_map(|c| match c {
-            FunctionChange::Code(plan) => Some(plan),
-            _ => None,
-        }) {
-            let mut req = c
-                .update_function_code()
-                .function_name(name)
-                .set_architectures(architectures(obj));
-            req = match plan {
-                CodePlan::Zip => {
-                    let bytes = diff::zip_bytes(&obj.spec).ok_or_else(|| {
-                        Error::InvalidSpec("code.zipFile is not valid base64".to_string())
-                    })?;
-                    req.zip_file(Blob::new(bytes))
-                }
-                CodePlan::S3(s) => req
-                    .s3_bucket(&s.bucket)
-                    .s3_key(&s.key)
-                    .set_s3_object_version(s.version_id.clone()),
-            };
-            req.send()
-                .await
-                .map_err(|e| lambda_error("UpdateFunctionCode", &e))?;
-            return Ok(());
-        }
-        let fields: Vec<&ConfigField> = changes
+        send_changes(&self.lambda.get(&target.region), obj, observed, changes).await?;
+        Ok(())
+    }
+
+    /// `update`, then records in status what it applied: the S3 object deployed, and the
+    /// version Lambda published.
+    async fn apply_changes(
+        &self,
+        obj: &Function,
+        target: &Target,
+        observed: &ObservedFunction,
+        changes: &[FunctionChange],
+        status: &mut FunctionStatus,
+    ) -> Result<()> {
+        let published =
+            send_changes(&self.lambda.get(&target.region), obj, observed, changes).await?;
+        self.after_update(obj, changes, status);
+        // Code or configuration sent: what `version` holds is no longer what runs. Lambda's
+        // LastModified says so too, but an endpoint that does not move it (moto) must not stop
+        // the next version from being published.
+        if changes
             .iter()
-            .filter_map(|c| match c {
-                FunctionChange::Config(f) => Some(f),
+            .any(|c| matches!(c, FunctionChange::Code(_) | FunctionChange::Config(_)))
+        {
+            status.published_from = None;
+        }
+        if let Some(version) = published {
+            status.version = Some(version);
+            status.published_from = changes.iter().find_map(|c| match c {
+                FunctionChange::Publish { last_modified, .. } => last_modified.clone(),
                 _ => None,
-            })
-            .collect();
-        if fields.is_empty() {
-            return Ok(());
+            });
         }
-        let spec = &obj.spec;
-        let mut req = c.update_function_configuration().function_name(name);
-        for field in fields {
-            req = match field {
-                ConfigField::Runtime => req.runtime(lambda::Runtime::from(spec.runtime.as_str())),
-                ConfigField::Handler => req.handler(&spec.handler),
-                ConfigField::Role => req.role(&spec.role),
-                ConfigField::Description => {
-                    req.description(spec.description.clone().unwrap_or_default())
-                }
-                ConfigField::MemorySize => req.set_memory_size(spec.memory_size),
-                ConfigField::Timeout => req.set_timeout(spec.timeout),
-                ConfigField::EphemeralStorage => req.set_ephemeral_storage(ephemeral_storage(obj)?),
-                ConfigField::Environment => {
-                    req.environment(environment(obj, &observed.secret_variables))
-                }
-                ConfigField::Layers => req.set_layers(Some(spec.layers.clone())),
-                ConfigField::VpcConfig => req.set_vpc_config(vpc_config(obj)),
-                ConfigField::TracingConfig => req.set_tracing_config(tracing(obj)),
-            };
-        }
-        req.send()
-            .await
-            .map_err(|e| lambda_error("UpdateFunctionConfiguration", &e))?;
         Ok(())
     }
 
@@ -582,7 +742,13 @@ impl External<Function> for Lambda {
     ) {
         status.function_name = Some(obj.spec.function_name.clone());
         status.common.arn = Some(observed.arn.clone());
-        status.version = observed.version.clone();
+        if obj.spec.publish != Some(true) {
+            status.version = observed.version.clone();
+            status.published_from = None;
+        }
+        status.package_type = observed.package_type.clone();
+        status.image_uri = observed.image_uri.clone();
+        status.reserved_concurrent_executions = observed.reserved_concurrency;
         status.state = observed.state.clone();
         status.state_reason = observed.state_reason.clone();
         status.last_update_status = observed.last_update_status.clone();
@@ -593,5 +759,262 @@ impl External<Function> for Lambda {
         if obj.spec.code.zip_file.is_some() {
             status.code_source = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Lambda answers moto cannot give: moto applies every update at once (never
+    //! `LastUpdateStatus: InProgress`), never answers `ResourceConflictException`, and drops
+    //! `DeadLetterConfig`. Driven through the real Lambda client with canned responses.
+
+    use aws_sdk_lambda::{
+        config::retry::RetryConfig,
+        operation::{
+            get_function::GetFunctionOutput,
+            get_function_concurrency::GetFunctionConcurrencyOutput,
+            update_function_code::UpdateFunctionCodeOutput,
+            update_function_configuration::UpdateFunctionConfigurationOutput,
+        },
+    };
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::core::driver::Change;
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/fn";
+
+    fn function(code: &[u8], extra: &str) -> Function {
+        use base64::Engine;
+        let zip = base64::engine::general_purpose::STANDARD.encode(code);
+        serde_saphyr::from_str(&format!(
+            "apiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata: {{name: f, namespace: n}}\nspec:\n  functionName: f\n  runtime: python3.12\n  handler: app.handler\n  role: {ROLE}\n  code: {{zipFile: {zip}}}\n{extra}"
+        ))
+        .expect("fixture parses")
+    }
+
+    fn tags() -> BTreeMap<String, String> {
+        [("kaws.io/owner".to_string(), "c/n/f".to_string())].into()
+    }
+
+    /// What GetFunction answers: the code in the package, memory, LastUpdateStatus and more.
+    fn got(
+        code: &[u8],
+        memory: i32,
+        update: &str,
+        more: impl FnOnce(
+            lambda::builders::FunctionConfigurationBuilder,
+        ) -> lambda::builders::FunctionConfigurationBuilder,
+    ) -> GetFunctionOutput {
+        let c = lambda::FunctionConfiguration::builder()
+            .function_name("f")
+            .function_arn("arn:aws:lambda:eu-west-1:123456789012:function:f")
+            .runtime(lambda::Runtime::Python312)
+            .handler("app.handler")
+            .role(ROLE)
+            .memory_size(memory)
+            .code_sha256(diff::code_sha256(code))
+            .package_type(lambda::PackageType::Zip)
+            .state(lambda::State::Active)
+            .last_update_status(lambda::LastUpdateStatus::from(update));
+        GetFunctionOutput::builder()
+            .configuration(more(c).build())
+            .set_tags(Some(hash_map(&tags())))
+            .build()
+    }
+
+    fn client(rules: &[&aws_smithy_mocks::Rule]) -> Client {
+        mock_client!(aws_sdk_lambda, RuleMode::MatchAny, rules, |c| c
+            .retry_config(RetryConfig::disabled()))
+    }
+
+    /// One reconcile as the driver runs it: observe, wait while Lambda is busy (`None`: the
+    /// driver requeues without any write), else diff and send one batch.
+    async fn reconcile_once(client: &Client, obj: &Function) -> Result<Option<Vec<&'static str>>> {
+        let observed = get_function(
+            client,
+            "f",
+            obj.spec.reserved_concurrent_executions.is_some(),
+        )
+        .await?
+        .expect("the function exists");
+        if let Availability::Busy { .. } = availability(&observed) {
+            return Ok(None);
+        }
+        let all = diff::diff(&obj.spec, obj.status.as_ref(), &observed, &tags());
+        let batch: Vec<FunctionChange> = diff::next_batch(&all).into_iter().cloned().collect();
+        send_changes(client, obj, &observed, &batch).await?;
+        Ok(Some(batch.iter().map(Change::field).collect()))
+    }
+
+    #[tokio::test]
+    async fn configuration_waits_until_the_code_update_has_finished() {
+        let obj = function(b"v2", "  memorySize: 256\n");
+        let get = mock!(Client::get_function)
+            .sequence()
+            .output(|| got(b"v1", 128, "Successful", |c| c))
+            .output(|| got(b"v2", 128, "InProgress", |c| c))
+            .times(2)
+            .output(|| got(b"v2", 128, "Successful", |c| c))
+            .output(|| got(b"v2", 256, "Successful", |c| c))
+            .build();
+        let code = mock!(Client::update_function_code)
+            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let config = mock!(Client::update_function_configuration)
+            .match_requests(|r| r.memory_size() == Some(256) && r.handler().is_none())
+            .then_output(|| UpdateFunctionConfigurationOutput::builder().build());
+        let client = client(&[&get, &code, &config]);
+
+        let step = reconcile_once(&client, &obj).await.expect("reconcile");
+        assert_eq!(step, Some(vec!["code"]), "the code goes first, alone");
+        assert_eq!((code.num_calls(), config.num_calls()), (1, 0));
+        for _ in 0..2 {
+            let step = reconcile_once(&client, &obj).await.expect("reconcile");
+            assert_eq!(
+                step, None,
+                "InProgress: no call at all, the driver polls again"
+            );
+        }
+        assert_eq!(
+            (code.num_calls(), config.num_calls()),
+            (1, 0),
+            "no configuration call while the code update is in progress"
+        );
+        let step = reconcile_once(&client, &obj).await.expect("reconcile");
+        assert_eq!(step, Some(vec!["memorySize"]));
+        assert_eq!((code.num_calls(), config.num_calls()), (1, 1));
+        let step = reconcile_once(&client, &obj).await.expect("reconcile");
+        assert_eq!(step, Some(vec![]), "converged");
+        assert_eq!(get.num_calls(), 5);
+    }
+
+    fn lambda_error_body(code: &str, message: &str) -> String {
+        format!(r#"{{"__type":"{code}","Type":"User","message":"{message}"}}"#)
+    }
+
+    async fn config_error(status: u16, code: &str, message: &str) -> Error {
+        let obj = function(b"v1", "  memorySize: 256\n");
+        let get = mock!(Client::get_function).then_output(|| got(b"v1", 128, "Successful", |c| c));
+        let config = mock!(Client::update_function_configuration)
+            .sequence()
+            .http_status(status, Some(lambda_error_body(code, message)))
+            .build();
+        let client = client(&[&get, &config]);
+        let err = reconcile_once(&client, &obj)
+            .await
+            .expect_err("Lambda refuses");
+        assert_eq!(config.num_calls(), 1, "one attempt, no SDK retry");
+        err
+    }
+
+    #[tokio::test]
+    async fn a_busy_function_is_retried_on_a_short_fixed_cadence() {
+        for code in ["ResourceConflictException", "PreconditionFailedException"] {
+            let status = if code == "ResourceConflictException" {
+                409
+            } else {
+                412
+            };
+            let err = config_error(
+                status,
+                code,
+                "An update is in progress for resource: arn:aws:lambda:eu-west-1:123456789012:function:f",
+            )
+            .await;
+            assert_eq!(err.category(), "Busy", "{code}: {err}");
+            assert!(!err.is_terminal(), "{code}");
+            assert_eq!(
+                err.fixed_retry(),
+                Some(Duration::from_secs(5)),
+                "{code}: fixed, not backoff"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_role_lambda_cannot_assume_is_transient_for_a_grace_period() {
+        let err = config_error(
+            400,
+            "InvalidParameterValueException",
+            "The role defined for the function cannot be assumed by Lambda.",
+        )
+        .await;
+        assert_eq!(err.category(), INVALID_ROLE, "{err}");
+        assert!(!err.is_terminal());
+        assert_eq!(err.grace_period(), Some(ROLE_GRACE));
+        assert!(err.to_string().contains("cannot be assumed"), "{err}");
+
+        let other = config_error(
+            400,
+            "InvalidParameterValueException",
+            "Unzipped size must be smaller than 262144000 bytes",
+        )
+        .await;
+        assert!(
+            other.is_terminal(),
+            "other validation errors stay terminal: {other}"
+        );
+        assert_eq!(other.grace_period(), None);
+    }
+
+    #[tokio::test]
+    async fn dead_letter_target_is_sent_alone_and_read_back() {
+        let want = "arn:aws:sqs:eu-west-1:123456789012:dlq";
+        let obj = function(
+            b"v1",
+            &format!("  deadLetterConfig: {{targetArn: '{want}'}}\n"),
+        );
+        let dlc = |arn: &str| lambda::DeadLetterConfig::builder().target_arn(arn).build();
+        let get = mock!(Client::get_function)
+            .sequence()
+            .output(move || {
+                got(b"v1", 128, "Successful", |c| {
+                    c.dead_letter_config(dlc("arn:aws:sqs:eu-west-1:123456789012:old"))
+                })
+            })
+            .output(move || {
+                got(b"v1", 128, "Successful", |c| {
+                    c.dead_letter_config(dlc(want))
+                })
+            })
+            .build();
+        let config = mock!(Client::update_function_configuration)
+            .match_requests(move |r| {
+                r.dead_letter_config().and_then(|d| d.target_arn()) == Some(want)
+                    && r.memory_size().is_none()
+                    && r.environment().is_none()
+            })
+            .then_output(|| UpdateFunctionConfigurationOutput::builder().build());
+        let client = client(&[&get, &config]);
+        let step = reconcile_once(&client, &obj).await.expect("reconcile");
+        assert_eq!(step, Some(vec!["deadLetterConfig"]));
+        assert_eq!(config.num_calls(), 1);
+        let step = reconcile_once(&client, &obj).await.expect("reconcile");
+        assert_eq!(step, Some(vec![]), "read back from GetFunction: converged");
+        assert_eq!(config.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_confirmed_with_a_second_read_only_when_get_function_shows_none() {
+        let get = mock!(Client::get_function).then_output(|| got(b"v1", 128, "Successful", |c| c));
+        let concurrency = mock!(Client::get_function_concurrency).then_output(|| {
+            GetFunctionConcurrencyOutput::builder()
+                .reserved_concurrent_executions(0)
+                .build()
+        });
+        let client = client(&[&get, &concurrency]);
+        let unset = function(b"v1", "");
+        assert_eq!(
+            reconcile_once(&client, &unset).await.expect("reconcile"),
+            Some(vec![])
+        );
+        assert_eq!(concurrency.num_calls(), 0, "no reservation asked: one read");
+        let zero = function(b"v1", "  reservedConcurrentExecutions: 0\n");
+        assert_eq!(
+            reconcile_once(&client, &zero).await.expect("reconcile"),
+            Some(vec![]),
+            "a reservation of 0 left out of GetFunction is not rewritten"
+        );
+        assert_eq!(concurrency.num_calls(), 1);
     }
 }

@@ -56,6 +56,14 @@ pub struct ObservedFunction {
     pub subnet_ids: Vec<String>,
     pub security_group_ids: Vec<String>,
     pub tracing_mode: Option<String>,
+    /// Dead-letter target ARN, when one is set.
+    pub dead_letter_target: Option<String>,
+    /// Reserved concurrency, when the function has a reservation.
+    pub reserved_concurrency: Option<i32>,
+    /// `Zip` or `Image`.
+    pub package_type: Option<String>,
+    /// The image URI deployed (image packages).
+    pub image_uri: Option<String>,
     pub code_sha256: Option<String>,
     pub code_size: i64,
     pub state: Option<String>,
@@ -77,6 +85,8 @@ pub enum CodePlan {
     Zip,
     /// An S3 object, pinned to its version when it has one.
     S3(CodeSource),
+    /// A container image (`imageUri`).
+    Image(String),
 }
 
 /// One configuration field to send in `UpdateFunctionConfiguration`.
@@ -93,6 +103,7 @@ pub enum ConfigField {
     Layers,
     VpcConfig,
     TracingConfig,
+    DeadLetterConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +115,14 @@ pub enum FunctionChange {
     Tags {
         set: BTreeMap<String, String>,
         remove: Vec<String>,
+    },
+    /// `PutFunctionConcurrency` with the value, or `DeleteFunctionConcurrency` for `None`.
+    Concurrency(Option<i32>),
+    /// `PublishVersion` of what Lambda reports now: its `RevisionId` (so nothing else is
+    /// published) and `LastModified` (recorded as `status.publishedFrom`).
+    Publish {
+        revision_id: Option<String>,
+        last_modified: Option<String>,
     },
 }
 
@@ -123,8 +142,11 @@ impl Change for FunctionChange {
                 ConfigField::Layers => "layers",
                 ConfigField::VpcConfig => "vpcConfig",
                 ConfigField::TracingConfig => "tracingConfig",
+                ConfigField::DeadLetterConfig => "deadLetterConfig",
             },
             FunctionChange::Tags { .. } => "tags",
+            FunctionChange::Concurrency(_) => "reservedConcurrentExecutions",
+            FunctionChange::Publish { .. } => "version",
         }
     }
 }
@@ -147,17 +169,20 @@ pub fn validate(spec: &FunctionSpec) -> Result<(), String> {
         code.zip_file.is_some(),
         code.s3_bucket.is_some(),
         code.bucket_ref.is_some(),
+        code.image_uri.is_some(),
     ]
     .iter()
     .filter(|s| **s)
     .count();
     if sources != 1 {
         return Err(
-            "code: set exactly one of zipFile, s3Bucket (with s3Key) or bucketRef (with s3Key)"
+            "code: set exactly one of zipFile, s3Bucket (with s3Key), bucketRef (with s3Key) or imageUri"
                 .to_string(),
         );
     }
-    if code.zip_file.is_some() {
+    if let Some(uri) = &code.image_uri {
+        validate_image(spec, uri)?;
+    } else if code.zip_file.is_some() {
         if code.s3_key.is_some() || code.s3_object_version.is_some() {
             return Err(
                 "code: s3Key and s3ObjectVersion go with s3Bucket or bucketRef, not zipFile"
@@ -170,15 +195,20 @@ pub fn validate(spec: &FunctionSpec) -> Result<(), String> {
     } else if code.s3_key.as_deref().is_none_or(str::is_empty) {
         return Err("code.s3Key is required with s3Bucket or bucketRef".to_string());
     }
-    if !RUNTIMES.contains(&spec.runtime.as_str()) {
-        return Err(format!(
-            "runtime {:?} is not a Lambda runtime; one of {}",
-            spec.runtime,
-            RUNTIMES.join(", ")
-        ));
-    }
-    if spec.handler.is_empty() {
-        return Err("handler is required for zip packages".to_string());
+    if code.image_uri.is_none() {
+        let runtime = spec.runtime.as_deref().unwrap_or_default();
+        if runtime.is_empty() {
+            return Err("runtime is required for zip packages".to_string());
+        }
+        if !RUNTIMES.contains(&runtime) {
+            return Err(format!(
+                "runtime {runtime:?} is not a Lambda runtime; one of {}",
+                RUNTIMES.join(", ")
+            ));
+        }
+        if spec.handler.as_deref().is_none_or(str::is_empty) {
+            return Err("handler is required for zip packages".to_string());
+        }
     }
     if !spec.role.starts_with("arn:") || !spec.role.contains(":role/") {
         return Err(format!("role {:?} is not an IAM role ARN", spec.role));
@@ -200,8 +230,73 @@ pub fn validate(spec: &FunctionSpec) -> Result<(), String> {
             t.mode
         ));
     }
+    if let Some(dlc) = &spec.dead_letter_config
+        && !dlc.target_arn.is_empty()
+        && !(dlc.target_arn.starts_with("arn:")
+            && (dlc.target_arn.contains(":sqs:") || dlc.target_arn.contains(":sns:")))
+    {
+        return Err(format!(
+            "deadLetterConfig.targetArn {:?} is not the ARN of an SQS queue or SNS topic",
+            dlc.target_arn
+        ));
+    }
+    if spec.reserved_concurrent_executions.is_some_and(|n| n < 0) {
+        return Err("reservedConcurrentExecutions must be 0 or more".to_string());
+    }
     spec.common.validate_tags()?;
     Ok(())
+}
+
+/// Container images: Lambda takes the entry point from the image and refuses a runtime, a
+/// handler, S3 fields or layers with it.
+fn validate_image(spec: &FunctionSpec, uri: &str) -> Result<(), String> {
+    let code = &spec.code;
+    if code.s3_key.is_some() || code.s3_object_version.is_some() {
+        return Err(
+            "code: s3Key and s3ObjectVersion go with s3Bucket or bucketRef, not imageUri"
+                .to_string(),
+        );
+    }
+    // <account>.dkr.ecr.<region>.amazonaws.com/<repo>(:<tag>|@sha256:<digest>)
+    let (registry, rest) = uri.split_once('/').unwrap_or_default();
+    let pinned = rest.contains(':') || rest.contains('@');
+    if !registry.contains(".dkr.ecr.") || rest.is_empty() || !pinned {
+        return Err(format!(
+            "code.imageUri {uri:?} must be an Amazon ECR image with a tag or digest, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1.0"
+        ));
+    }
+    if spec.runtime.is_some() || spec.handler.is_some() {
+        return Err(
+            "runtime and handler must not be set for a container image (code.imageUri): the image defines them"
+                .to_string(),
+        );
+    }
+    if !spec.layers.is_empty() {
+        return Err("layers cannot be used with a container image (code.imageUri)".to_string());
+    }
+    Ok(())
+}
+
+/// The package type the spec asks for.
+pub fn package_type(spec: &FunctionSpec) -> &'static str {
+    if spec.code.image_uri.is_some() {
+        "Image"
+    } else {
+        "Zip"
+    }
+}
+
+/// Lambda cannot change a function's package type: an existing function of the other type (an
+/// adopted one, or the object edited past the CRD's rule) is a terminal spec error.
+pub fn package_type_conflict(spec: &FunctionSpec, observed: &ObservedFunction) -> Option<String> {
+    let want = package_type(spec);
+    let have = observed.package_type.as_deref().unwrap_or("Zip");
+    (have != want).then(|| {
+        format!(
+            "code: the function {:?} has package type {have} and the spec asks for {want}; Lambda cannot switch a function between a zip package and a container image, so delete the function and create it again",
+            spec.function_name
+        )
+    })
 }
 
 /// The decoded zip archive, `None` when absent or not base64.
@@ -227,6 +322,10 @@ fn code_change(
     status: Option<&FunctionStatus>,
     observed: &ObservedFunction,
 ) -> Option<CodePlan> {
+    if let Some(uri) = &spec.code.image_uri {
+        return (observed.image_uri.as_deref() != Some(uri.as_str()))
+            .then(|| CodePlan::Image(uri.clone()));
+    }
     if let Some(bytes) = zip_bytes(spec) {
         return (observed.code_sha256.as_deref() != Some(code_sha256(&bytes).as_str()))
             .then_some(CodePlan::Zip);
@@ -251,9 +350,10 @@ pub fn diff(
         Some(plan) => changes.push(FunctionChange::Code(plan)),
         None if arch_differs => {
             // Architectures are set with the code: deploy the same code again.
-            let plan = match &observed.source {
-                Some(source) => CodePlan::S3(source.clone()),
-                None => CodePlan::Zip,
+            let plan = match (&observed.source, &spec.code.image_uri) {
+                (Some(source), _) => CodePlan::S3(source.clone()),
+                (None, Some(uri)) => CodePlan::Image(uri.clone()),
+                (None, None) => CodePlan::Zip,
             };
             changes.push(FunctionChange::Code(plan));
         }
@@ -264,12 +364,13 @@ pub fn diff(
             changes.push(FunctionChange::Config(field));
         }
     };
+    // Images carry their own runtime and entry point: validation keeps both unset for them.
     config(
-        observed.runtime.as_deref() != Some(spec.runtime.as_str()),
+        spec.runtime.is_some() && observed.runtime != spec.runtime,
         ConfigField::Runtime,
     );
     config(
-        observed.handler.as_deref() != Some(spec.handler.as_str()),
+        spec.handler.is_some() && observed.handler != spec.handler,
         ConfigField::Handler,
     );
     config(observed.role != spec.role, ConfigField::Role);
@@ -307,9 +408,35 @@ pub fn diff(
             .is_some_and(|t| observed.tracing_mode.as_deref() != Some(t.mode.as_str())),
         ConfigField::TracingConfig,
     );
+    config(
+        spec.dead_letter_config.as_ref().is_some_and(|d| {
+            observed.dead_letter_target.as_deref().unwrap_or_default() != d.target_arn
+        }),
+        ConfigField::DeadLetterConfig,
+    );
 
     if let Some(TagChanges { set, remove }) = tag_changes(desired_tags, &observed.tags) {
         changes.push(FunctionChange::Tags { set, remove });
+    }
+    if observed.reserved_concurrency != spec.reserved_concurrent_executions {
+        changes.push(FunctionChange::Concurrency(
+            spec.reserved_concurrent_executions,
+        ));
+    }
+    // Publish what is deployed once code and configuration match, and only when Lambda's
+    // function changed since the last version kaws published.
+    let updating = changes
+        .iter()
+        .any(|c| matches!(c, FunctionChange::Code(_) | FunctionChange::Config(_)));
+    let published_from = status.and_then(|s| s.published_from.as_ref());
+    if spec.publish == Some(true)
+        && !updating
+        && (published_from.is_none() || published_from != observed.last_modified.as_ref())
+    {
+        changes.push(FunctionChange::Publish {
+            revision_id: observed.revision_id.clone(),
+            last_modified: observed.last_modified.clone(),
+        });
     }
     changes
 }
@@ -337,13 +464,17 @@ fn sorted(v: &[String]) -> Vec<&String> {
 }
 
 /// Lambda takes one update at a time: the code first, then the configuration, each in its own
-/// reconcile. Tags are not an update and go along with either.
+/// reconcile, then (once both match) the version. Tags and reserved concurrency are not
+/// updates of the function's code or configuration and go along with any of them.
 pub fn next_batch(changes: &[FunctionChange]) -> Vec<&FunctionChange> {
     let has_code = changes.iter().any(|c| matches!(c, FunctionChange::Code(_)));
     changes
         .iter()
         .filter(|c| match c {
-            FunctionChange::Code(_) | FunctionChange::Tags { .. } => true,
+            FunctionChange::Code(_)
+            | FunctionChange::Tags { .. }
+            | FunctionChange::Concurrency(_)
+            | FunctionChange::Publish { .. } => true,
             FunctionChange::Config(_) => !has_code,
         })
         .collect()
@@ -370,6 +501,16 @@ mod tests {
         spec(&format!("  code: {{zipFile: {ZIP}}}\n{extra}"))
     }
 
+    const IMAGE: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1.0";
+
+    fn image_spec(uri: &str, extra: &str) -> FunctionSpec {
+        let yaml = format!(
+            "apiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata: {{name: f, namespace: n}}\nspec:\n  functionName: f\n  role: {ROLE}\n  code: {{imageUri: '{uri}'}}\n{extra}"
+        );
+        let f: Function = serde_saphyr::from_str(&yaml).expect("fixture parses");
+        f.spec
+    }
+
     fn tags() -> BTreeMap<String, String> {
         [("kaws.io/owner".to_string(), "c/n/f".to_string())].into()
     }
@@ -377,8 +518,10 @@ mod tests {
     fn converged(spec: &FunctionSpec) -> ObservedFunction {
         ObservedFunction {
             arn: "arn:aws:lambda:us-east-1:123456789012:function:f".into(),
-            runtime: Some(spec.runtime.clone()),
-            handler: Some(spec.handler.clone()),
+            runtime: spec.runtime.clone(),
+            handler: spec.handler.clone(),
+            package_type: Some(package_type(spec).into()),
+            image_uri: spec.code.image_uri.clone(),
             role: spec.role.clone(),
             memory_size: Some(128),
             timeout: Some(3),
@@ -426,7 +569,7 @@ mod tests {
                 "unknown runtime",
                 {
                     let mut s = zip_spec("");
-                    s.runtime = "cobol85".into();
+                    s.runtime = Some("cobol85".into());
                     s
                 },
                 Some("not a Lambda runtime"),
@@ -435,7 +578,7 @@ mod tests {
                 "handler missing for zip",
                 {
                     let mut s = zip_spec("");
-                    s.handler = String::new();
+                    s.handler = None;
                     s
                 },
                 Some("handler is required"),
@@ -453,6 +596,71 @@ mod tests {
                 "aws: tags are reserved",
                 zip_spec("  tags: {'aws:x': v}\n"),
                 Some("reserved"),
+            ),
+            ("an image is valid", image_spec(IMAGE, ""), None),
+            (
+                "an image with a runtime",
+                {
+                    let mut s = image_spec(IMAGE, "");
+                    s.runtime = Some("python3.12".into());
+                    s
+                },
+                Some("must not be set for a container image"),
+            ),
+            (
+                "an image and a zip",
+                {
+                    let mut s = image_spec(IMAGE, "");
+                    s.code.zip_file = Some(ZIP.into());
+                    s
+                },
+                Some("exactly one"),
+            ),
+            (
+                "an image without tag or digest",
+                image_spec("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app", ""),
+                Some("with a tag or digest"),
+            ),
+            (
+                "an image outside ECR",
+                image_spec("docker.io/library/python:3.12", ""),
+                Some("Amazon ECR"),
+            ),
+            (
+                "an image with layers",
+                image_spec(IMAGE, "  layers: [arn:aws:lambda:eu-west-1:1:layer:l:1]\n"),
+                Some("layers cannot be used"),
+            ),
+            (
+                "runtime missing for zip",
+                {
+                    let mut s = zip_spec("");
+                    s.runtime = None;
+                    s
+                },
+                Some("runtime is required"),
+            ),
+            (
+                "dead-letter target that is a queue",
+                zip_spec(
+                    "  deadLetterConfig: {targetArn: 'arn:aws:sqs:eu-west-1:123456789012:dlq'}\n",
+                ),
+                None,
+            ),
+            (
+                "dead-letter target that is neither queue nor topic",
+                zip_spec("  deadLetterConfig: {targetArn: 'arn:aws:s3:::bucket'}\n"),
+                Some("SQS queue or SNS topic"),
+            ),
+            (
+                "empty dead-letter target removes it",
+                zip_spec("  deadLetterConfig: {targetArn: ''}\n"),
+                None,
+            ),
+            (
+                "negative reserved concurrency",
+                zip_spec("  reservedConcurrentExecutions: -1\n"),
+                Some("0 or more"),
             ),
         ];
         for (why, spec, want) in cases {
@@ -546,6 +754,126 @@ mod tests {
                 vec!["code"],
             ),
             (
+                "same image: nothing (no runtime or handler to compare)",
+                image_spec(IMAGE, ""),
+                None,
+                converged(&image_spec(IMAGE, "")),
+                vec![],
+            ),
+            (
+                "new image digest: code",
+                image_spec(
+                    "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app@sha256:abc",
+                    "",
+                ),
+                None,
+                converged(&image_spec(IMAGE, "")),
+                vec!["code"],
+            ),
+            (
+                "dead-letter target differs",
+                zip_spec("  deadLetterConfig: {targetArn: 'arn:aws:sqs:eu-west-1:1:dlq'}\n"),
+                None,
+                ObservedFunction {
+                    dead_letter_target: Some("arn:aws:sqs:eu-west-1:1:old".into()),
+                    ..converged(&zip_spec(""))
+                },
+                vec!["deadLetterConfig"],
+            ),
+            (
+                "dead-letter target absent from the spec is not managed",
+                zip_spec(""),
+                None,
+                ObservedFunction {
+                    dead_letter_target: Some("arn:aws:sqs:eu-west-1:1:old".into()),
+                    ..converged(&zip_spec(""))
+                },
+                vec![],
+            ),
+            (
+                "empty dead-letter target removes one",
+                zip_spec("  deadLetterConfig: {targetArn: ''}\n"),
+                None,
+                ObservedFunction {
+                    dead_letter_target: Some("arn:aws:sqs:eu-west-1:1:old".into()),
+                    ..converged(&zip_spec(""))
+                },
+                vec!["deadLetterConfig"],
+            ),
+            (
+                "reserved concurrency set",
+                zip_spec("  reservedConcurrentExecutions: 5\n"),
+                None,
+                converged(&zip_spec("")),
+                vec!["reservedConcurrentExecutions"],
+            ),
+            (
+                "reserved concurrency already as asked: nothing",
+                zip_spec("  reservedConcurrentExecutions: 0\n"),
+                None,
+                ObservedFunction {
+                    reserved_concurrency: Some(0),
+                    ..converged(&zip_spec(""))
+                },
+                vec![],
+            ),
+            (
+                "a reservation made outside is removed when the spec sets none",
+                zip_spec(""),
+                None,
+                ObservedFunction {
+                    reserved_concurrency: Some(7),
+                    ..converged(&zip_spec(""))
+                },
+                vec!["reservedConcurrentExecutions"],
+            ),
+            (
+                "publish with nothing published yet: a version",
+                zip_spec("  publish: true\n"),
+                None,
+                converged(&zip_spec("")),
+                vec!["version"],
+            ),
+            (
+                "publish and nothing changed since the last version: nothing",
+                zip_spec("  publish: true\n"),
+                Some(FunctionStatus {
+                    published_from: Some("t1".into()),
+                    ..Default::default()
+                }),
+                ObservedFunction {
+                    last_modified: Some("t1".into()),
+                    ..converged(&zip_spec(""))
+                },
+                vec![],
+            ),
+            (
+                "publish after a change outside: a version",
+                zip_spec("  publish: true\n"),
+                Some(FunctionStatus {
+                    published_from: Some("t1".into()),
+                    ..Default::default()
+                }),
+                ObservedFunction {
+                    last_modified: Some("t2".into()),
+                    ..converged(&zip_spec(""))
+                },
+                vec!["version"],
+            ),
+            (
+                "publish waits until the configuration is applied",
+                zip_spec("  publish: true\n  memorySize: 256\n"),
+                Some(FunctionStatus {
+                    published_from: Some("t1".into()),
+                    ..Default::default()
+                }),
+                ObservedFunction {
+                    last_modified: Some("t2".into()),
+                    ..converged(&zip_spec(""))
+                },
+                vec!["memorySize"],
+            ),
+            (
                 "a rogue tag goes, kaws' own stay",
                 zip_spec(""),
                 None,
@@ -565,6 +893,20 @@ mod tests {
             let got = diff(&spec, status.as_ref(), &observed, &tags());
             assert_eq!(fields(&got), want, "{why}");
         }
+    }
+
+    #[test]
+    fn switching_between_zip_and_image_is_refused() {
+        let zip = zip_spec("");
+        let image = image_spec(IMAGE, "");
+        assert_eq!(package_type_conflict(&zip, &converged(&zip)), None);
+        assert_eq!(package_type_conflict(&image, &converged(&image)), None);
+        let err = package_type_conflict(&image, &converged(&zip)).expect("conflict");
+        assert!(
+            err.contains("package type Zip") && err.contains("cannot switch"),
+            "{err}"
+        );
+        assert!(package_type_conflict(&zip, &converged(&image)).is_some());
     }
 
     #[test]

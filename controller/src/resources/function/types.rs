@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::api::{CommonSpec, CommonStatus};
 
-/// A Lambda function managed by kaws. Code changes are deployed: a changed `zipFile`, or a new
-/// object uploaded at the same S3 key, triggers `UpdateFunctionCode`.
+/// A Lambda function managed by kaws. Code changes are deployed: a changed `zipFile`, a new
+/// object uploaded at the same S3 key, or a changed `imageUri` triggers `UpdateFunctionCode`.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "lambda.kaws.io",
@@ -39,14 +39,21 @@ pub struct FunctionSpec {
     pub common: CommonSpec,
 
     /// Where the deployment package comes from: exactly one of `zipFile`, `s3Bucket` + `s3Key`,
-    /// or `bucketRef` + `s3Key`.
+    /// `bucketRef` + `s3Key` (zip packages) or `imageUri` (a container image). Lambda cannot
+    /// switch a function between a zip package and an image, so `imageUri` can be neither added
+    /// nor removed after creation.
+    #[x_kube(validation = Rule::new("has(self.imageUri) == has(oldSelf.imageUri)").message("code.imageUri cannot be added or removed: Lambda cannot switch a function between a zip package and a container image; create a new function instead"))]
     pub code: FunctionCode,
 
-    /// Runtime identifier, e.g. `python3.12`, `nodejs20.x`, `provided.al2023`.
-    pub runtime: String,
+    /// Runtime identifier, e.g. `python3.12`, `nodejs20.x`, `provided.al2023`. Required for zip
+    /// packages; must not be set for container images (`code.imageUri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 
-    /// Function entry point in the code, e.g. `index.handler`.
-    pub handler: String,
+    /// Function entry point in the code, e.g. `index.handler`. Required for zip packages; must
+    /// not be set for container images (the image's CMD is the handler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
 
     /// ARN of the IAM role Lambda assumes to run the function.
     pub role: String,
@@ -89,6 +96,31 @@ pub struct FunctionSpec {
     /// X-Ray tracing: `Active` or `PassThrough`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing_config: Option<TracingConfig>,
+
+    /// Where Lambda sends events of asynchronous invocations that failed: an SQS queue or SNS
+    /// topic. Absent = not managed; `targetArn: ""` removes the dead-letter queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_config: Option<DeadLetterConfig>,
+
+    /// Concurrent executions reserved for this function (`PutFunctionConcurrency`); `0` stops
+    /// all invocations. Absent = no reservation: one set outside kaws is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub reserved_concurrent_executions: Option<i32>,
+
+    /// Publish an immutable version after each code or configuration change (`PublishVersion`);
+    /// `status.version` is the latest published version. Nothing is published when nothing
+    /// changed. Default `false`: only `$LATEST` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<bool>,
+}
+
+/// Dead-letter target of asynchronous invocations.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterConfig {
+    /// ARN of an SQS queue or SNS topic; empty removes the dead-letter target.
+    pub target_arn: String,
 }
 
 /// The deployment package. Exactly one source.
@@ -113,6 +145,12 @@ pub struct FunctionCode {
     /// Pin one version of the object (versioned buckets). Without it the latest version is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_object_version: Option<String>,
+    /// URI of a container image in Amazon ECR (`PackageType: Image`), by tag
+    /// (`<repo>:<tag>`) or digest (`<repo>@sha256:<digest>`). A changed URI is deployed; pin a
+    /// digest (or change the tag) to roll out a new image, since a tag pushed again is not
+    /// noticed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_uri: Option<String>,
 }
 
 /// Reference to a kaws `Bucket` in the same namespace.
@@ -201,9 +239,23 @@ pub struct FunctionStatus {
     /// Name of the function in Lambda.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function_name: Option<String>,
-    /// Version of the function the status describes (`$LATEST`).
+    /// With `publish: true`, the latest version kaws published; otherwise `$LATEST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The function's `lastModified` when `version` was published. A different `lastModified`,
+    /// or none here after kaws changed the code or configuration, means a change not published
+    /// yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_from: Option<String>,
+    /// `Zip` or `Image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_type: Option<String>,
+    /// The container image deployed (image packages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_uri: Option<String>,
+    /// Concurrent executions reserved for the function, when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_concurrent_executions: Option<i32>,
     /// `Pending`, `Active`, `Inactive` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
