@@ -393,12 +393,12 @@ fn resource(
             )
         }
         ("DELETE", Some(n)) => {
-            let opts = delete_opts(q, body)?;
+            let opts = delete_opts(q, headers, body)?;
             let v = app.store.write(|st| st.delete(&t, n, &opts))?;
             ok(&v)
         }
         ("DELETE", None) => {
-            let opts = delete_opts(q, body)?;
+            let opts = delete_opts(q, headers, body)?;
             let sel = selectors(q)?;
             let v = app
                 .store
@@ -409,14 +409,20 @@ fn resource(
     }
 }
 
-fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
+fn delete_opts(q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<DeleteOpts> {
     let mut o = DeleteOpts {
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         ..Default::default()
     };
     if body.iter().any(|b| !b.is_ascii_whitespace()) {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        // client-go (e.g. Helm's release storage) sends DeleteOptions as protobuf.
+        let v: Value = if content_type(headers).contains("protobuf") || body.starts_with(b"k8s\0") {
+            crate::protobuf::decode(body).unwrap_or(Value::Null)
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("error decoding DeleteOptions: {e}"))
+            })?
+        };
         o.uid = v
             .pointer("/preconditions/uid")
             .and_then(Value::as_str)
