@@ -419,9 +419,8 @@ fn delete_opts(q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<DeleteO
         let v: Value = if content_type(headers).contains("protobuf") || body.starts_with(b"k8s\0") {
             crate::protobuf::decode(body).unwrap_or(Value::Null)
         } else {
-            serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("error decoding DeleteOptions: {e}"))
-            })?
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
         };
         o.uid = v
             .pointer("/preconditions/uid")
