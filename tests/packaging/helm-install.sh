@@ -2,8 +2,8 @@
 # `helm install` / `upgrade` / `uninstall` of charts/kaws with the real Helm into the repository's
 # test API server (target/debug/kaws-testserver; nothing runs the Deployment's pods there), checked
 # with the real kubectl: CRDs of the enabled kinds only, RBAC as rendered, values applied on
-# upgrade, objects gone and CRDs kept after uninstall; then `kubectl get aws` and
-# `kubectl explain <kind>.spec` for every installed kind.
+# upgrade (CRDs of newly enabled kinds added), objects gone and CRDs kept after uninstall;
+# `kubectl get aws` and `kubectl explain <kind>.spec` for every kind.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 HELM=${HELM:-$root/.tools/bin/helm}
@@ -40,7 +40,7 @@ groups=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rules"]; p
 [ "$groups" = "dynamodb.kaws.io s3.kaws.io" ] || fail "ClusterRole grants kaws groups '$groups'"
 k -n "$ns" get serviceaccount kaws >/dev/null || fail "ServiceAccount"
 k -n "$ns" get service kaws-metrics >/dev/null || fail "Service"
-k -n "$ns" get deployment kaws -o jsonpath='{.spec.replicas}' | grep -qx 1 || fail "Deployment replicas"
+k -n "$ns" get deployment kaws -o jsonpath='{.spec.replicas}' | grep -x 1 >/dev/null || fail "Deployment replicas"
 if k -n "$ns" get role kaws-leader-election >/dev/null 2>&1; then fail "Lease Role without leader election"; fi
 
 echo "== kubectl get aws / explain for every installed kind"
@@ -67,14 +67,23 @@ aws=$(k -n demo get aws -o name)
 grep -q "bucket.s3.kaws.io/logs" <<<"$aws" && grep -q "table.dynamodb.kaws.io/orders" <<<"$aws" \
   || fail "kubectl get aws lists: $aws"
 
-echo "== helm upgrade (replicas 2: leader election, Lease Role)"
-"$HELM" upgrade "$release" "$root/charts/kaws" --namespace "$ns" --reuse-values --set replicas=2 >/dev/null \
-  || { tail -20 "$tmp/server.log"; fail "helm upgrade"; }
-k -n "$ns" get deployment kaws -o jsonpath='{.spec.replicas}' | grep -qx 2 || fail "replicas not upgraded"
-k -n "$ns" get deployment kaws -o json | grep -q '"KAWS_LEADER_ELECTION"' || fail "leader election env not set"
-k -n "$ns" get role kaws-leader-election -o json | grep -q '"leases"' || fail "Lease Role missing after upgrade"
+echo "== helm upgrade (all kinds: their CRDs added; replicas 2: leader election, Lease Role)"
+"$HELM" upgrade "$release" "$root/charts/kaws" --namespace "$ns" --reuse-values --set replicas=2 \
+  --set-json 'kinds=[]' >/dev/null || { tail -20 "$tmp/server.log"; fail "helm upgrade"; }
+all=$(cd "$root/crds" && ls -- *.yaml | sed 's/\.yaml$//' | sort | tr '\n' ' ')
+crds=$(k get crd -o jsonpath='{.items[*].metadata.name}' | tr ' ' '\n' | sort | tr '\n' ' ')
+[ "$crds" = "$all" ] || fail "CRDs after upgrade to all kinds: '$crds' (want '$all')"
+for crd in $crds; do
+  kind=$(k get crd "$crd" -o jsonpath='{.spec.names.singular}')
+  [ "$(k get crd "$crd" -o jsonpath='{.spec.names.categories}')" = '["aws"]' ] || fail "$crd is not in the category aws"
+  k explain "$kind.spec" >"$tmp/explain" || fail "kubectl explain $kind.spec"
+  grep -q "DESCRIPTION" "$tmp/explain" || fail "kubectl explain $kind.spec has no description"
+done
+k -n "$ns" get deployment kaws -o jsonpath='{.spec.replicas}' | grep -x 2 >/dev/null || fail "replicas not upgraded"
+k -n "$ns" get deployment kaws -o json | grep '"KAWS_LEADER_ELECTION"' >/dev/null || fail "leader election env not set"
+k -n "$ns" get role kaws-leader-election -o json | grep '"leases"' >/dev/null || fail "Lease Role missing after upgrade"
 k -n "$ns" get rolebinding kaws-leader-election >/dev/null || fail "Lease RoleBinding missing"
-"$HELM" history "$release" -n "$ns" | grep -q deployed || fail "helm history"
+"$HELM" history "$release" -n "$ns" | grep deployed >/dev/null || fail "helm history"
 
 echo "== helm uninstall"
 "$HELM" uninstall "$release" --namespace "$ns" >/dev/null || fail "helm uninstall"
@@ -83,7 +92,7 @@ for obj in "-n $ns deployment/kaws" "-n $ns serviceaccount/kaws" "-n $ns service
   # shellcheck disable=SC2086
   if k get $obj >/dev/null 2>&1; then fail "$obj still exists after uninstall"; fi
 done
-crds=$(k get crd -o jsonpath='{.items[*].metadata.name}')
-[ "$crds" = "buckets.s3.kaws.io tables.dynamodb.kaws.io" ] || fail "CRDs after uninstall: '$crds' (want kept)"
+crds=$(k get crd -o jsonpath='{.items[*].metadata.name}' | tr ' ' '\n' | sort | tr '\n' ' ')
+[ "$crds" = "$all" ] || fail "CRDs after uninstall: '$crds' (want all kept)"
 k -n demo get bucket logs >/dev/null || fail "objects survive uninstall"
 echo "helm-install: ok"
