@@ -75,10 +75,15 @@ ENV
   "$py" "$root/scripts/sandbox_aws.py" role
   # Only kaws' own kinds: the test API server serves no apps/v1 (examples also show how an app
   # consumes a connection Secret).
+  # The Instance example names a real AMI; moto knows other ids, so it gets one of moto's.
+  SANDBOX_AMI="$("$py" "$root/scripts/sandbox_aws.py" ami)" \
   "$py" - "$root"/examples/*.yaml <<'PY' | kubectl apply -f -
-import json, sys, yaml
+import json, os, sys, yaml
 docs = [d for f in sys.argv[1:] for d in yaml.safe_load_all(open(f)) if d]
 items = [d for d in docs if d.get("apiVersion", "").split("/")[0].endswith(".kaws.io")]
+for d in items:
+    if d.get("kind") == "Instance":
+        d["spec"]["imageId"] = os.environ["SANDBOX_AMI"]
 # JSON, not YAML: re-emitted YAML would lose the quotes that keep "N" a string.
 print("\n---\n".join(json.dumps(d) for d in items))
 PY

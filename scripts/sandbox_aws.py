@@ -1,5 +1,6 @@
 """AWS-side set-up the sandbox's examples expect, done against moto with boto3 (from the
-moto venv): the Lambda execution role (`role`) and the function's code object (`code`)."""
+moto venv): the Lambda execution role (`role`), the function's code object (`code`) and an AMI id
+moto knows (`ami`)."""
 
 import io
 import json
@@ -35,4 +36,9 @@ def code():
     client("s3").put_object(Bucket="kaws-example-function-code", Key="app.zip", Body=buf.getvalue())
 
 
-{"role": role, "code": code}[sys.argv[1]]()
+def ami():
+    images = client("ec2").describe_images()["Images"]
+    print(next(i["ImageId"] for i in images if len(i["ImageId"]) <= 21))
+
+
+{"role": role, "code": code, "ami": ami}[sys.argv[1]]()

@@ -32,6 +32,7 @@ pub enum KindName {
     #[value(name = "dbinstance")]
     DBInstance,
     Table,
+    Instance,
     Function,
 }
 
@@ -120,7 +121,6 @@ pub struct RunArgs {
     /// Instance name reported on Events (e.g. the pod name).
     #[arg(long, env = "KAWS_INSTANCE")]
     pub instance: Option<String>,
-}
 
     /// Only the holder of a coordination.k8s.io Lease reconciles; needed for more than one
     /// replica. The others wait as standbys (serving /healthz, /readyz and /metrics).
@@ -140,6 +140,7 @@ pub struct RunArgs {
     /// leader died. Whole seconds, at least 2s; renewed a third of it before expiry.
     #[arg(long, env = "KAWS_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub leader_election_lease_duration: Duration,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct CrdsArgs {

@@ -5,7 +5,10 @@ use kube::CustomResourceExt;
 
 use crate::{
     cli::KindName,
-    resources::{bucket::Bucket, dbinstance::DBInstance, function::Function, table::Table},
+    resources::{
+        bucket::Bucket, dbinstance::DBInstance, function::Function, instance::Instance,
+        table::Table,
+    },
 };
 
 pub fn crd(kind: KindName) -> CustomResourceDefinition {
@@ -13,6 +16,7 @@ pub fn crd(kind: KindName) -> CustomResourceDefinition {
         KindName::Bucket => Bucket::crd(),
         KindName::DBInstance => DBInstance::crd(),
         KindName::Table => Table::crd(),
+        KindName::Instance => Instance::crd(),
         KindName::Function => Function::crd(),
     }
 }

@@ -22,6 +22,7 @@ use crate::{
         bucket::{Bucket, aws::S3},
         dbinstance::{DBInstance, aws::Rds},
         function::{Function, aws::Lambda},
+        instance::{Instance, aws::Ec2},
         table::{Table, aws::DynamoDb},
     },
 };
@@ -41,9 +42,9 @@ pub enum StartError {
     NoClusterId,
     #[error("failed to serve HTTP: {0}")]
     Http(#[from] std::io::Error),
-}
     #[error(transparent)]
     Leader(#[from] LeaderError),
+}
 
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -131,7 +132,6 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
 
     let shutdown = CancellationToken::new();
     let readiness = Readiness::default();
-    let options = RunOptions {
     let http = tokio::spawn(crate::http::serve(
         args.metrics_addr,
         metrics.clone(),
@@ -156,6 +156,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             }
         }
     };
+    let options = RunOptions {
         namespaces: args.watch_namespaces.clone(),
         concurrency: args.concurrency,
     };
@@ -175,6 +176,21 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
                 tasks.spawn(run_kind::<DBInstance, Rds>(
                     shared.clone(),
                     Rds::new(sdk.clone(), metrics.clone(), client.clone()),
+                    options.clone(),
+                    readiness.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            KindName::Instance => {
+                tasks.spawn(run_kind::<Instance, Ec2>(
+                    shared.clone(),
+                    Ec2::new(
+                        sdk.clone(),
+                        metrics.clone(),
+                        client.clone(),
+                        &cluster_id,
+                        args.resync_period,
+                    ),
                     options.clone(),
                     readiness.clone(),
                     shutdown.clone(),
@@ -222,12 +238,6 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     tracing::info!("shutting down: finishing reconciles in flight");
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
-    match http.await {
-        Ok(result) => result?,
-        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
-    }
-    Ok(())
-}
     // Only now, with nothing in flight, may a standby take over.
     if let Some(elector) = &elector {
         elector.release().await;
@@ -238,6 +248,12 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
 }
 
 async fn finish_http(http: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), StartError> {
+    match http.await {
+        Ok(result) => result?,
+        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+    }
+    Ok(())
+}
 
 /// The Lease candidacy when `--leader-election` is on.
 async fn leader_election(args: &RunArgs, client: &Client) -> Result<Option<Elector>, StartError> {

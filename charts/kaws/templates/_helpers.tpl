@@ -9,6 +9,7 @@ deploy/ (make chart-test fails until both are done).
 bucket:     {group: s3.kaws.io,       plural: buckets}
 table:      {group: dynamodb.kaws.io, plural: tables}
 dbinstance: {group: rds.kaws.io,      plural: dbinstances, secrets: true}
+instance:   {group: ec2.kaws.io,      plural: instances,   secrets: true}
 function:   {group: lambda.kaws.io,   plural: functions,   secrets: true, reads: [{group: s3.kaws.io, plural: buckets}]}
 {{- end }}
 
@@ -44,12 +45,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The enabled kinds, validated against kaws.kinds. */}}
 {{/* "true" when leader election is on: asked for, or needed by more than one replica. */}}
 {{- define "kaws.leaderElection" -}}
 {{- or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) }}
 {{- end }}
 
+{{/* The enabled kinds, validated against kaws.kinds. */}}
 {{- define "kaws.enabledKinds" -}}
 {{- $known := include "kaws.kinds" . | fromYaml }}
 {{- $out := dict }}

@@ -99,6 +99,13 @@ pub enum Availability {
         reason: String,
         message: String,
     },
+    /// In a state kaws will not change by itself (e.g. an EC2 instance terminated outside
+    /// Kubernetes): `Ready=False` and `Synced=False` with this reason, a Warning Event, no write
+    /// call, and the next look at the normal resync — never a hot loop.
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 /// Result of a delete call that never blocks on AWS.
@@ -540,7 +547,9 @@ where
             Availability::Available => {
                 ConditionState::yes(reasons::AVAILABLE, format!("{what} is available"))
             }
-            Availability::Busy { reason, message } => ConditionState::no(&reason, message),
+            Availability::Busy { reason, message } | Availability::Failed { reason, message } => {
+                ConditionState::no(&reason, message)
+            }
         };
         return Ok(Progress {
             ready,
@@ -566,12 +575,24 @@ where
     }
     external.after_observe(obj, &target, &observed).await?;
 
-    if let Availability::Busy { reason, message } = availability {
-        return Ok(Progress {
-            ready: ConditionState::no(&reason, message),
-            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "waiting for AWS"),
-            requeue: Some(POLL_BUSY),
-        });
+    match availability {
+        Availability::Available => {}
+        Availability::Busy { reason, message } => {
+            return Ok(Progress {
+                ready: ConditionState::no(&reason, message),
+                synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "waiting for AWS"),
+                requeue: Some(POLL_BUSY),
+            });
+        }
+        Availability::Failed { reason, message } => {
+            shared.events.warning(obj, &reason, message.clone()).await;
+            let state = ConditionState::no(&reason, message);
+            return Ok(Progress {
+                ready: state.clone(),
+                synced: state,
+                requeue: None,
+            });
+        }
     }
 
     let tags = target.owner.desired_tags(&obj.common_spec().tags);

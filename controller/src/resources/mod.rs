@@ -3,4 +3,5 @@
 pub mod bucket;
 pub mod dbinstance;
 pub mod function;
+pub mod instance;
 pub mod table;

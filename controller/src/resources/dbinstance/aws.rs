@@ -588,7 +588,7 @@ mod tests {
             .expect("describe")
             .expect("instance exists");
         match diff::availability(&observed.status) {
-            Availability::Busy { .. } => None,
+            Availability::Busy { .. } | Availability::Failed { .. } => None,
             Availability::Available => Some(diff::diff(spec, &observed, &observed.tags)),
         }
     }

@@ -969,7 +969,7 @@ mod tests {
                     "{message}"
                 );
             }
-            Availability::Available => panic!("a CREATING index must block the next step"),
+            other => panic!("a CREATING index must block the next step, got {other:?}"),
         }
     }
 
@@ -1001,7 +1001,9 @@ mod tests {
                 .expect("observe")
                 .expect("table exists");
             let got = match availability_of(&observed) {
-                Availability::Busy { reason, .. } => Some(reason),
+                Availability::Busy { reason, .. } | Availability::Failed { reason, .. } => {
+                    Some(reason)
+                }
                 Availability::Available => None,
             };
             assert_eq!(got.as_deref(), want, "{why}");

@@ -1,0 +1,1078 @@
+//! The Instance's AWS side: EC2 calls that observe, launch, change and terminate instances.
+//!
+//! Observation is batched: at a steady-state resync every Instance object of a region is served
+//! from one paged `DescribeInstances` filtered by this cluster's owner tag, taken at most once
+//! per snapshot lifetime, instead of one call per object. Objects in flux (just created or
+//! changed, being deleted, not Ready) are described individually so they never act on a stale
+//! view.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use aws_config::{Region, SdkConfig};
+use aws_sdk_ec2::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    types as ec2,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use base64::Engine;
+use kube::{Resource, ResourceExt};
+
+use super::{
+    diff::{self, InstanceChange, ObservedInstance, USER_DATA_TAG, state},
+    types::{ADOPT_INSTANCE_ID, IamInstanceProfile, Instance, InstanceStatus},
+};
+use crate::{
+    aws::{CallMetrics, RegionalClients, classify, partition},
+    core::{
+        conditions::is_true,
+        driver::{Availability, DeleteProgress, External, Target},
+        error::{Error, Result},
+        names::{conditions, tags},
+        secrets::{self, Redacted},
+    },
+    metrics::SharedMetrics,
+};
+
+/// EC2 clients per region, the batched instance index and the Kubernetes client that reads
+/// `userDataSecretRef`.
+pub struct Ec2 {
+    ec2: RegionalClients<Client>,
+    kube: kube::Client,
+    index: InstanceIndex,
+}
+
+impl Ec2 {
+    /// `resync_period` sizes the batch: a snapshot serves the resyncs of a quarter period.
+    pub fn new(
+        sdk: SdkConfig,
+        metrics: SharedMetrics,
+        kube: kube::Client,
+        cluster_id: &str,
+        resync_period: Duration,
+    ) -> Self {
+        Self {
+            ec2: RegionalClients::new(sdk, metrics, build_client),
+            kube,
+            index: InstanceIndex::new(cluster_id, snapshot_lifetime(resync_period)),
+        }
+    }
+}
+
+fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Client {
+    let conf = aws_sdk_ec2::config::Builder::from(sdk)
+        .region(Region::new(region.to_string()))
+        .interceptor(CallMetrics(metrics.clone()))
+        .build();
+    Client::from_conf(conf)
+}
+
+/// Resyncs are jittered by ±10%, so objects that resync together fall within a fifth of the
+/// period; a snapshot living a quarter period serves all of them.
+fn snapshot_lifetime(resync_period: Duration) -> Duration {
+    (resync_period / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
+}
+
+/// EC2 errors that heal by themselves: a state race (start while stopping) and the short
+/// eventual consistency after `RunInstances`.
+fn ec2_error<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err.code() {
+        Some("IncorrectInstanceState" | "InvalidInstanceID.NotFound") => Error::AwsTransient {
+            operation: operation.to_string(),
+            message: err.message().unwrap_or_default().to_string(),
+        },
+        _ => classify(operation, err),
+    }
+}
+
+fn not_found<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    matches!(
+        err.code(),
+        Some("InvalidInstanceID.NotFound" | "InvalidInstanceID.Malformed")
+    )
+}
+
+/// One `DescribeInstances` answer of this cluster's instances in a region.
+struct Snapshot {
+    /// When the call was made: anything written after it is not reflected.
+    started: Instant,
+    instances: HashMap<String, ObservedInstance>,
+}
+
+/// The batched view of the cluster's instances, one snapshot per region.
+struct InstanceIndex {
+    /// `tag:kaws.io/owner` filter value matching every object of this cluster.
+    owner_filter: String,
+    lifetime: Duration,
+    /// A lock per region, so that concurrent reconciles share one refresh.
+    regions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Snapshot>>>>>,
+    /// Last write kaws made to each instance.
+    writes: Mutex<HashMap<String, Instant>>,
+}
+
+impl InstanceIndex {
+    fn new(cluster_id: &str, lifetime: Duration) -> Self {
+        Self {
+            owner_filter: format!("{cluster_id}/*"),
+            lifetime,
+            regions: Mutex::new(HashMap::new()),
+            writes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn written(&self, id: &str) {
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), Instant::now());
+    }
+
+    fn written_since(&self, id: &str, when: Instant) -> bool {
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|w| *w >= when)
+    }
+
+    /// The instance from a current snapshot (refreshing it when it is too old); `None` when the
+    /// snapshot cannot answer for it (not in it, or changed by kaws since).
+    async fn get(
+        &self,
+        client: &Client,
+        region: &str,
+        id: &str,
+    ) -> Result<Option<ObservedInstance>> {
+        let slot = self
+            .regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(region.to_string())
+            .or_default()
+            .clone();
+        let mut snapshot = slot.lock().await;
+        let stale = snapshot
+            .as_ref()
+            .is_none_or(|s| s.started.elapsed() >= self.lifetime);
+        if stale {
+            let started = Instant::now();
+            let filter = ec2::Filter::builder()
+                .name(format!("tag:{}", tags::OWNER))
+                .values(&self.owner_filter)
+                .build();
+            let instances = describe(client, |r| r.filters(filter.clone()))
+                .await?
+                .into_iter()
+                .map(|i| (i.instance_id.clone(), i))
+                .collect();
+            *snapshot = Some(Snapshot { started, instances });
+        }
+        let Some(s) = snapshot.as_ref() else {
+            return Ok(None);
+        };
+        if self.written_since(id, s.started) {
+            return Ok(None);
+        }
+        Ok(s.instances.get(id).cloned())
+    }
+}
+
+type DescribeBuilder =
+    aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder;
+
+/// Every instance a `DescribeInstances` request returns, all pages.
+async fn describe(
+    client: &Client,
+    request: impl FnOnce(DescribeBuilder) -> DescribeBuilder,
+) -> Result<Vec<ObservedInstance>> {
+    let mut pages = request(client.describe_instances())
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| ec2_error("DescribeInstances", &e))?;
+        for r in page.reservations() {
+            for i in r.instances() {
+                if let Some(o) = to_observed(i, r.owner_id()) {
+                    out.push(o);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One instance by id; `None` when EC2 does not know it (any more).
+async fn describe_one(client: &Client, id: &str) -> Result<Option<ObservedInstance>> {
+    let out = client.describe_instances().instance_ids(id).send().await;
+    match out {
+        Ok(out) => Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().iter().map(move |i| (r, i)))
+            .find_map(|(r, i)| to_observed(i, r.owner_id()))),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(ec2_error("DescribeInstances", &e)),
+    }
+}
+
+fn to_observed(i: &ec2::Instance, owner: Option<&str>) -> Option<ObservedInstance> {
+    let id = i.instance_id()?.to_string();
+    let metadata = i.metadata_options().map(|m| {
+        diff::metadata_options(
+            m.http_tokens().map(|t| t.as_str()),
+            m.http_put_response_hop_limit(),
+            m.http_endpoint().map(|e| e.as_str()),
+            m.instance_metadata_tags().map(|t| t.as_str()),
+        )
+    });
+    Some(ObservedInstance {
+        instance_id: id,
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        image_id: i.image_id().unwrap_or_default().to_string(),
+        subnet_id: i.subnet_id().filter(|s| !s.is_empty()).map(str::to_string),
+        vpc_id: i.vpc_id().filter(|s| !s.is_empty()).map(str::to_string),
+        key_name: i.key_name().filter(|s| !s.is_empty()).map(str::to_string),
+        security_group_ids: i
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect(),
+        iam_instance_profile_arn: i
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .map(str::to_string),
+        monitoring: i.monitoring().and_then(|m| m.state()).is_some_and(|s| {
+            matches!(
+                s,
+                ec2::MonitoringState::Enabled | ec2::MonitoringState::Pending
+            )
+        }),
+        ebs_optimized: i.ebs_optimized().unwrap_or(false),
+        metadata_options: metadata,
+        disable_api_termination: None,
+        tags: i
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect(),
+        volume_ids: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_string))
+            .collect(),
+        private_ip_address: i.private_ip_address().map(str::to_string),
+        public_ip_address: i.public_ip_address().map(str::to_string),
+        private_dns_name: i
+            .private_dns_name()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        public_dns_name: i
+            .public_dns_name()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        availability_zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string),
+        launch_time: i.launch_time().map(|t| t.to_string()),
+        architecture: i.architecture().map(|a| a.as_str().to_string()),
+        owner_account: owner.map(str::to_string),
+        wanted_user_data_hash: None,
+    })
+}
+
+/// Whether the object is in a steady state (applied, Ready, not being deleted), so a batched
+/// snapshot is recent enough for it.
+fn steady(obj: &Instance) -> bool {
+    obj.meta().deletion_timestamp.is_none()
+        && obj.status.as_ref().is_some_and(|s| {
+            s.common.observed_generation == obj.meta().generation
+                && is_true(&s.common.conditions, conditions::READY)
+                && is_true(&s.common.conditions, conditions::SYNCED)
+        })
+}
+
+impl Ec2 {
+    /// The user data the spec asks for: inline, or read from the Secret.
+    async fn user_data(&self, obj: &Instance) -> Result<Option<Redacted>> {
+        if let Some(data) = &obj.spec.user_data {
+            return Ok(Some(Redacted(data.clone())));
+        }
+        let Some(r) = &obj.spec.user_data_secret_ref else {
+            return Ok(None);
+        };
+        let ns = obj.namespace().unwrap_or_default();
+        match secrets::read_key(&self.kube, &ns, &r.name, &r.key).await? {
+            Some(v) => Ok(Some(v)),
+            None => Err(secrets::missing(&self.kube, &ns, &r.name, &r.key).await),
+        }
+    }
+
+    /// Adds what a batched `DescribeInstances` leaves out, for objects in flux: termination
+    /// protection (one call per instance).
+    async fn complete(&self, client: &Client, observed: &mut ObservedInstance) -> Result<()> {
+        if observed.is(state::TERMINATED) || observed.is(state::SHUTTING_DOWN) {
+            return Ok(());
+        }
+        observed.disable_api_termination =
+            Some(termination_protection(client, &observed.instance_id).await?);
+        Ok(())
+    }
+
+    /// A live instance carrying this object's UID tag: one launched before kaws could record
+    /// its id (a crash, or a lost status write).
+    async fn find_by_uid(&self, client: &Client, uid: &str) -> Result<Option<ObservedInstance>> {
+        let filter = ec2::Filter::builder()
+            .name(format!("tag:{}", tags::UID))
+            .values(uid)
+            .build();
+        let live = ec2::Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(
+                [
+                    state::PENDING,
+                    state::RUNNING,
+                    state::STOPPING,
+                    state::STOPPED,
+                ]
+                .map(String::from)
+                .to_vec(),
+            ))
+            .build();
+        let mut found = describe(client, |r| r.filters(filter).filters(live)).await?;
+        found.sort_by(|a, b| a.launch_time.cmp(&b.launch_time));
+        Ok(found.into_iter().next())
+    }
+
+    /// Whether a terminated instance should make way for a new one instead of being reported.
+    fn replace_terminated(obj: &Instance, terminated: &ObservedInstance) -> bool {
+        obj.spec.recreate_on_termination
+            || (obj.spec.replace_on_user_data_change && !terminated.user_data_matches())
+    }
+
+    async fn observe_instance(
+        &self,
+        obj: &Instance,
+        target: &Target,
+    ) -> Result<Option<ObservedInstance>> {
+        let client = self.ec2.get(&target.region);
+        let uid = obj.uid().unwrap_or_default();
+        if let Some(id) = obj.known_instance_id() {
+            let batched = if steady(obj) {
+                self.index.get(&client, &target.region, id).await?
+            } else {
+                None
+            };
+            let found = match batched {
+                Some(o) => Some(o),
+                None => describe_one(&client, id).await?,
+            };
+            match found {
+                Some(mut o) if !o.is(state::TERMINATED) => {
+                    if !steady(obj) {
+                        self.complete(&client, &mut o).await?;
+                    }
+                    return Ok(Some(o));
+                }
+                Some(terminated) => {
+                    if let Some(next) = self.find_by_uid(&client, &uid).await? {
+                        return Ok(Some(next));
+                    }
+                    if obj.meta().deletion_timestamp.is_some() {
+                        return Ok(Some(terminated));
+                    }
+                    let mut terminated = terminated;
+                    terminated.wanted_user_data_hash = self.wanted_hash(obj, &terminated).await?;
+                    if Self::replace_terminated(obj, &terminated) {
+                        return Ok(None);
+                    }
+                    return Ok(Some(terminated));
+                }
+                None if obj.status.as_ref().and_then(|s| s.instance_id.as_deref()) == Some(id) => {
+                    // EC2 forgets terminated instances after about an hour: the instance this
+                    // object launched is gone. Report it like a terminated one.
+                    if let Some(next) = self.find_by_uid(&client, &uid).await? {
+                        return Ok(Some(next));
+                    }
+                    if obj.spec.recreate_on_termination || obj.meta().deletion_timestamp.is_some() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(ObservedInstance {
+                        instance_id: id.to_string(),
+                        state: state::TERMINATED.to_string(),
+                        tags: target.owner.system_tags(),
+                        ..Default::default()
+                    }));
+                }
+                None => {
+                    return Err(Error::InvalidSpec(format!(
+                        "the instance {id} named by the annotation {ADOPT_INSTANCE_ID} does not exist in {}",
+                        target.region
+                    )));
+                }
+            }
+        }
+        let Some(mut o) = self.find_by_uid(&client, &uid).await? else {
+            return Ok(None);
+        };
+        self.complete(&client, &mut o).await?;
+        Ok(Some(o))
+    }
+
+    /// The fingerprint of the user data the spec asks for, when the instance has one to compare
+    /// with (never while deleting: a missing Secret must not block a delete).
+    async fn wanted_hash(
+        &self,
+        obj: &Instance,
+        observed: &ObservedInstance,
+    ) -> Result<Option<String>> {
+        if !observed.tags.contains_key(USER_DATA_TAG) || obj.meta().deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let uid = obj.uid().unwrap_or_default();
+        let data = self.user_data(obj).await?;
+        Ok(Some(diff::user_data_hash(
+            &uid,
+            data.as_ref().map(|d| d.0.as_str()).unwrap_or_default(),
+        )))
+    }
+}
+
+async fn termination_protection(client: &Client, id: &str) -> Result<bool> {
+    let out = client
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(ec2::InstanceAttributeName::DisableApiTermination)
+        .send()
+        .await
+        .map_err(|e| ec2_error("DescribeInstanceAttribute", &e))?;
+    Ok(out
+        .disable_api_termination()
+        .and_then(|v| v.value())
+        .unwrap_or(false))
+}
+
+fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<ec2::Tag> {
+    tags.iter()
+        .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn bool_value(b: bool) -> ec2::AttributeBooleanValue {
+    ec2::AttributeBooleanValue::builder().value(b).build()
+}
+
+fn profile_spec(p: &IamInstanceProfile) -> ec2::IamInstanceProfileSpecification {
+    ec2::IamInstanceProfileSpecification::builder()
+        .set_name(p.name.clone())
+        .set_arn(p.arn.clone())
+        .build()
+}
+
+/// Checks that EC2 offers the instance type in the region (moto and AWS answer
+/// `InvalidInstanceType` for unknown ones), so a typo is a clear terminal error, not a launch
+/// failure.
+async fn check_instance_type(client: &Client, instance_type: &str) -> Result<()> {
+    let out = client
+        .describe_instance_types()
+        .instance_types(ec2::InstanceType::from(instance_type))
+        .send()
+        .await;
+    match out {
+        Ok(o) if !o.instance_types().is_empty() => Ok(()),
+        Ok(_) => Err(unknown_type(instance_type)),
+        Err(e) if e.code() == Some("InvalidInstanceType") => Err(unknown_type(instance_type)),
+        Err(e) => Err(ec2_error("DescribeInstanceTypes", &e)),
+    }
+}
+
+fn unknown_type(instance_type: &str) -> Error {
+    Error::InvalidSpec(format!(
+        "instanceType {instance_type:?} is not offered by EC2 in this region"
+    ))
+}
+
+/// The AMI's root device: its name and, when the AMI tells, its size in GiB. Also proves the
+/// AMI exists.
+struct RootDevice {
+    name: String,
+    size: Option<i32>,
+}
+
+async fn root_device(client: &Client, image_id: &str) -> Result<Option<RootDevice>> {
+    let out = client.describe_images().image_ids(image_id).send().await;
+    let missing = || {
+        Error::InvalidSpec(format!(
+            "imageId {image_id:?} does not exist in this region (or is not visible to this account)"
+        ))
+    };
+    match out {
+        Ok(o) => {
+            let image = o.images().first().ok_or_else(missing)?;
+            Ok(image.root_device_name().map(|name| RootDevice {
+                name: name.to_string(),
+                size: image
+                    .block_device_mappings()
+                    .iter()
+                    .find(|m| m.device_name() == Some(name))
+                    .and_then(|m| m.ebs())
+                    .and_then(|e| e.volume_size()),
+            }))
+        }
+        Err(e)
+            if matches!(
+                e.code(),
+                Some("InvalidAMIID.NotFound" | "InvalidAMIID.Malformed")
+            ) =>
+        {
+            Err(missing())
+        }
+        Err(e) => Err(ec2_error("DescribeImages", &e)),
+    }
+}
+
+/// The spec's block devices, encrypted and deleted with the instance unless said otherwise,
+/// plus an encrypted root volume when the spec does not mention the root device. A root volume
+/// without a size gets the AMI's; any other volume needs one (EC2 cannot guess it).
+fn block_devices(
+    obj: &Instance,
+    root: Option<&RootDevice>,
+) -> Result<Vec<ec2::BlockDeviceMapping>> {
+    let root_name = root.map(|r| r.name.as_str());
+    let mut out = Vec::new();
+    for m in &obj.spec.block_device_mappings {
+        let e = &m.ebs;
+        let is_root = Some(m.device_name.as_str()) == root_name;
+        let size = e
+            .volume_size
+            .or(root.filter(|_| is_root).and_then(|r| r.size));
+        if size.is_none() && !is_root {
+            return Err(Error::InvalidSpec(format!(
+                "blockDeviceMappings {}: volumeSize is required for a volume that is not the AMI's root device ({})",
+                m.device_name,
+                root_name.unwrap_or("unknown")
+            )));
+        }
+        out.push(
+            ec2::BlockDeviceMapping::builder()
+                .device_name(&m.device_name)
+                .ebs(
+                    ec2::EbsBlockDevice::builder()
+                        .set_volume_size(size)
+                        .set_volume_type(e.volume_type.map(|t| ec2::VolumeType::from(t.as_str())))
+                        .set_iops(e.iops)
+                        .set_throughput(e.throughput)
+                        .encrypted(e.encrypted.unwrap_or(true))
+                        .set_kms_key_id(e.kms_key_id.clone())
+                        .delete_on_termination(e.delete_on_termination.unwrap_or(true))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    if let Some(root) = root
+        && !obj
+            .spec
+            .block_device_mappings
+            .iter()
+            .any(|m| m.device_name == root.name)
+    {
+        out.push(
+            ec2::BlockDeviceMapping::builder()
+                .device_name(&root.name)
+                .ebs(
+                    ec2::EbsBlockDevice::builder()
+                        .set_volume_size(root.size)
+                        .encrypted(true)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl External<Instance> for Ec2 {
+    type Observed = ObservedInstance;
+    type Change = InstanceChange;
+
+    fn describe(&self, obj: &Instance) -> String {
+        match obj.known_instance_id() {
+            Some(id) => format!("EC2 instance {id}"),
+            None => format!("EC2 instance of {}", obj.name_any()),
+        }
+    }
+
+    fn validate(&self, obj: &Instance) -> std::result::Result<(), String> {
+        diff::validate(&obj.spec)
+    }
+
+    async fn observe(&self, obj: &Instance, target: &Target) -> Result<Option<ObservedInstance>> {
+        let Some(mut observed) = self.observe_instance(obj, target).await? else {
+            return Ok(None);
+        };
+        if observed.wanted_user_data_hash.is_none() {
+            observed.wanted_user_data_hash = self.wanted_hash(obj, &observed).await?;
+        }
+        Ok(Some(observed))
+    }
+
+    fn observed_tags<'a>(&self, observed: &'a ObservedInstance) -> &'a BTreeMap<String, String> {
+        &observed.tags
+    }
+
+    fn availability(&self, observed: &ObservedInstance) -> Availability {
+        diff::availability(observed)
+    }
+
+    /// Refuses what cannot be changed in place: an adopted instance must match the spec's
+    /// immutable fields, and user data changes only with `replaceOnUserDataChange`.
+    async fn after_observe(
+        &self,
+        obj: &Instance,
+        _target: &Target,
+        observed: &ObservedInstance,
+    ) -> Result<()> {
+        if observed.is(state::TERMINATED) {
+            return Ok(());
+        }
+        let spec = &obj.spec;
+        let mismatch = |field: &str, want: &str, got: &str| {
+            Error::InvalidSpec(format!(
+                "{field} is {want:?} but EC2 instance {} has {got:?}; {field} cannot change in place",
+                observed.instance_id
+            ))
+        };
+        if spec.image_id != observed.image_id {
+            return Err(mismatch("imageId", &spec.image_id, &observed.image_id));
+        }
+        if let Some(subnet) = &spec.subnet_id
+            && Some(subnet) != observed.subnet_id.as_ref()
+        {
+            return Err(mismatch(
+                "subnetId",
+                subnet,
+                observed.subnet_id.as_deref().unwrap_or(""),
+            ));
+        }
+        if let Some(key) = &spec.key_name
+            && Some(key) != observed.key_name.as_ref()
+        {
+            return Err(mismatch(
+                "keyName",
+                key,
+                observed.key_name.as_deref().unwrap_or(""),
+            ));
+        }
+        if !spec.replace_on_user_data_change && !observed.user_data_matches() {
+            return Err(Error::InvalidSpec(format!(
+                "the user data differs from what EC2 instance {} was launched with; user data is immutable unless replaceOnUserDataChange is true (which replaces the instance)",
+                observed.instance_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn diff(
+        &self,
+        obj: &Instance,
+        observed: &ObservedInstance,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<InstanceChange> {
+        diff::diff(&obj.spec, observed, tags)
+    }
+
+    async fn create(
+        &self,
+        obj: &Instance,
+        target: &Target,
+        tags: &BTreeMap<String, String>,
+        status: &mut InstanceStatus,
+    ) -> Result<()> {
+        let client = self.ec2.get(&target.region);
+        let spec = &obj.spec;
+        let uid = obj.uid().unwrap_or_default();
+        let user_data = self.user_data(obj).await?;
+        check_instance_type(&client, &spec.instance_type).await?;
+        let root = root_device(&client, &spec.image_id).await?;
+        let devices = block_devices(obj, root.as_ref())?;
+        let previous = status.instance_id.clone();
+        let token = diff::client_token(&uid, previous.as_deref());
+        let mut instance_tags = tags.clone();
+        instance_tags.insert(
+            USER_DATA_TAG.to_string(),
+            diff::user_data_hash(
+                &uid,
+                user_data.as_ref().map(|d| d.0.as_str()).unwrap_or_default(),
+            ),
+        );
+        let m = &spec.metadata_options;
+        let out = client
+            .run_instances()
+            .client_token(token)
+            .image_id(&spec.image_id)
+            .instance_type(ec2::InstanceType::from(spec.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .set_subnet_id(spec.subnet_id.clone())
+            .set_security_group_ids((!spec.security_group_ids.is_empty()).then(|| {
+                spec.security_group_ids
+                    .iter()
+                    .map(|g| g.0.clone())
+                    .collect()
+            }))
+            .set_key_name(spec.key_name.clone())
+            .set_iam_instance_profile(spec.iam_instance_profile.as_ref().map(profile_spec))
+            .set_user_data(
+                user_data
+                    .as_ref()
+                    .map(|d| base64::engine::general_purpose::STANDARD.encode(&d.0)),
+            )
+            .set_block_device_mappings(Some(devices))
+            .metadata_options(
+                ec2::InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(ec2::HttpTokensState::from(m.http_tokens.as_str()))
+                    .http_put_response_hop_limit(m.http_put_response_hop_limit)
+                    .http_endpoint(ec2::InstanceMetadataEndpointState::from(
+                        m.http_endpoint.as_str(),
+                    ))
+                    .instance_metadata_tags(ec2::InstanceMetadataTagsState::from(
+                        m.instance_metadata_tags.as_str(),
+                    ))
+                    .build(),
+            )
+            .monitoring(
+                ec2::RunInstancesMonitoringEnabled::builder()
+                    .enabled(spec.monitoring)
+                    .build(),
+            )
+            .set_ebs_optimized(spec.ebs_optimized)
+            .disable_api_termination(spec.disable_api_termination)
+            .tag_specifications(
+                ec2::TagSpecification::builder()
+                    .resource_type(ec2::ResourceType::Instance)
+                    .set_tags(Some(ec2_tags(&instance_tags)))
+                    .build(),
+            )
+            .tag_specifications(
+                ec2::TagSpecification::builder()
+                    .resource_type(ec2::ResourceType::Volume)
+                    .set_tags(Some(ec2_tags(tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| ec2_error("RunInstances", &e))?;
+        let id = out
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .ok_or_else(|| Error::AwsTransient {
+                operation: "RunInstances".into(),
+                message: "EC2 returned no instance".into(),
+            })?;
+        self.index.written(id);
+        status.instance_id = Some(id.to_string());
+        status.state = Some(state::PENDING.to_string());
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        _obj: &Instance,
+        target: &Target,
+        observed: &ObservedInstance,
+        changes: &[InstanceChange],
+    ) -> Result<()> {
+        let client = self.ec2.get(&target.region);
+        let id = observed.instance_id.as_str();
+        self.index.written(id);
+        for change in changes {
+            apply(&client, observed, change).await?;
+        }
+        self.index.written(id);
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        obj: &Instance,
+        target: &Target,
+        observed: &ObservedInstance,
+    ) -> Result<DeleteProgress> {
+        let client = self.ec2.get(&target.region);
+        let id = observed.instance_id.as_str();
+        if observed.is(state::TERMINATED) {
+            return Ok(DeleteProgress::Gone);
+        }
+        if observed.is(state::SHUTTING_DOWN) {
+            return Ok(DeleteProgress::InProgress);
+        }
+        if termination_protection(&client, id).await? {
+            if obj.spec.disable_api_termination {
+                return Err(Error::Blocked {
+                    reason: "TerminationProtected",
+                    message: format!(
+                        "EC2 instance {id} has termination protection (spec.disableApiTermination: true); set it to false to let kaws terminate the instance"
+                    ),
+                });
+            }
+            // Turned on outside Kubernetes; the spec (which kaws owns) says off.
+            client
+                .modify_instance_attribute()
+                .instance_id(id)
+                .disable_api_termination(bool_value(false))
+                .send()
+                .await
+                .map_err(|e| ec2_error("ModifyInstanceAttribute", &e))?;
+        }
+        self.index.written(id);
+        client
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(|e| ec2_error("TerminateInstances", &e))?;
+        Ok(DeleteProgress::InProgress)
+    }
+
+    fn fill_status(
+        &self,
+        _obj: &Instance,
+        target: &Target,
+        observed: &ObservedInstance,
+        status: &mut InstanceStatus,
+    ) {
+        diff::fill_status(observed, &target.region, partition(&target.region), status);
+    }
+}
+
+/// Makes one change.
+async fn apply(
+    client: &Client,
+    observed: &ObservedInstance,
+    change: &InstanceChange,
+) -> Result<()> {
+    let id = observed.instance_id.as_str();
+    match change {
+        InstanceChange::Tags(t) => {
+            let mut resources = vec![id.to_string()];
+            resources.extend(observed.volume_ids.iter().cloned());
+            if !t.set.is_empty() {
+                client
+                    .create_tags()
+                    .set_resources(Some(resources.clone()))
+                    .set_tags(Some(ec2_tags(&t.set)))
+                    .send()
+                    .await
+                    .map_err(|e| ec2_error("CreateTags", &e))?;
+            }
+            if !t.remove.is_empty() {
+                client
+                    .delete_tags()
+                    .set_resources(Some(resources))
+                    .set_tags(Some(
+                        t.remove
+                            .iter()
+                            .map(|k| ec2::Tag::builder().key(k).build())
+                            .collect(),
+                    ))
+                    .send()
+                    .await
+                    .map_err(|e| ec2_error("DeleteTags", &e))?;
+            }
+        }
+        InstanceChange::SecurityGroups(groups) => {
+            client
+                .modify_instance_attribute()
+                .instance_id(id)
+                .set_groups(Some(groups.clone()))
+                .send()
+                .await
+                .map_err(|e| ec2_error("ModifyInstanceAttribute", &e))?;
+        }
+        InstanceChange::Monitoring(true) => {
+            client
+                .monitor_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| ec2_error("MonitorInstances", &e))?;
+        }
+        InstanceChange::Monitoring(false) => {
+            client
+                .unmonitor_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| ec2_error("UnmonitorInstances", &e))?;
+        }
+        InstanceChange::TerminationProtection(on) => {
+            client
+                .modify_instance_attribute()
+                .instance_id(id)
+                .disable_api_termination(bool_value(*on))
+                .send()
+                .await
+                .map_err(|e| ec2_error("ModifyInstanceAttribute", &e))?;
+        }
+        InstanceChange::MetadataOptions(m) => {
+            client
+                .modify_instance_metadata_options()
+                .instance_id(id)
+                .http_tokens(ec2::HttpTokensState::from(m.http_tokens.as_str()))
+                .http_put_response_hop_limit(m.http_put_response_hop_limit)
+                .http_endpoint(ec2::InstanceMetadataEndpointState::from(
+                    m.http_endpoint.as_str(),
+                ))
+                .instance_metadata_tags(ec2::InstanceMetadataTagsState::from(
+                    m.instance_metadata_tags.as_str(),
+                ))
+                .send()
+                .await
+                .map_err(|e| ec2_error("ModifyInstanceMetadataOptions", &e))?;
+        }
+        InstanceChange::IamInstanceProfile(wanted) => {
+            set_profile(client, id, wanted.as_ref()).await?
+        }
+        InstanceChange::StopToModify | InstanceChange::Stop => {
+            client
+                .stop_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| ec2_error("StopInstances", &e))?;
+        }
+        InstanceChange::InstanceType(t) => {
+            check_instance_type(client, t).await?;
+            client
+                .modify_instance_attribute()
+                .instance_id(id)
+                .instance_type(ec2::AttributeValue::builder().value(t).build())
+                .send()
+                .await
+                .map_err(|e| ec2_error("ModifyInstanceAttribute", &e))?;
+        }
+        InstanceChange::EbsOptimized(on) => {
+            client
+                .modify_instance_attribute()
+                .instance_id(id)
+                .ebs_optimized(bool_value(*on))
+                .send()
+                .await
+                .map_err(|e| ec2_error("ModifyInstanceAttribute", &e))?;
+        }
+        InstanceChange::Start => {
+            client
+                .start_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| ec2_error("StartInstances", &e))?;
+        }
+        InstanceChange::Replace => {
+            if termination_protection(client, id).await? {
+                return Err(Error::Blocked {
+                    reason: "TerminationProtected",
+                    message: format!(
+                        "EC2 instance {id} must be replaced for its new user data but has termination protection; set disableApiTermination: false"
+                    ),
+                });
+            }
+            client
+                .terminate_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| ec2_error("TerminateInstances", &e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Associates, replaces or removes the instance profile.
+async fn set_profile(client: &Client, id: &str, wanted: Option<&IamInstanceProfile>) -> Result<()> {
+    let out = client
+        .describe_iam_instance_profile_associations()
+        .filters(
+            ec2::Filter::builder()
+                .name("instance-id")
+                .values(id)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| ec2_error("DescribeIamInstanceProfileAssociations", &e))?;
+    let current = out
+        .iam_instance_profile_associations()
+        .iter()
+        .find(|a| {
+            matches!(
+                a.state(),
+                Some(
+                    ec2::IamInstanceProfileAssociationState::Associated
+                        | ec2::IamInstanceProfileAssociationState::Associating
+                )
+            )
+        })
+        .and_then(|a| a.association_id())
+        .map(str::to_string);
+    match (wanted, current) {
+        (Some(p), Some(association)) => {
+            client
+                .replace_iam_instance_profile_association()
+                .association_id(association)
+                .iam_instance_profile(profile_spec(p))
+                .send()
+                .await
+                .map_err(|e| ec2_error("ReplaceIamInstanceProfileAssociation", &e))?;
+        }
+        (Some(p), None) => {
+            client
+                .associate_iam_instance_profile()
+                .instance_id(id)
+                .iam_instance_profile(profile_spec(p))
+                .send()
+                .await
+                .map_err(|e| ec2_error("AssociateIamInstanceProfile", &e))?;
+        }
+        (None, Some(association)) => {
+            client
+                .disassociate_iam_instance_profile()
+                .association_id(association)
+                .send()
+                .await
+                .map_err(|e| ec2_error("DisassociateIamInstanceProfile", &e))?;
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
