@@ -681,9 +681,8 @@ impl External<Function> for Lambda {
         let published =
             send_changes(&self.lambda.get(&target.region), obj, observed, changes).await?;
         self.after_update(obj, changes, status);
-        // Code or configuration sent: what `version` holds is no longer what runs. Lambda's
-        // LastModified says so too, but an endpoint that does not move it (moto) must not stop
-        // the next version from being published.
+        // Code or configuration sent: what `version` holds is no longer what runs; the next
+        // reconcile that finds them applied publishes a version.
         if changes
             .iter()
             .any(|c| matches!(c, FunctionChange::Code(_) | FunctionChange::Config(_)))
@@ -692,8 +691,11 @@ impl External<Function> for Lambda {
         }
         if let Some(version) = published {
             status.version = Some(version);
+            // Never `None` after a publish: `None` means "not published yet".
             status.published_from = changes.iter().find_map(|c| match c {
-                FunctionChange::Publish { last_modified, .. } => last_modified.clone(),
+                FunctionChange::Publish { last_modified, .. } => {
+                    Some(last_modified.clone().unwrap_or_default())
+                }
                 _ => None,
             });
         }

@@ -423,16 +423,15 @@ pub fn diff(
             spec.reserved_concurrent_executions,
         ));
     }
-    // Publish what is deployed once code and configuration match, and only when Lambda's
-    // function changed since the last version kaws published.
+    // Publish what is deployed once code and configuration match, and only when nothing was
+    // published yet or kaws changed the code or configuration since (`apply_changes` clears
+    // `publishedFrom` then). Lambda's LastModified is not compared: whether publishing moves it
+    // is not something to bet a publish loop on, and moto never moves it.
     let updating = changes
         .iter()
         .any(|c| matches!(c, FunctionChange::Code(_) | FunctionChange::Config(_)));
-    let published_from = status.and_then(|s| s.published_from.as_ref());
-    if spec.publish == Some(true)
-        && !updating
-        && (published_from.is_none() || published_from != observed.last_modified.as_ref())
-    {
+    let published = status.is_some_and(|s| s.published_from.is_some());
+    if spec.publish == Some(true) && !updating && !published {
         changes.push(FunctionChange::Publish {
             revision_id: observed.revision_id.clone(),
             last_modified: observed.last_modified.clone(),
@@ -848,10 +847,11 @@ mod tests {
                 vec![],
             ),
             (
-                "publish after a change outside: a version",
+                "publish after kaws changed the code or configuration: a version",
                 zip_spec("  publish: true\n"),
                 Some(FunctionStatus {
-                    published_from: Some("t1".into()),
+                    version: Some("1".into()),
+                    published_from: None,
                     ..Default::default()
                 }),
                 ObservedFunction {
@@ -859,6 +859,20 @@ mod tests {
                     ..converged(&zip_spec(""))
                 },
                 vec!["version"],
+            ),
+            (
+                "a change outside to a field the spec leaves alone is not published",
+                zip_spec("  publish: true\n"),
+                Some(FunctionStatus {
+                    published_from: Some("t1".into()),
+                    ..Default::default()
+                }),
+                ObservedFunction {
+                    last_modified: Some("t2".into()),
+                    memory_size: Some(1024),
+                    ..converged(&zip_spec(""))
+                },
+                vec![],
             ),
             (
                 "publish waits until the configuration is applied",

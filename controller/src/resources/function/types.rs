@@ -242,9 +242,8 @@ pub struct FunctionStatus {
     /// With `publish: true`, the latest version kaws published; otherwise `$LATEST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// The function's `lastModified` when `version` was published. A different `lastModified`,
-    /// or none here after kaws changed the code or configuration, means a change not published
-    /// yet.
+    /// The function's `lastModified` when `version` was published. Cleared when kaws changes the
+    /// code or configuration: absent means a version is still to be published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_from: Option<String>,
     /// `Zip` or `Image`.
