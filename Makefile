@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: build crds test lint sandbox sandbox-down tools chart-test deploy
+.PHONY: build crds test lint sandbox sandbox-down tools chart-test helm-install-test least-privilege deploy
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -15,7 +15,19 @@ crds:
 chart-test: tools
 	./tests/packaging/chart-test.sh
 
-## Regenerate charts/kaws/crds and deploy/ from crds/ and the chart (after `make crds`).
+## helm install / upgrade / uninstall with the real Helm into the test API server.
+helm-install-test: tools
+	$(CARGO) build -p kaws-testserver
+	./tests/packaging/helm-install.sh
+
+## IAM and RBAC least privilege: what the e2e suite saw kaws use (recorded by `make test` in
+## target/e2e-record) against deploy/iam/policy.json and the chart's rules. Needs a full e2e run.
+least-privilege: tools
+	.tools/venv/bin/python tests/packaging/check-iam.py target/e2e-record deploy/iam/policy.json
+	.tools/bin/helm template kaws charts/kaws --namespace kaws-system --set leaderElection.enabled=true >target/e2e-record/chart.yaml
+	.tools/venv/bin/python tests/packaging/check-rbac.py target/e2e-record target/e2e-record/chart.yaml
+
+## Regenerate charts/kaws/files/crds and deploy/ from crds/ and the chart (after `make crds`).
 deploy: tools
 	./scripts/render-deploy.sh
 
@@ -31,7 +43,10 @@ lint:
 test: tools lint
 	$(CARGO) build --workspace --all-targets
 	$(MAKE) chart-test
-	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) helm-install-test
+	rm -rf target/e2e-record
+	KAWS_E2E_RECORD_DIR=$(CURDIR)/target/e2e-record $(CARGO) test --workspace --no-fail-fast
+	$(MAKE) least-privilege
 
 sandbox: tools
 	./scripts/sandbox.sh up

@@ -72,13 +72,14 @@ Used by the ClusterRole (all namespaces) or by a Role per watched namespace.
 {{- $secrets := false }}
 {{- range $name, $k := $kinds }}
 {{- if $k.secrets }}{{ $secrets = true }}{{ end }}
-# {{ $name }}
+# {{ $name }}: watched (the cache serves reads), finalizer and annotations patched, status
+# written with server-side apply. make test checks these against the requests kaws makes.
 - apiGroups: [{{ $k.group | quote }}]
   resources: [{{ $k.plural | quote }}]
-  verbs: [get, list, watch, patch, update]
+  verbs: [list, watch, patch]
 - apiGroups: [{{ $k.group | quote }}]
   resources: ["{{ $k.plural }}/status"]
-  verbs: [get, patch, update]
+  verbs: [patch]
 {{- if $k.secrets }}
 # The Secrets it writes carry an owner reference with blockOwnerDeletion, which needs this.
 - apiGroups: [{{ $k.group | quote }}]
@@ -94,7 +95,7 @@ Used by the ClusterRole (all namespaces) or by a Role per watched namespace.
 {{- end }}
 {{- if $secrets }}
 # Referenced password Secrets are watched by metadata and read; connection Secrets are
-# written with server-side apply.
+# written with server-side apply (an apply that creates the Secret is authorised as create too).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch]
