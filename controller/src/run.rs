@@ -237,7 +237,24 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     }
     tracing::info!("shutting down: finishing reconciles in flight");
     shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    // Keep renewing while the reconciles in flight finish, so that no standby starts before.
+    let lost = match &elector {
+        Some(e) => tokio::select! {
+            _ = drain => None,
+            lost = e.hold() => Some(lost),
+        },
+        None => {
+            drain.await;
+            None
+        }
+    };
+    if let Some(lost) = lost {
+        tracing::error!(error = %lost, "lost the lease while finishing reconciles");
+        tasks.shutdown().await;
+        let _ = finish_http(http).await;
+        return Err(lost.into());
+    }
     // Only now, with nothing in flight, may a standby take over.
     if let Some(elector) = &elector {
         elector.release().await;
