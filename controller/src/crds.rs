@@ -1,7 +1,10 @@
 //! The CustomResourceDefinitions kaws serves, as printed by `kaws crds` and kept in `crds/`.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
+use serde_json::Value;
 
 use crate::{
     cli::KindName,
@@ -12,12 +15,54 @@ use crate::{
 };
 
 pub fn crd(kind: KindName) -> CustomResourceDefinition {
-    match kind {
+    let mut crd = match kind {
         KindName::Bucket => Bucket::crd(),
         KindName::DBInstance => DBInstance::crd(),
         KindName::Table => Table::crd(),
         KindName::Instance => Instance::crd(),
         KindName::Function => Function::crd(),
+    };
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            sort_defaults(schema);
+        }
+    }
+    crd
+}
+
+/// Object defaults (e.g. `metadataOptions: {httpTokens: required, …}`) come from serializing a
+/// `Default` value, whose key order depends on whether serde_json's `preserve_order` feature is
+/// on in the build; sorted keys make `kaws crds` print the same bytes in every build.
+fn sort_defaults(schema: &mut JSONSchemaProps) {
+    if let Some(JSON(value)) = schema.default.as_mut() {
+        *value = sorted(std::mem::take(value));
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        sort_defaults(child);
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => sort_defaults(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(sort_defaults),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        sort_defaults(extra);
+    }
+}
+
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
     }
 }
 

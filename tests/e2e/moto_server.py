@@ -1,6 +1,7 @@
 """Starts moto's server (same arguments as `moto_server`) with fixes for moto bugs that make it
 answer differently from real AWS on the wire. Each fix names the bug; remove it once moto
-ships a fix. The fixes only touch response serialisation, never moto's behaviour.
+ships a fix. The fixes only touch response serialisation, never moto's behaviour, except where
+a fix says it fills in an operation moto 5.2.5 does not implement at all.
 """
 
 import sys
@@ -74,6 +75,52 @@ def _describe_with_table_id(self, base_key="TableDescription"):
 
 
 _DynamoTable.describe = _describe_with_table_id
+
+
+
+# Missing operation, filled in: moto 5.2.5 raises NotImplementedError for MonitorInstances and
+# UnmonitorInstances, though it stores and reports an instance's monitoring state
+# (RunInstances Monitoring.Enabled, DescribeInstances Monitoring.State). These set that state and
+# answer as EC2 does (InstanceMonitorings with the new state).
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.ec2.responses.monitoring import Monitoring  # noqa: E402
+
+
+def _set_monitoring(self, state):
+    self.error_on_dryrun()
+    ids = self._get_param("InstanceIds", [])
+    out = []
+    for instance in self.ec2_backend.get_multi_instances_by_id(ids):
+        instance.monitoring_state = state
+        out.append({"InstanceId": instance.id, "Monitoring": {"State": state}})
+    return ActionResult({"InstanceMonitorings": out})
+
+
+Monitoring.monitor_instances = lambda self: _set_monitoring(self, "enabled")
+Monitoring.unmonitor_instances = lambda self: _set_monitoring(self, "disabled")
+
+
+# moto 5.2.5 bug: ReplaceIamInstanceProfileAssociation changes the association but not the
+# instance, so DescribeInstances keeps reporting the old profile (EC2 reports the new one).
+from moto.ec2.models.iam_instance_profile import IamInstanceProfileAssociationBackend  # noqa: E402
+
+_replace_profile = IamInstanceProfileAssociationBackend.replace_iam_instance_profile_association
+
+
+def _replace_profile_and_instance(self, association_id, *args, **kwargs):
+    association = _replace_profile(self, association_id, *args, **kwargs)
+    self.modify_instance_attribute(
+        association.instance_id,
+        "iam_instance_profile",
+        {"Arn": association.iam_instance_profile.arn, "Id": association_id},
+    )
+    return association
+
+
+IamInstanceProfileAssociationBackend.replace_iam_instance_profile_association = (
+    _replace_profile_and_instance
+)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -454,9 +454,12 @@ where
                 .iter()
                 .any(|c| c.type_ == conditions::READY);
             // Terminal errors mean the resource is not what the spec asks for; a transient error
-            // says nothing about the resource, so an existing Ready condition is kept.
-            let ready =
-                (terminal || !had_ready).then(|| ConditionState::no(category, message.clone()));
+            // says nothing about the resource, so an existing Ready condition is kept — unless
+            // the spec changed since it was set: with `observedGeneration` moving on, a kept
+            // Ready=True would tell kstatus (Argo CD, Flux, kubectl wait) the change is applied.
+            let spec_changed = common.observed_generation != obj.meta().generation;
+            let ready = (terminal || !had_ready || spec_changed)
+                .then(|| ConditionState::no(category, message.clone()));
             let changed = !common.conditions.iter().any(|c| {
                 c.type_ == conditions::SYNCED && c.reason == category && c.message == synced.message
             });

@@ -62,10 +62,16 @@ fn instance_yaml(name: &str, ami: &str, extra_spec: &str, annotations: &str) -> 
 }
 
 async fn wait_ready(env: &Env, name: &str) -> anyhow::Result<Value> {
-    env.wait_for::<Instance>(name, Duration::from_secs(60), "Ready and current", |o| {
-        condition(o, "Ready").is_some_and(|c| c["status"] == "True")
-            && o["status"]["observedGeneration"] == o["metadata"]["generation"]
-    })
+    env.wait_for::<Instance>(
+        name,
+        Duration::from_secs(60),
+        "Ready, Synced and current",
+        |o| {
+            condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+                && condition(o, "Synced").is_some_and(|c| c["status"] == "True")
+                && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+        },
+    )
     .await
 }
 
@@ -803,5 +809,112 @@ async fn example_instance_becomes_ready() -> anyhow::Result<()> {
     ]);
     let all = env.kubectl_ok(&["get", "aws"]);
     assert!(all.contains("bastion"), "{all}");
+    Ok(())
+}
+
+async fn instance_profile(env: &Env, name: &str) -> anyhow::Result<String> {
+    let iam = aws_sdk_iam::Client::new(&env.aws);
+    let name = unique_name(name);
+    iam.create_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await?;
+    Ok(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitoring_metadata_options_and_instance_profile_change_in_place() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let ami = ami(&env).await?;
+    let first = instance_profile(&env, "profile-a").await?;
+    let second = instance_profile(&env, "profile-b").await?;
+    env.apply_ok(&instance_yaml("tuned", &ami, "", ""));
+    let id = instance_id(&wait_ready(&env, "tuned").await?);
+
+    // Monitoring on, IMDS tags on, hop limit 1, a profile: all without stopping.
+    env.apply_ok(&instance_yaml(
+        "tuned",
+        &ami,
+        &format!(
+            "monitoring: true\nmetadataOptions: {{httpPutResponseHopLimit: 1, instanceMetadataTags: enabled}}\niamInstanceProfile: {{name: {first}}}"
+        ),
+        "",
+    ));
+    wait_ready(&env, "tuned").await?;
+    let i = describe(&env, &id).await?;
+    assert_eq!(
+        i.monitoring().and_then(|m| m.state()).map(|s| s.as_str()),
+        Some("enabled")
+    );
+    let m = i.metadata_options().expect("metadata options");
+    assert_eq!(m.http_put_response_hop_limit(), Some(1));
+    assert_eq!(m.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert!(
+        i.iam_instance_profile()
+            .and_then(|p| p.arn())
+            .is_some_and(|a| a.ends_with(&first)),
+        "{:?}",
+        i.iam_instance_profile()
+    );
+
+    // Another profile replaces the association; monitoring off.
+    env.apply_ok(&instance_yaml(
+        "tuned",
+        &ami,
+        &format!(
+            "metadataOptions: {{httpPutResponseHopLimit: 1, instanceMetadataTags: enabled}}\niamInstanceProfile: {{name: {second}}}"
+        ),
+        "",
+    ));
+    wait_ready(&env, "tuned").await?;
+    let i = describe(&env, &id).await?;
+    assert_eq!(
+        i.monitoring().and_then(|m| m.state()).map(|s| s.as_str()),
+        Some("disabled")
+    );
+    assert!(
+        i.iam_instance_profile()
+            .and_then(|p| p.arn())
+            .is_some_and(|a| a.ends_with(&second))
+    );
+    assert_eq!(ec2_calls(&env, "StopInstances").await?, 0, "all in place");
+
+    // No profile: the association goes. EBS optimisation needs a stop and a start.
+    env.apply_ok(&instance_yaml(
+        "tuned",
+        &ami,
+        "metadataOptions: {httpPutResponseHopLimit: 1, instanceMetadataTags: enabled}\nebsOptimized: true",
+        "",
+    ));
+    env.wait_for::<Instance>(
+        "tuned",
+        Duration::from_secs(60),
+        "optimised and running",
+        |o| {
+            o["status"]["state"] == "running"
+                && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+                && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+        },
+    )
+    .await?;
+    let i = describe(&env, &id).await?;
+    assert!(
+        i.iam_instance_profile().is_none(),
+        "{:?}",
+        i.iam_instance_profile()
+    );
+    assert_eq!(i.ebs_optimized(), Some(true));
+    assert_eq!(ec2_calls(&env, "StopInstances").await?, 1);
+    assert_eq!(ec2_calls(&env, "StartInstances").await?, 1);
+    for op in [
+        "MonitorInstances",
+        "UnmonitorInstances",
+        "ModifyInstanceMetadataOptions",
+        "AssociateIamInstanceProfile",
+        "ReplaceIamInstanceProfileAssociation",
+        "DisassociateIamInstanceProfile",
+    ] {
+        assert_eq!(ec2_calls(&env, op).await?, 1, "{op}");
+    }
     Ok(())
 }
