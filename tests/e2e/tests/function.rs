@@ -101,6 +101,18 @@ async fn zip_function_deploys_code_and_configuration_changes_in_separate_calls()
         &code,
         "tags: {team: data}",
     ));
+    // kubectl's own readiness check and the aws category work for Functions as for every kind.
+    env.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "function/zf",
+        "--timeout=60s",
+    ]);
+    let aws = env.kubectl_ok(&["get", "aws", "-o", "name"]);
+    assert!(
+        aws.contains("function.lambda.kaws.io/zf"),
+        "kubectl get aws: {aws}"
+    );
     let obj = wait_ready(&env, "zf").await?;
     assert_eq!(obj["status"]["codeSha256"], sha256_b64(v1));
     assert_eq!(obj["status"]["state"], "Active");
