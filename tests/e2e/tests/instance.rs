@@ -388,6 +388,14 @@ async fn drift_outside_kubernetes_is_corrected_and_steady_state_only_reads() -> 
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // A tag removed from the spec is removed from the instance (and its volumes).
+    env.apply_ok(&instance_yaml("drifty", &ami, "tags: {}", ""));
+    wait_ready(&env, "drifty").await?;
+    let tags = tags_of(&describe(&env, &id).await?);
+    assert!(!tags.contains_key("env"), "{tags:?}");
+    assert!(tags.contains_key("kaws.io/owner"), "{tags:?}");
+    assert_eq!(ec2_calls(&env, "DeleteTags").await?, 1);
     Ok(())
 }
 
