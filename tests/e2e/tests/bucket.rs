@@ -531,6 +531,8 @@ async fn invalid_spec_gets_a_terminal_condition_without_a_hot_loop() -> anyhow::
     assert!(msg.contains("policy is not valid JSON"), "{msg}");
     env.wait_event("badname", "InvalidSpec").await?;
 
+    // The reconcile that wrote the status is counted just after the write: let it land.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let reconciles = env.kaws.reconciles("Bucket").await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let more = env.kaws.reconciles("Bucket").await? - reconciles;

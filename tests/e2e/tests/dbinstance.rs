@@ -15,7 +15,10 @@ use kaws_e2e::{
     moto::workspace_root,
     unique_name,
 };
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
 use serde_json::{Value, json};
 
 fn db_yaml(name: &str, id: &str, extra_spec: &str, annotations: &str) -> String {
@@ -62,18 +65,9 @@ async fn instance(env: &Env, id: &str) -> Option<aws_sdk_rds::types::DbInstance>
         .and_then(|o| o.db_instances().first().cloned())
 }
 
-async fn secret_data(env: &Env, name: &str) -> anyhow::Result<Option<BTreeMap<String, String>>> {
-    let secret = env.api::<Secret>().get_opt(name).await?;
-    Ok(secret.map(|s| {
-        s.data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).to_string()))
-            .collect()
-    }))
-}
-
-/// Waits until the Secret `name` exists and `check` holds for its data.
+/// Waits until the Secret `name` exists, holds a password RDS has (kaws writes a new password
+/// with the `kaws.io/password-pending` annotation before it calls RDS, and drops the annotation
+/// once RDS took it) and `check` holds for its data.
 async fn wait_secret(
     env: &Env,
     name: &str,
@@ -82,10 +76,20 @@ async fn wait_secret(
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
-        if let Some(data) = secret_data(env, name).await?
-            && check(&data)
+        if let Some(secret) = env.api::<Secret>().get_opt(name).await?
+            && !secret
+                .annotations()
+                .contains_key("kaws.io/password-pending")
         {
-            return Ok(data);
+            let data: BTreeMap<String, String> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).to_string()))
+                .collect();
+            if check(&data) {
+                return Ok(data);
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -11,8 +11,7 @@ use aws_sdk_ec2::types as ec2;
 use kaws::resources::instance::Instance;
 use kaws_e2e::{
     Env,
-    env::{EnvOptions, REGION, condition},
-    kaws::{Kaws, KawsOptions},
+    env::{EnvOptions, condition},
     moto::workspace_root,
     unique_name,
 };
@@ -486,19 +485,7 @@ async fn crash_after_run_instances_never_launches_a_second_instance() -> anyhow:
     std::process::Command::new("kill")
         .args(["-KILL", &env.kaws.pid().to_string()])
         .status()?;
-    let restarted = Kaws::start(
-        KawsOptions {
-            kubeconfig: &env.kubeconfig,
-            aws_endpoint: &env.moto.endpoint,
-            region: REGION,
-            cluster_id: &env.cluster_id,
-            resync_period: "10m",
-            namespaces: vec![env.namespace.clone()],
-            extra_env: BTreeMap::new(),
-        },
-        env.dir.path(),
-    )
-    .await?;
+    let restarted = env.start_kaws(&BTreeMap::new()).await?;
     env.kaws = restarted;
     let obj = wait_ready(&env, "crash").await?;
     let all = instances_with_uid(&env, &uid).await?;
@@ -566,6 +553,31 @@ async fn existing_instances_are_adopted_by_id_only_when_asked_and_never_taken_fr
         .await?;
     env.kubectl_ok(&["delete", "instance", "thief"]);
     assert_eq!(state_of(&describe(&env, &legacy).await?), "running");
+
+    // ObserveOnly reads any instance into status, changes nothing and deletes nothing.
+    let writes = ec2_write_calls(&env).await?;
+    env.apply_ok(&instance_yaml(
+        "watcher",
+        &ami,
+        "managementPolicy: ObserveOnly
+desiredState: stopped
+monitoring: true",
+        &format!("ec2.kaws.io/instance-id: {legacy}"),
+    ));
+    let obj = env
+        .wait_condition_of::<Instance>("watcher", "Synced", "True", Some("Observed"))
+        .await?;
+    assert_eq!(instance_id(&obj), legacy);
+    assert_eq!(obj["status"]["state"], "running");
+    env.kubectl_ok(&["delete", "instance", "watcher"]);
+    env.wait_gone_of::<Instance>("watcher", Duration::from_secs(30))
+        .await?;
+    assert_eq!(state_of(&describe(&env, &legacy).await?), "running");
+    assert_eq!(
+        ec2_write_calls(&env).await?,
+        writes,
+        "ObserveOnly never writes"
+    );
 
     // Retain: the object goes, the instance stays.
     env.kubectl_ok(&[
