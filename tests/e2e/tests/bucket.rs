@@ -311,6 +311,33 @@ async fn steady_state_resync_makes_no_s3_writes() -> anyhow::Result<()> {
         calls / resyncs.max(1)
     );
     assert_eq!(calls % resyncs, 0, "every resync makes the same reads");
+
+    // The policy removed from the spec is deleted from the bucket.
+    env.apply_ok(&bucket_yaml(
+        "steady",
+        &bucket,
+        "versioning: Enabled\nlifecycleRules:\n- id: a\n  expirationDays: 3\ncorsRules:\n- allowedMethods: [GET]\n  allowedOrigins: ['*']",
+        "",
+    ));
+    env.wait_bucket("steady", Duration::from_secs(30), "policy removed", |o| {
+        o["status"]["observedGeneration"] == 2
+            && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await?;
+    assert!(
+        env.s3
+            .get_bucket_policy()
+            .bucket(&bucket)
+            .send()
+            .await
+            .is_err(),
+        "no bucket policy left"
+    );
+    let deletes = env
+        .kaws
+        .aws_calls(|l| l.contains("operation=\"DeleteBucketPolicy\""))
+        .await?;
+    assert_eq!(deletes, 1);
     Ok(())
 }
 

@@ -391,6 +391,41 @@ async fn scaling_makes_one_modify_call_and_aws_normalised_values_make_none() -> 
         note.contains("dbInstanceClass") && note.contains("allocatedStorage"),
         "{note}"
     );
+
+    // A tag added, then removed from the spec: RDS follows; kaws' own tags stay.
+    env.kubectl_ok(&[
+        "patch",
+        "dbinstance",
+        "norm",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"tags":{"team":"data"}}}"#,
+    ]);
+    env.wait_for::<DBInstance>("norm", Duration::from_secs(30), "generation 3 Ready", |o| {
+        o["status"]["observedGeneration"] == 3 && ready(o)
+    })
+    .await?;
+    env.kubectl_ok(&[
+        "patch",
+        "dbinstance",
+        "norm",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/tags"}]"#,
+    ]);
+    env.wait_for::<DBInstance>("norm", Duration::from_secs(30), "generation 4 Ready", |o| {
+        o["status"]["observedGeneration"] == 4 && ready(o)
+    })
+    .await?;
+    let db = instance(&env, &id).await.expect("instance");
+    let keys: Vec<&str> = db.tag_list().iter().filter_map(|t| t.key()).collect();
+    assert!(!keys.contains(&"team"), "{keys:?}");
+    assert!(keys.contains(&"kaws.io/owner"), "{keys:?}");
+    let removes = env
+        .kaws
+        .aws_calls(|l| l.contains("operation=\"RemoveTagsFromResource\""))
+        .await?;
+    assert_eq!(removes, 1);
     Ok(())
 }
 

@@ -226,6 +226,27 @@ async fn zip_function_deploys_code_and_configuration_changes_in_separate_calls()
         .await?;
     assert_eq!(conf.memory_size(), Some(256));
 
+    // A tag removed from the spec is removed from the function; kaws' own tags stay.
+    env.apply_ok(&function_yaml(
+        "zf",
+        &fn_name,
+        &role,
+        &code,
+        "tags: {}\nmemorySize: 256\nenvironment: {variables: {MODE: fast}}",
+    ));
+    wait_ready(&env, "zf").await?;
+    let tags = lambda(&env)
+        .get_function()
+        .function_name(&fn_name)
+        .send()
+        .await?
+        .tags()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!tags.contains_key("team"), "{tags:?}");
+    assert!(tags.contains_key("kaws.io/owner"), "{tags:?}");
+    assert_eq!(lambda_calls(&env, "UntagResource").await?, 1);
+
     // Delete removes the function from Lambda.
     env.kubectl_ok(&["delete", "function/zf", "--wait=false"]);
     env.wait_gone_of::<Function>("zf", Duration::from_secs(30))

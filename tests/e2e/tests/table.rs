@@ -449,6 +449,26 @@ async fn steady_state_only_reads_and_drift_is_corrected_with_an_event() -> anyho
             .and_then(|p| p.read_capacity_units()),
         Some(3)
     );
+
+    // A tag removed from the spec is removed from the table; kaws' own tags stay.
+    env.apply_ok(&table_yaml(
+        "steady",
+        &table,
+        &format!(
+            "{}\nbillingMode: PROVISIONED\nprovisionedThroughput: {{readCapacityUnits: 3, writeCapacityUnits: 3}}\ntimeToLive: {{attributeName: expiresAt}}\npointInTimeRecovery: {{enabled: true}}",
+            defs(&[])
+        ),
+        "",
+    ));
+    let obj = wait_generation_ready(&env, "steady", 2).await?;
+    let arn = obj["status"]["arn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let now = tags(&env, &arn).await;
+    assert!(!now.contains_key("team"), "{now:?}");
+    assert!(now.contains_key("kaws.io/owner"), "{now:?}");
+    assert_eq!(ddb_calls(&env, &["UntagResource"]).await?, 1);
     Ok(())
 }
 
