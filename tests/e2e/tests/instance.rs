@@ -717,13 +717,27 @@ async fn invalid_specs_are_refused_or_terminal_without_launching() -> anyhow::Re
     env.apply_ok(&instance_yaml("no-ami", "ami-0000000000000000a", "", ""));
     env.wait_condition_of::<Instance>("no-ami", "Ready", "False", Some("InvalidSpec"))
         .await?;
+    // An unknown type on a running instance is refused before the instance is stopped.
+    env.apply_ok(&instance_yaml("running", &ami, "", ""));
+    let id = instance_id(&wait_ready(&env, "running").await?);
+    env.apply_ok(&instance_yaml("running", &ami, "", "").replace("t3.micro", "t3.gigantic"));
+    env.wait_condition_of::<Instance>("running", "Synced", "False", Some("InvalidSpec"))
+        .await?;
+    assert_eq!(state_of(&describe(&env, &id).await?), "running");
+    assert_eq!(ec2_calls(&env, "StopInstances").await?, 0);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let before = env.kaws.reconciles("Instance").await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
         env.kaws.reconciles("Instance").await? <= before + 1,
         "terminal errors do not loop"
     );
-    assert_eq!(ec2_calls(&env, "RunInstances").await?, 0);
+    assert_eq!(
+        ec2_calls(&env, "RunInstances").await?,
+        1,
+        "only the valid one"
+    );
     Ok(())
 }
 

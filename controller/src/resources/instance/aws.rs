@@ -807,13 +807,17 @@ impl External<Instance> for Ec2 {
 
     async fn update(
         &self,
-        _obj: &Instance,
+        obj: &Instance,
         target: &Target,
         observed: &ObservedInstance,
         changes: &[InstanceChange],
     ) -> Result<()> {
         let client = self.ec2.get(&target.region);
         let id = observed.instance_id.as_str();
+        // A type EC2 does not offer must not cost a running instance a stop.
+        if changes.contains(&InstanceChange::StopToModify) {
+            check_instance_type(&client, &obj.spec.instance_type).await?;
+        }
         self.index.written(id);
         for change in changes {
             apply(&client, observed, change).await?;
