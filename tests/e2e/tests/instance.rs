@@ -796,8 +796,16 @@ async fn fifty_instances_resync_with_a_number_of_describe_calls_independent_of_t
     let describes = ec2_calls(&env, "DescribeInstances").await? - describes;
     let attributes = ec2_calls(&env, "DescribeInstanceAttribute").await? - attributes;
     let writes = ec2_write_calls(&env).await? - writes;
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", env.kaws.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.trim_start_matches("VmRSS:").trim().to_string())
+        })
+        .unwrap_or_default();
     println!(
-        "{count} instances, resync 8s, {window:?} window: {reconciles} reconciles, {describes} DescribeInstances, {attributes} DescribeInstanceAttribute, {writes} writes"
+        "{count} instances, resync 8s, {window:?} window: {reconciles} reconciles, {describes} DescribeInstances, {attributes} DescribeInstanceAttribute, {writes} writes; kaws RSS {rss}"
     );
     assert!(
         reconciles >= 2 * count as u64,
