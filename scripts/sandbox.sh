@@ -41,7 +41,9 @@ up() {
   stop
   # A failed start leaves nothing running behind it.
   trap 'echo "sandbox: start failed; stopping what was started" >&2; stop' ERR
-  (cd "$root" && cargo build -q -p kaws --bin kaws -p kaws-testserver --bin kaws-testserver)
+  # The same build as `make build` / `make test`: a narrower one (`-p kaws --bin kaws`) resolves
+  # other dependency features and recompiles the AWS SDKs for minutes.
+  (cd "$root" && cargo build -q --workspace --all-targets)
 
   "$root/target/debug/kaws-testserver" --kubeconfig "$dir/kubeconfig" --crds "$root/crds" \
     >"$dir/apiserver.log" 2>&1 &
