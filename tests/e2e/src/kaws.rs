@@ -230,24 +230,18 @@ pub fn sum_samples(text: &str, name: &str, filter: impl Fn(&str) -> bool) -> u64
         .sum::<f64>() as u64
 }
 
-/// [`http_get`] for `Drop`: blocking, with short timeouts.
-pub fn http_get_blocking(url: &str) -> anyhow::Result<(u16, String)> {
-    use std::io::{Read, Write};
+/// `http://host:port/path` → (`host:port`, `/path`).
+fn split_url(url: &str) -> anyhow::Result<(&str, &str)> {
     let rest = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (host, path) = match rest.find('/') {
+    Ok(match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
-    };
-    let addr: std::net::SocketAddr = host.parse()?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).to_string();
+    })
+}
+
+/// Status code and body of a whole HTTP/1.1 response.
+fn parse_response(buf: &[u8]) -> anyhow::Result<(u16, String)> {
+    let text = String::from_utf8_lossy(buf);
     let status = text
         .split_whitespace()
         .nth(1)
@@ -260,14 +254,26 @@ pub fn http_get_blocking(url: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// [`http_get`] for `Drop`: blocking, with short timeouts.
+pub fn http_get_blocking(url: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let (host, path) = split_url(url)?;
+    let addr: std::net::SocketAddr = host.parse()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf)?;
+    parse_response(&buf)
+}
+
 /// A minimal HTTP/1.1 GET on loopback, so the tests need no HTTP client crate.
 pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
+    let (host, path) = split_url(url)?;
     let mut stream = tokio::net::TcpStream::connect(host).await?;
     stream
         .write_all(
@@ -276,15 +282,5 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
         .await?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    parse_response(&buf)
 }
