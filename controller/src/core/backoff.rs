@@ -24,13 +24,19 @@ impl Backoffs {
 
     /// The delay before the next retry of `key`, counting this failure.
     pub fn next_delay(&self, key: &str) -> Duration {
+        self.next_delay_capped(key, self.max)
+    }
+
+    /// As [`Backoffs::next_delay`], with a lower ceiling for errors that heal on AWS's side
+    /// within seconds (throttling, 5xx): waiting minutes after they stop only delays recovery.
+    pub fn next_delay_capped(&self, key: &str, cap: Duration) -> Duration {
         let attempt = {
             let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
             let n = attempts.entry(key.to_string()).or_insert(0);
             *n = n.saturating_add(1);
             *n
         };
-        let ceiling = exponential(self.base, self.max, attempt);
+        let ceiling = exponential(self.base, self.max.min(cap), attempt);
         // "Equal jitter": at least half the ceiling, so retries never collapse to zero,
         // spread over the other half so many objects failing together do not retry together.
         let half = ceiling / 2;

@@ -108,6 +108,17 @@ pub enum Availability {
     },
 }
 
+/// What a create call found out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// AWS created the resource for this call.
+    New,
+    /// AWS answered that the resource already exists (a race with another object, or a retry of
+    /// a create whose answer was lost): nothing was created for this call, and nothing about the
+    /// existing resource is known yet. The next observe decides whose it is.
+    Existed,
+}
+
 /// Result of a delete call that never blocks on AWS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeleteProgress {
@@ -149,14 +160,22 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         observed: &Self::Observed,
         tags: &BTreeMap<String, String>,
     ) -> Vec<Self::Change>;
-    /// Creates the resource with `tags`; records its identity in `status`.
+    /// Creates the resource with `tags`; records its identity in `status`. Makes no other
+    /// write to a resource that already existed: whose it is must be proven by its tags first.
     async fn create(
         &self,
         obj: &K,
         target: &Target,
         tags: &BTreeMap<String, String>,
         status: &mut K::Status,
-    ) -> Result<()>;
+    ) -> Result<Created>;
+    /// Pure: the change that gives `observed` the tags `tags` (owner tags included), if any.
+    /// Applied alone when kaws recovers a resource it created but could not tag.
+    fn tags_change(
+        &self,
+        observed: &Self::Observed,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<Self::Change>;
     async fn update(
         &self,
         obj: &K,
@@ -228,8 +247,14 @@ struct Progress {
     requeue: Option<Duration>,
 }
 
+/// Backoff and metric key: kinds share one backoff table, so the kind is part of the key.
 fn object_key<K: ManagedObject>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    format!(
+        "{}/{}/{}",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
 }
 
 /// Changes to anything but status: the only changes that need a reconcile. Status writes by
@@ -292,7 +317,10 @@ where
     if let Some(fixed) = err.fixed_retry() {
         return Action::requeue(fixed);
     }
-    let delay = ctx.shared.backoffs.next_delay(&key);
+    let delay = match err.backoff_cap() {
+        Some(cap) => ctx.shared.backoffs.next_delay_capped(&key, cap),
+        None => ctx.shared.backoffs.next_delay(&key),
+    };
     tracing::debug!(kind = K::KIND, object = %key, ?delay, error = %err, "retrying");
     Action::requeue(delay)
 }
@@ -412,7 +440,7 @@ where
     }
 
     let previous = obj.status().cloned();
-    let result = apply_inner(obj, ctx, &mut status, previous.as_ref()).await;
+    let result = apply_inner(obj, ctx, api, &mut status, previous.as_ref()).await;
     let action = match result {
         Ok(progress) => {
             shared.backoffs.reset(&key);
@@ -475,13 +503,19 @@ where
                     c.last_transition_time = Time(first);
                 }
             }
-            if changed || !terminal {
-                shared.events.warning(obj, category, message).await;
+            if terminal {
+                if changed {
+                    shared.events.warning(obj, category, message).await;
+                }
+            } else {
+                shared.events.retrying(obj, category, message).await;
             }
             if terminal {
                 Action::await_change()
             } else if let Some(fixed) = err.fixed_retry() {
                 Action::requeue(fixed)
+            } else if let Some(cap) = err.backoff_cap() {
+                Action::requeue(shared.backoffs.next_delay_capped(&key, cap))
             } else {
                 Action::requeue(shared.backoffs.next_delay(&key))
             }
@@ -502,6 +536,7 @@ where
 async fn apply_inner<K, E>(
     obj: &K,
     ctx: &Context<E>,
+    api: &Api<K>,
     status: &mut K::Status,
     previous: Option<&K::Status>,
 ) -> Result<Progress>
@@ -528,18 +563,7 @@ where
                 requeue: None,
             });
         }
-        let tags = target.owner.desired_tags(&obj.common_spec().tags);
-        external.create(obj, &target, &tags, status).await?;
-        K::common_status_mut(status).region = Some(target.region.clone());
-        shared
-            .events
-            .normal(obj, reasons::CREATED, format!("created {what}"))
-            .await;
-        return Ok(Progress {
-            ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
-            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "created"),
-            requeue: Some(POLL_AFTER_WRITE),
-        });
+        return create(obj, ctx, api, &target, &what, status).await;
     };
 
     external.fill_status(obj, &target, &observed, status);
@@ -564,17 +588,49 @@ where
         });
     }
 
+    let create_pending = K::common_status(status).create_pending_since.is_some();
     let ownership = ownership::check(
         &what,
         &target.owner,
         external.observed_tags(&observed),
         obj.annotations(),
-    )?;
-    if ownership == Ownership::Adopt {
-        shared
-            .events
-            .normal(obj, reasons::ADOPTED, format!("adopted existing {what}"))
-            .await;
+        create_pending,
+    );
+    if matches!(ownership, Err(_) | Ok(Ownership::Ours)) {
+        // Our owner tag is on, or another owner's is: the pending create is settled either way.
+        K::common_status_mut(status).create_pending_since = None;
+    }
+    let ownership = ownership?;
+    let tags = target.owner.desired_tags(&obj.common_spec().tags);
+    match ownership {
+        // `Created` is told only now that the resource is proven ours: a create that merely
+        // reached an existing resource (a lost name race) never claims it did.
+        Ownership::Ours if create_pending => {
+            shared
+                .events
+                .normal(obj, reasons::CREATED, format!("created {what}"))
+                .await;
+        }
+        Ownership::Ours => {}
+        Ownership::Adopt => {
+            shared
+                .events
+                .normal(obj, reasons::ADOPTED, format!("adopted existing {what}"))
+                .await;
+        }
+        Ownership::Recover => {
+            // Tags only: every other write waits until the next observe shows our owner tag,
+            // so two objects racing for one name can never both configure it.
+            if let Some(change) = external.tags_change(&observed, &tags) {
+                external.update(obj, &target, &observed, &[change]).await?;
+            }
+            tracing::info!(kind = K::KIND, object = %object_key(obj), "tagged {what}, created by this object before its owner tags were on");
+            return Ok(Progress {
+                ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
+                synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "tagged"),
+                requeue: Some(POLL_AFTER_WRITE),
+            });
+        }
     }
     external.after_observe(obj, &target, &observed).await?;
 
@@ -598,7 +654,6 @@ where
         }
     }
 
-    let tags = target.owner.desired_tags(&obj.common_spec().tags);
     let changes = external.diff(obj, &observed, &tags);
     if changes.is_empty() {
         return Ok(Progress {
@@ -654,6 +709,75 @@ where
         ),
         requeue: Some(POLL_AFTER_WRITE),
     })
+}
+
+/// The create step. The intent is on the object before AWS hears of it
+/// (`status.createPendingSince`), so that whatever happens next — a crash, a lost answer, an
+/// endpoint that drops create-time tags — the resource is recognised afterwards (see
+/// [`Ownership::Recover`]) instead of being reported as someone else's and leaked.
+async fn create<K, E>(
+    obj: &K,
+    ctx: &Context<E>,
+    api: &Api<K>,
+    target: &Target,
+    what: &str,
+    status: &mut K::Status,
+) -> Result<Progress>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let common = K::common_status_mut(status);
+    common.region = Some(target.region.clone());
+    // Set by an earlier attempt whose outcome is unknown: keep its time and never clear it here,
+    // since that attempt may have created the resource.
+    let earlier_attempt = common.create_pending_since.is_some();
+    if !earlier_attempt {
+        common.create_pending_since = Some(Time(Timestamp::now()));
+        write_status(api, obj, status).await?;
+    }
+    let tags = target.owner.desired_tags(&obj.common_spec().tags);
+    let created = ctx.external.create(obj, target, &tags, status).await;
+    // Whether AWS's answer proves this call created nothing: it said the resource exists, or
+    // refused the request (throttling is a refusal too). A timeout, a reset connection or a 5xx
+    // leave it open, so the intent stays recorded.
+    let settled_without_resource = match &created {
+        Ok(Created::Existed) => true,
+        Err(e) => {
+            e.is_terminal()
+                || matches!(
+                    e,
+                    Error::Throttled { .. }
+                        | Error::Busy { .. }
+                        | Error::RejectedWithGrace { .. }
+                        | Error::SecretNotFound { .. }
+                        | Error::DependencyNotReady(_)
+                )
+        }
+        Ok(Created::New) => false,
+    };
+    if settled_without_resource && !earlier_attempt {
+        K::common_status_mut(status).create_pending_since = None;
+    }
+    match created? {
+        Created::New => {
+            Ok(Progress {
+                ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
+                synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "created"),
+                requeue: Some(POLL_AFTER_WRITE),
+            })
+        }
+        // Someone else's, most likely (it may still lack its owner's tags): look again once its
+        // creator had time to tag it.
+        Created::Existed => Ok(Progress {
+            ready: ConditionState::no(
+                reasons::CREATING,
+                format!("{what} already exists; checking whose it is"),
+            ),
+            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "create found an existing resource"),
+            requeue: Some(POLL_BUSY),
+        }),
+    }
 }
 
 /// When an error with a grace period (see [`Error::grace_period`]) first failed: the `Synced`
@@ -763,7 +887,38 @@ where
 {
     let shared = &ctx.shared;
     let target = target(obj, shared);
-    let Some(observed) = ctx.external.observe(obj, &target).await? else {
+    let common = obj.status().map(K::common_status);
+    // Whether kaws may ever have created the resource: it recorded a create attempt, or knows the
+    // resource's identity. Without either, a spec AWS can never accept has nothing to delete.
+    let may_exist = common.is_some_and(|c| c.create_pending_since.is_some() || c.arn.is_some());
+    if !may_exist && let Err(why) = ctx.external.validate(obj) {
+        shared
+            .events
+            .normal(
+                obj,
+                reasons::NOTHING_TO_DELETE,
+                format!("released without AWS calls: the spec was never valid ({why}), so kaws created nothing"),
+            )
+            .await;
+        return Ok(());
+    }
+    let observed = match ctx.external.observe(obj, &target).await {
+        // AWS refuses to even look the identity up (e.g. a name it does not accept): nothing of
+        // that identity can exist, unless kaws recorded a create for it.
+        Err(err @ Error::AwsRejected { .. }) if !may_exist => {
+            shared
+                .events
+                .normal(
+                    obj,
+                    reasons::NOTHING_TO_DELETE,
+                    format!("released without deleting: AWS rejects this identity ({err}) and kaws never created it"),
+                )
+                .await;
+            return Ok(());
+        }
+        other => other?,
+    };
+    let Some(observed) = observed else {
         shared
             .events
             .normal(obj, reasons::DELETED, format!("{what} is gone"))
@@ -771,7 +926,11 @@ where
         return Ok(());
     };
     let tags = ctx.external.observed_tags(&observed);
-    let ours = tags.get(super::names::tags::OWNER) == Some(&target.owner.owner);
+    let owner = tags.get(super::names::tags::OWNER);
+    // Untagged but with a create of ours pending: the resource kaws created before it could tag
+    // it (see `Ownership::Recover`); leaving it would leak it.
+    let ours = owner == Some(&target.owner.owner)
+        || (owner.is_none() && common.is_some_and(|c| c.create_pending_since.is_some()));
     if !ours {
         // Never delete what kaws does not own; releasing the object is all that is left.
         shared

@@ -69,6 +69,13 @@ pub enum Error {
         None => format!("Secret {name:?} not found"),
     })]
     SecretNotFound { name: String, key: Option<String> },
+    /// A Secret kaws would write (a connection Secret) belongs to another object, or was not
+    /// written by kaws: refused, never overwritten. Terminal; a change to that Secret (e.g. its
+    /// deletion with its owner) triggers a reconcile through the Secret watch.
+    #[error(
+        "Secret {secret:?} is owned by {owner}; kaws will not read or overwrite it: name another Secret"
+    )]
+    SecretOwnedByOther { secret: String, owner: String },
     /// Another kaws object the spec references (e.g. a Function's `code.bucketRef`) is missing or
     /// not Ready. Transient: a watch on that kind triggers a reconcile as soon as it changes.
     #[error("{0}")]
@@ -85,6 +92,7 @@ impl Error {
                 | Error::OwnedByOther { .. }
                 | Error::AccessDenied { .. }
                 | Error::AwsRejected { .. }
+                | Error::SecretOwnedByOther { .. }
                 | Error::Paused
         )
     }
@@ -104,6 +112,7 @@ impl Error {
             Error::StillDeleting(_) => "Deleting",
             Error::Kube(_) => "KubernetesError",
             Error::SecretNotFound { .. } => "SecretNotFound",
+            Error::SecretOwnedByOther { .. } => "SecretOwnedByOther",
             Error::DependencyNotReady(_) => "DependencyNotReady",
             Error::Busy { .. } => "Busy",
             Error::RejectedWithGrace { reason, .. } => reason,
@@ -117,6 +126,16 @@ impl Error {
             Error::StillDeleting(_) => Some(Duration::from_secs(5)),
             Error::Blocked { .. } => Some(Duration::from_secs(60)),
             Error::Busy { .. } => Some(Duration::from_secs(5)),
+            _ => None,
+        }
+    }
+
+    /// The highest exponential backoff for this error, when lower than the controller's: AWS
+    /// throttling and server errors clear within seconds to a minute, and a long ceiling only
+    /// delays recovery after they stop (the SDK already retried inside the reconcile).
+    pub fn backoff_cap(&self) -> Option<Duration> {
+        match self {
+            Error::Throttled { .. } | Error::AwsTransient { .. } => Some(Duration::from_secs(30)),
             _ => None,
         }
     }

@@ -81,6 +81,20 @@ impl Events {
         self.publish(obj, EventType::Warning, reason, note).await;
     }
 
+    /// A Warning for a failure that is being retried: every repeat with the same reason within
+    /// the series window counts into one Event, whatever its note (the first note stays — the API
+    /// server keeps an Event's note immutable; the `Synced` condition carries the latest). A
+    /// throttled account thus costs one Event per object and reason, not one per retry.
+    pub async fn retrying<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        reason: &str,
+        note: String,
+    ) {
+        self.publish_keyed(obj, EventType::Warning, reason, note, false)
+            .await;
+    }
+
     async fn publish<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -88,16 +102,28 @@ impl Events {
         reason: &str,
         note: String,
     ) {
+        self.publish_keyed(obj, type_, reason, note, true).await;
+    }
+
+    async fn publish_keyed<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        by_note: bool,
+    ) {
         let regarding = obj.object_ref(&());
         let namespace = regarding
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_string());
+        let note = truncate(note, MAX_NOTE_BYTES);
         let key = Key {
             uid: regarding.uid.clone().unwrap_or_default(),
             type_,
             reason: reason.to_string(),
-            note: truncate(note, MAX_NOTE_BYTES),
+            note: if by_note { note.clone() } else { String::new() },
         };
         let now = Timestamp::now();
         let repeat = {
@@ -121,7 +147,7 @@ impl Events {
                     .map(|_| ())
             }
             None => {
-                let event = self.event(&key, regarding, namespace, now);
+                let event = self.event(&key, note, regarding, namespace, now);
                 let name = event.metadata.name.clone().unwrap_or_default();
                 let created = api.create(&PostParams::default(), &event).await.map(|_| ());
                 if created.is_ok() {
@@ -146,6 +172,7 @@ impl Events {
     fn event(
         &self,
         key: &Key,
+        note: String,
         regarding: ObjectReference,
         namespace: String,
         now: Timestamp,
@@ -163,7 +190,7 @@ impl Events {
             event_time: Some(MicroTime(now)),
             action: Some("Reconcile".to_string()),
             reason: Some(key.reason.clone()),
-            note: Some(key.note.clone()),
+            note: Some(note),
             type_: Some(format!("{:?}", key.type_)),
             regarding: Some(regarding),
             reporting_controller: Some(CONTROLLER_NAME.to_string()),

@@ -55,6 +55,8 @@ pub mod reasons {
     pub const CREATED: &str = "Created";
     pub const UPDATED: &str = "Updated";
     pub const ADOPTED: &str = "Adopted";
+    /// Deleting released the object without AWS calls: nothing was ever created for it.
+    pub const NOTHING_TO_DELETE: &str = "NothingToDelete";
     pub const DRIFT_CORRECTED: &str = "DriftCorrected";
     pub const DELETED: &str = "Deleted";
     pub const RETAINED: &str = "Retained";

@@ -81,14 +81,21 @@ pub enum Ownership {
     Ours,
     /// No owner tag, and the object carries `kaws.io/adopt: "true"`: take it over.
     Adopt,
+    /// No owner tag, and this object has a create call whose outcome kaws never saw (see
+    /// `status.createPendingSince`): the resource is the one kaws created before a crash, a lost
+    /// answer or an endpoint that dropped the create-time tags. It gets its owner tags before
+    /// any other write.
+    Recover,
 }
 
-/// Applies SPEC §2.3 to the tags of an existing AWS resource.
+/// Applies SPEC §2.3 to the tags of an existing AWS resource. `create_pending`: this object
+/// made a create call whose outcome kaws has not confirmed yet.
 pub fn check(
     resource: &str,
     me: &Owner,
     observed_tags: &BTreeMap<String, String>,
     object_annotations: &BTreeMap<String, String>,
+    create_pending: bool,
 ) -> Result<Ownership, Error> {
     match observed_tags.get(tags::OWNER) {
         Some(owner) if *owner == me.owner => Ok(Ownership::Ours),
@@ -96,6 +103,7 @@ pub fn check(
             resource: resource.to_string(),
             owner: owner.clone(),
         }),
+        None if create_pending => Ok(Ownership::Recover),
         None if adopt_requested(object_annotations) => Ok(Ownership::Adopt),
         None => Err(Error::AlreadyExists(resource.to_string())),
     }
@@ -127,47 +135,67 @@ mod tests {
     fn ownership_cases() {
         let adopt = map(&[(annotations::ADOPT, "true")]);
         type Tags = BTreeMap<String, String>;
-        // (why, observed tags, object annotations, expected)
-        let cases: Vec<(&str, Tags, Tags, Result<Ownership, &str>)> = vec![
+        // (why, observed tags, object annotations, create pending, expected)
+        let cases: Vec<(&str, Tags, Tags, bool, Result<Ownership, &str>)> = vec![
             (
                 "our owner tag",
                 map(&[(tags::OWNER, "c1/team-a/logs")]),
                 map(&[]),
+                false,
                 Ok(Ownership::Ours),
+            ),
+            (
+                "untagged after our own unconfirmed create: recovered, not AlreadyExists",
+                map(&[]),
+                map(&[]),
+                true,
+                Ok(Ownership::Recover),
+            ),
+            (
+                "a pending create never claims a resource another object owns",
+                map(&[(tags::OWNER, "c1/team-b/logs")]),
+                map(&[]),
+                true,
+                Err("OwnedByOther"),
             ),
             (
                 "other object in our cluster",
                 map(&[(tags::OWNER, "c1/team-b/logs")]),
                 adopt.clone(),
+                false,
                 Err("OwnedByOther"),
             ),
             (
                 "same object name in another cluster",
                 map(&[(tags::OWNER, "c2/team-a/logs")]),
                 map(&[]),
+                false,
                 Err("OwnedByOther"),
             ),
             (
                 "untagged without adopt",
                 map(&[("team", "x")]),
                 map(&[]),
+                false,
                 Err("AlreadyExists"),
             ),
             (
                 "untagged with adopt",
                 map(&[]),
                 adopt.clone(),
+                false,
                 Ok(Ownership::Adopt),
             ),
             (
                 "adopt must be exactly true",
                 map(&[]),
                 map(&[(annotations::ADOPT, "yes")]),
+                false,
                 Err("AlreadyExists"),
             ),
         ];
-        for (why, observed, annots, want) in cases {
-            let got = check("bucket x", &me(), &observed, &annots).map_err(|e| e.category());
+        for (why, observed, annots, pending, want) in cases {
+            let got = check("bucket x", &me(), &observed, &annots, pending).map_err(|e| e.category());
             assert_eq!(got, want, "{why}");
         }
     }

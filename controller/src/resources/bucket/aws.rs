@@ -22,7 +22,7 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify, partition},
     core::{
-        driver::{Availability, DeleteProgress, External, Target},
+        driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
     },
     metrics::SharedMetrics,
@@ -53,6 +53,13 @@ fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Clien
         .interceptor(CallMetrics(metrics.clone()))
         .build();
     Client::from_conf(conf)
+}
+
+/// A create call is never retried inside the SDK: a retry after a lost answer would be told the
+/// resource exists and could not tell that it created it itself.
+fn single_attempt() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default()
+        .retry_config(aws_config::retry::RetryConfig::disabled())
 }
 
 fn built<T>(r: std::result::Result<T, BuildError>) -> Result<T> {
@@ -544,7 +551,7 @@ impl External<Bucket> for S3 {
         target: &Target,
         tags: &BTreeMap<String, String>,
         status: &mut BucketStatus,
-    ) -> Result<()> {
+    ) -> Result<Created> {
         let s3c = self.clients.get(&target.region);
         let b = obj.spec.bucket_name.as_str();
         let mut config = s3::CreateBucketConfiguration::builder();
@@ -561,12 +568,19 @@ impl External<Bucket> for S3 {
             .bucket(b)
             .create_bucket_configuration(config.build())
             .object_ownership(s3::ObjectOwnership::BucketOwnerEnforced)
+            .customize()
+            .config_override(single_attempt())
             .send()
             .await;
         match created {
+            // Outside us-east-1 this is the only answer that proves this call created the bucket;
+            // in us-east-1 S3 also answers 200 for a bucket the account already has. Either way
+            // nothing else is written now: the owner tags decide on the next observe (an
+            // endpoint that drops create-time tags gets them through `tags_change` then).
             Ok(_) => {}
-            // A retry after a lost response: the ownership check on the next observe decides.
-            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => {}
+            // Another object (or a create of ours whose answer was lost; the driver keeps the
+            // intent for that case) got the name first.
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => return Ok(Created::Existed),
             Err(e) if e.code() == Some("BucketAlreadyExists") => {
                 return Err(Error::OwnedByOther {
                     resource: format!("S3 bucket {b:?}"),
@@ -577,13 +591,15 @@ impl External<Bucket> for S3 {
         }
         status.bucket_name = Some(b.to_string());
         status.common.arn = Some(bucket_arn(&target.region, b));
-        // Tags first: until the owner tag is on, a crash would leave a bucket kaws cannot
-        // recognise as its own (not every S3-compatible endpoint honours tags on create).
-        let fresh = ObservedBucket::default();
-        for change in diff::diff(&obj.spec, &fresh, tags) {
-            self.apply_change(&s3c, b, &change).await?;
-        }
-        Ok(())
+        Ok(Created::New)
+    }
+
+    fn tags_change(
+        &self,
+        observed: &ObservedBucket,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<BucketChange> {
+        diff::tags_change(observed, tags)
     }
 
     async fn update(

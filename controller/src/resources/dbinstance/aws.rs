@@ -17,8 +17,9 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
-        driver::{Availability, DeleteProgress, External, Target},
+        driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
+        ownership::{TagChanges, tag_changes},
     },
     metrics::SharedMetrics,
 };
@@ -171,7 +172,7 @@ impl Rds {
     async fn credentials(&self, obj: &DBInstance) -> Result<Credentials> {
         let ns = obj.namespace().unwrap_or_default();
         let conn = match &obj.spec.write_connection_secret_to {
-            Some(r) => secrets::read_connection(&self.kube, &ns, &r.name).await?,
+            Some(r) => secrets::read_connection(&self.kube, obj, &r.name).await?,
             None => None,
         };
         let applied = conn
@@ -261,12 +262,26 @@ impl External<DBInstance> for Rds {
         let Some(mut observed) = describe(&rds, &identifier(obj)).await? else {
             return Ok(None);
         };
-        observed.credentials = self.credentials(obj).await?;
+        // Deleting needs no password, and a Secret problem must never keep an object alive.
+        if obj.metadata.deletion_timestamp.is_none() {
+            observed.credentials = self.credentials(obj).await?;
+        }
         Ok(Some(observed))
     }
 
     fn observed_tags<'a>(&self, observed: &'a ObservedDb) -> &'a BTreeMap<String, String> {
         &observed.tags
+    }
+
+    fn tags_change(
+        &self,
+        observed: &ObservedDb,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<DbChange> {
+        tag_changes(tags, &observed.tags).map(|TagChanges { set, remove }| DbChange::Tags {
+            add: set,
+            remove,
+        })
     }
 
     fn availability(&self, observed: &ObservedDb) -> Availability {
@@ -310,7 +325,7 @@ impl External<DBInstance> for Rds {
         target: &Target,
         tags: &BTreeMap<String, String>,
         status: &mut DBInstanceStatus,
-    ) -> Result<()> {
+    ) -> Result<Created> {
         let rds = self.clients.get(&target.region);
         let spec = &obj.spec;
         let id = identifier(obj);
@@ -355,6 +370,13 @@ impl External<DBInstance> for Rds {
             .deletion_protection(spec.deletion_protection.unwrap_or(false))
             .set_port(spec.port)
             .set_tags(Some(tag_list))
+            .customize()
+            .config_override(
+                // Never retried inside the SDK: a retry after a lost answer would be told the
+                // instance exists and could not tell that it created it itself.
+                aws_sdk_rds::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await;
         match created {
@@ -365,15 +387,17 @@ impl External<DBInstance> for Rds {
                     status.db_instance_status = db.db_instance_status().map(str::to_string);
                 }
                 status.db_instance_identifier = Some(id);
-                self.write_connection(obj, &password, None, false).await
+                self.write_connection(obj, &password, None, false).await?;
+                Ok(Created::New)
             }
-            // A retry after a lost response (or a race): the ownership check on the next
-            // observe decides; the password stays pending and is set again if it is ours.
+            // A race with another object (or a create of ours whose answer was lost): the
+            // ownership check on the next observe decides; the password stays pending and is set
+            // again if it is ours.
             Err(e)
                 if e.code()
                     .is_some_and(|c| c.starts_with("DBInstanceAlreadyExists")) =>
             {
-                Ok(())
+                Ok(Created::Existed)
             }
             Err(e) => Err(classify("CreateDBInstance", &e)),
         }

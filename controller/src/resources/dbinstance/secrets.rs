@@ -14,7 +14,10 @@ use rand::{Rng, distr::Alphanumeric};
 
 use super::types::DBInstance;
 pub use crate::core::secrets::{Redacted, decode, missing, read_key};
-use crate::core::{error::Result, names::FIELD_MANAGER};
+use crate::core::{
+    error::{Error, Result},
+    names::FIELD_MANAGER,
+};
 
 /// On the connection Secret: its password was written before RDS confirmed it (a create or a
 /// password change in flight), so RDS may still have the previous one.
@@ -50,19 +53,47 @@ impl ConnectionSecret {
     }
 }
 
+/// Reads the connection Secret of `obj`. A Secret of that name that `obj` does not own (another
+/// object's, or one kaws never wrote) is refused: kaws neither reads its password nor writes it.
 pub async fn read_connection(
     client: &Client,
-    ns: &str,
+    obj: &DBInstance,
     name: &str,
 ) -> Result<Option<ConnectionSecret>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    Ok(api.get_opt(name).await?.map(|s| ConnectionSecret {
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let Some(s) = api.get_opt(name).await? else {
+        return Ok(None);
+    };
+    if let Some(owner) = foreign_owner(&s, obj) {
+        return Err(Error::SecretOwnedByOther {
+            secret: name.to_string(),
+            owner,
+        });
+    }
+    Ok(Some(ConnectionSecret {
         pending: s
             .annotations()
             .get(PASSWORD_PENDING)
             .is_some_and(|v| v == "true"),
         data: decode(s.data),
     }))
+}
+
+/// Who holds `secret` when it is not `obj`: its controller owner, or a note that kaws never wrote
+/// it. `None` when `obj` owns it.
+fn foreign_owner(secret: &Secret, obj: &DBInstance) -> Option<String> {
+    let uid = obj.meta().uid.as_deref().unwrap_or_default();
+    let refs = secret.metadata.owner_references.as_deref().unwrap_or_default();
+    if refs.iter().any(|r| r.uid == uid) {
+        return None;
+    }
+    Some(
+        match refs.iter().find(|r| r.controller == Some(true)).or(refs.first()) {
+            Some(r) => format!("{} {:?}", r.kind, r.name),
+            None => "nobody kaws knows (kaws did not create it)".to_string(),
+        },
+    )
 }
 
 /// Writes the connection Secret by server-side apply, owned by `obj` (garbage-collected with

@@ -26,9 +26,10 @@ use crate::{
     core::secrets::{self, Redacted},
     core::{
         conditions::is_true,
-        driver::{Availability, DeleteProgress, External, Target},
+        driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
         names::{conditions, reasons},
+        ownership::{TagChanges, tag_changes},
     },
     metrics::SharedMetrics,
     resources::bucket::Bucket,
@@ -605,7 +606,7 @@ impl External<Function> for Lambda {
         target: &Target,
         tags: &BTreeMap<String, String>,
         status: &mut FunctionStatus,
-    ) -> Result<()> {
+    ) -> Result<Created> {
         let spec = &obj.spec;
         let secret_variables = match read_secret_variables(&self.kube, obj).await? {
             Ok(vars) => vars,
@@ -646,15 +647,39 @@ impl External<Function> for Lambda {
             .set_tracing_config(tracing(obj))
             .set_dead_letter_config(dead_letter(obj))
             .set_tags(Some(hash_map(tags)))
+            .customize()
+            .config_override(
+                // Never retried inside the SDK: a retry after a lost answer would be told the
+                // function exists and could not tell that it created it itself.
+                aws_sdk_lambda::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            )
             .send()
-            .await
-            .map_err(|e| lambda_error("CreateFunction", &e))?;
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            // CreateFunction's conflict means the name is taken (by another object, or by a
+            // create of ours whose answer was lost): the next observe decides whose it is.
+            Err(e) if e.code() == Some("ResourceConflictException") => {
+                return Ok(Created::Existed);
+            }
+            Err(e) => return Err(lambda_error("CreateFunction", &e)),
+        };
         status.function_name = Some(spec.function_name.clone());
         status.common.arn = out.function_arn().map(str::to_string);
         status.code_sha256 = out.code_sha256().map(str::to_string);
         status.state = out.state().map(|s| s.as_str().to_string());
         status.code_source = source;
-        Ok(())
+        Ok(Created::New)
+    }
+
+    fn tags_change(
+        &self,
+        observed: &ObservedFunction,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<FunctionChange> {
+        tag_changes(tags, &observed.tags)
+            .map(|TagChanges { set, remove }| FunctionChange::Tags { set, remove })
     }
 
     async fn update(

@@ -31,9 +31,10 @@ use crate::{
     aws::{CallMetrics, RegionalClients, classify, partition},
     core::{
         conditions::is_true,
-        driver::{Availability, DeleteProgress, External, Target},
+        driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
         names::{conditions, tags},
+        ownership::tag_changes,
         secrets::{self, Redacted},
     },
     metrics::SharedMetrics,
@@ -329,7 +330,11 @@ impl Ec2 {
         };
         let ns = obj.namespace().unwrap_or_default();
         match secrets::read_key(&self.kube, &ns, &r.name, &r.key).await? {
-            Some(v) => Ok(Some(v)),
+            Some(v) => {
+                let field = format!("spec.userDataSecretRef (Secret {:?}, key {:?})", r.name, r.key);
+                diff::check_user_data_size(&field, &v.0).map_err(Error::InvalidSpec)?;
+                Ok(Some(v))
+            }
             None => Err(secrets::missing(&self.kube, &ns, &r.name, &r.key).await),
         }
     }
@@ -716,7 +721,7 @@ impl External<Instance> for Ec2 {
         target: &Target,
         tags: &BTreeMap<String, String>,
         status: &mut InstanceStatus,
-    ) -> Result<()> {
+    ) -> Result<Created> {
         let client = self.ec2.get(&target.region);
         let spec = &obj.spec;
         let uid = obj.uid().unwrap_or_default();
@@ -788,6 +793,14 @@ impl External<Instance> for Ec2 {
                     .set_tags(Some(ec2_tags(tags)))
                     .build(),
             )
+            // Not retried inside the SDK: EC2 honours the client token, but not every endpoint
+            // does, and the uid lookup on the next reconcile finds an instance whose answer was
+            // lost.
+            .customize()
+            .config_override(
+                aws_sdk_ec2::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| ec2_error("RunInstances", &e))?;
@@ -802,7 +815,15 @@ impl External<Instance> for Ec2 {
         self.index.written(id);
         status.instance_id = Some(id.to_string());
         status.state = Some(state::PENDING.to_string());
-        Ok(())
+        Ok(Created::New)
+    }
+
+    fn tags_change(
+        &self,
+        observed: &ObservedInstance,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<InstanceChange> {
+        tag_changes(tags, &observed.tags).map(InstanceChange::Tags)
     }
 
     async fn update(

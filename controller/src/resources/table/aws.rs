@@ -25,8 +25,9 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
-        driver::{Availability, DeleteProgress, External, Target},
+        driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
+        ownership::{TagChanges, tag_changes},
     },
     metrics::SharedMetrics,
 };
@@ -53,6 +54,13 @@ fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Clien
         .interceptor(CallMetrics(metrics.clone()))
         .build();
     Client::from_conf(conf)
+}
+
+/// A create call is never retried inside the SDK: a retry after a lost answer would be told the
+/// table exists and could not tell that it created it itself.
+fn single_attempt() -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(aws_config::retry::RetryConfig::disabled())
 }
 
 fn built<T>(r: std::result::Result<T, BuildError>) -> Result<T> {
@@ -574,11 +582,12 @@ pub async fn apply_step(c: &Client, name: &str, arn: &str, step: &TableChange) -
 
 /// Everything `CreateTable` accepts from the spec. TTL and point-in-time recovery have their own
 /// APIs and follow as planned steps once the table is `ACTIVE`.
+/// `None` when the table already existed; else the new table's ARN, if DynamoDB returned it.
 async fn create_table(
     c: &Client,
     spec: &TableSpec,
     tags: &BTreeMap<String, String>,
-) -> Result<Option<String>> {
+) -> Result<Option<Option<String>>> {
     let provisioned = spec.billing_mode == BillingMode::Provisioned;
     let gsis = spec
         .global_secondary_indexes
@@ -647,15 +656,18 @@ async fn create_table(
         .set_table_class(spec.table_class.map(to_table_class))
         .deletion_protection_enabled(spec.deletion_protection_enabled)
         .set_tags(Some(tags))
+        .customize()
+        .config_override(single_attempt())
         .send()
         .await;
     match created {
-        Ok(out) => Ok(out
-            .table_description()
-            .and_then(|t| t.table_arn())
-            .map(str::to_string)),
-        // The table exists: a retry after a lost response, or someone else's table. The
-        // ownership check on the next observe decides which.
+        Ok(out) => Ok(Some(
+            out.table_description()
+                .and_then(|t| t.table_arn())
+                .map(str::to_string),
+        )),
+        // The table exists: someone else's, or ours from an attempt whose answer was lost (the
+        // driver keeps the intent for that case). The ownership check on the next observe decides.
         Err(e) if e.code() == Some("ResourceInUseException") => Ok(None),
         Err(e) => Err(classify("CreateTable", &e)),
     }
@@ -741,15 +753,23 @@ impl External<Table> for DynamoDb {
         target: &Target,
         tags: &BTreeMap<String, String>,
         status: &mut TableStatus,
-    ) -> Result<()> {
+    ) -> Result<Created> {
         let c = self.clients.get(&target.region);
-        let arn = create_table(&c, &obj.spec, tags).await?;
+        let Some(arn) = create_table(&c, &obj.spec, tags).await? else {
+            return Ok(Created::Existed);
+        };
         status.table_name = Some(obj.spec.table_name.clone());
-        if arn.is_some() {
-            status.common.arn = arn;
-            status.table_status = Some("CREATING".to_string());
-        }
-        Ok(())
+        status.common.arn = arn;
+        status.table_status = Some("CREATING".to_string());
+        Ok(Created::New)
+    }
+
+    fn tags_change(
+        &self,
+        observed: &ObservedTable,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<TableChange> {
+        tag_changes(tags, &observed.tags).map(|TagChanges { set, remove }| TableChange::Tags { set, remove })
     }
 
     async fn update(
