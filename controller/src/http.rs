@@ -39,14 +39,19 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Serves until `shutdown` fires. Returns the bound address through `bound` (port 0 picks one).
+/// Binds the HTTP listener. Called before anything else starts, so that a taken port fails the
+/// start instead of leaving kaws running without probes and metrics.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves on `listener` until `shutdown` fires.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, router(metrics, readiness))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

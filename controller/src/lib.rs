@@ -5,6 +5,7 @@ pub mod aws;
 pub mod cli;
 pub mod core;
 pub mod crds;
+pub mod fence;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -12,6 +12,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::fence::Fence;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
     pub kind: String,
@@ -43,13 +45,19 @@ pub struct ObjectLabels {
 }
 
 /// All metrics kaws exports, registered once and shared by every kind.
+///
+/// It also carries the leader [`Fence`]: every AWS client's shared interceptor
+/// (`aws::CallMetrics`) is built from this handle, so carrying the fence here fences every
+/// client of every kind in one place.
 pub struct Metrics {
     registry: Registry,
+    fence: Fence,
     reconciles: Family<ReconcileLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
     aws_calls: Family<AwsCallLabels, Counter>,
     objects: Family<ObjectLabels, Gauge>,
+    leading: Gauge,
     readiness: Mutex<HashMap<(String, String), bool>>,
 }
 
@@ -66,7 +74,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics with an open fence (no leader election).
     pub fn new() -> Self {
+        Self::with_fence(Fence::open())
+    }
+
+    /// Metrics whose AWS clients write only while `fence` allows it.
+    pub fn with_fence(fence: Fence) -> Self {
         let mut registry = Registry::with_prefix("kaws");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -75,6 +89,7 @@ impl Metrics {
         });
         let aws_calls = Family::<AwsCallLabels, Counter>::default();
         let objects = Family::<ObjectLabels, Gauge>::default();
+        let leading = Gauge::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and outcome",
@@ -100,8 +115,15 @@ impl Metrics {
             "Objects by kind and Ready condition",
             objects.clone(),
         );
+        registry.register(
+            "leading",
+            "1 while this replica holds the leader-election Lease (always 1 without leader election)",
+            leading.clone(),
+        );
         Self {
             registry,
+            fence,
+            leading,
             reconciles,
             errors,
             durations,
@@ -109,6 +131,16 @@ impl Metrics {
             objects,
             readiness: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The leader fence AWS writes are checked against.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Whether this replica leads (holds the Lease, or leader election is off).
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.set(i64::from(leading));
     }
 
     pub fn reconciled(&self, kind: &str, outcome: &str, took: Duration) {

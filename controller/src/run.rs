@@ -1,7 +1,7 @@
 //! `kaws run`: connects to Kubernetes and AWS, starts one controller per kind and the HTTP
 //! server, and stops all of them cleanly on SIGTERM.
 
-use std::{sync::Arc, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client, Config, config::Kubeconfig};
@@ -16,6 +16,7 @@ use crate::{
         events::Events,
         runner::{Readiness, RunOptions, run_kind},
     },
+    fence::Fence,
     leader::{self, Elector, LeaderError, LeaseSettings},
     metrics::Metrics,
     resources::{
@@ -40,6 +41,14 @@ pub enum StartError {
     NoRegion,
     #[error("the kube-system namespace has no uid; set --cluster-id")]
     NoClusterId,
+    #[error(
+        "failed to listen on {addr} for /metrics, /healthz and /readyz (--metrics-addr, KAWS_METRICS_ADDR): {source}"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to serve HTTP: {0}")]
     Http(#[from] std::io::Error),
     #[error(transparent)]
@@ -49,7 +58,10 @@ pub enum StartError {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: escape codes in files and pipes make logs unreadable.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -101,6 +113,14 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), StartError> {
+    // Before anything else: a taken port must fail the start, not leave kaws running without
+    // probes and metrics.
+    let listener = crate::http::bind(args.metrics_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: args.metrics_addr,
+            source,
+        })?;
     let client = kube_client(&args).await?;
     let cluster_id = cluster_id(&client, args.cluster_id.as_ref()).await?;
     let sdk = load_sdk_config(&AwsSettings {
@@ -112,7 +132,14 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         .region()
         .map(|r| r.to_string())
         .ok_or(StartError::NoRegion)?;
-    let metrics = Arc::new(Metrics::new());
+    // With leader election, AWS writes wait for the Lease (see fence.rs).
+    let fence = if args.leader_election {
+        Fence::lease()
+    } else {
+        Fence::open()
+    };
+    let metrics = Arc::new(Metrics::with_fence(fence));
+    metrics.set_leading(!args.leader_election);
     let shared = Arc::new(Shared {
         client: client.clone(),
         cluster_id: cluster_id.clone(),
@@ -131,29 +158,36 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     tracing::info!(?kinds, %cluster_id, region = %default_region, "starting kaws");
 
     let shutdown = CancellationToken::new();
+    // The HTTP server stops last, so /healthz and /metrics answer while reconciles drain.
+    let http_stop = CancellationToken::new();
+    let _stop_http = http_stop.clone().drop_guard();
     let readiness = Readiness::default();
     let http = tokio::spawn(crate::http::serve(
-        args.metrics_addr,
+        listener,
         metrics.clone(),
         readiness.clone(),
-        shutdown.clone(),
+        http_stop.clone(),
     ));
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    let elector = match leader_election(&args, &client).await? {
+    let mut elector = match leader_election(&args, &client, &metrics)? {
         None => None,
-        Some(elector) => {
+        Some(mut elector) => {
             // A standby has no caches to sync: ready. Once leading, /readyz waits for the
             // caches the controllers add below.
             readiness.expect(0);
-            tokio::select! {
-                _ = elector.acquire() => Some(elector),
-                _ = &mut signal => {
-                    tracing::info!("stopped while standing by");
-                    shutdown.cancel();
-                    return finish_http(http).await;
-                }
+            let acquired = tokio::select! {
+                _ = elector.acquire() => true,
+                _ = &mut signal => false,
+            };
+            if !acquired {
+                tracing::info!("stopped while standing by");
+                // In case a write of ours landed as the signal arrived.
+                elector.release().await;
+                http_stop.cancel();
+                return finish_http(http).await;
             }
+            Some(elector)
         }
     };
     let options = RunOptions {
@@ -218,7 +252,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     }
 
     let lost = async {
-        match &elector {
+        match &mut elector {
             Some(e) => e.hold().await,
             None => std::future::pending().await,
         }
@@ -226,11 +260,14 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     tokio::select! {
         _ = &mut signal => {}
         lost = lost => {
-            // Another replica may already be reconciling: stop at once, and exit so that the
-            // pod restarts as a standby.
-            tracing::error!(error = %lost, "stopped leading");
+            // The fence is closed already (no AWS write can start); another replica may be
+            // reconciling: stop every worker at once, and exit so that the pod restarts as a
+            // standby.
+            tasks.abort_all();
             shutdown.cancel();
+            tracing::error!(error = %lost, "stopped leading: stopped every worker, exiting");
             tasks.shutdown().await;
+            http_stop.cancel();
             let _ = finish_http(http).await;
             return Err(lost.into());
         }
@@ -239,7 +276,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     shutdown.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
     // Keep renewing while the reconciles in flight finish, so that no standby starts before.
-    let lost = match &elector {
+    let lost = match &mut elector {
         Some(e) => tokio::select! {
             _ = drain => None,
             lost = e.hold() => Some(lost),
@@ -250,15 +287,19 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         }
     };
     if let Some(lost) = lost {
+        tasks.abort_all();
         tracing::error!(error = %lost, "lost the lease while finishing reconciles");
         tasks.shutdown().await;
+        http_stop.cancel();
         let _ = finish_http(http).await;
         return Err(lost.into());
     }
-    // Only now, with nothing in flight, may a standby take over.
-    if let Some(elector) = &elector {
+    // Only now, with nothing in flight, may a standby take over: it acts on the release at
+    // once.
+    if let Some(elector) = &mut elector {
         elector.release().await;
     }
+    http_stop.cancel();
     finish_http(http).await?;
     tracing::info!("stopped");
     Ok(())
@@ -273,7 +314,11 @@ async fn finish_http(http: tokio::task::JoinHandle<std::io::Result<()>>) -> Resu
 }
 
 /// The Lease candidacy when `--leader-election` is on.
-async fn leader_election(args: &RunArgs, client: &Client) -> Result<Option<Elector>, StartError> {
+fn leader_election(
+    args: &RunArgs,
+    client: &Client,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Elector>, StartError> {
     if !args.leader_election {
         return Ok(None);
     }
@@ -293,5 +338,44 @@ async fn leader_election(args: &RunArgs, client: &Client) -> Result<Option<Elect
         duration = ?settings.duration,
         "leader election on: waiting for the lease"
     );
-    Ok(Some(Elector::new(client.clone(), &settings).await?))
+    Ok(Some(Elector::new(
+        client.clone(),
+        &settings,
+        metrics.clone(),
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[tokio::test]
+    async fn a_taken_metrics_port_fails_the_start_before_anything_else() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr").to_string();
+        // A kubeconfig that does not exist: reaching it would fail differently.
+        let cli = Cli::try_parse_from([
+            "kaws",
+            "run",
+            "--metrics-addr",
+            &addr,
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ])
+        .expect("valid flags");
+        let Command::Run(args) = cli.command else {
+            panic!("run subcommand");
+        };
+        let err = run(*args).await.expect_err("the port is taken");
+        assert!(matches!(err, StartError::Bind { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("failed to listen on {addr} for /metrics")),
+            "{text}"
+        );
+        assert!(text.contains("in use"), "{text}");
+    }
 }
