@@ -532,7 +532,8 @@ async fn paused_and_observe_only_objects_make_no_writes() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_spec_gets_a_terminal_condition_without_a_hot_loop() -> anyhow::Result<()> {
     let env = Env::start().await?;
-    env.apply_ok(&bucket_yaml("badname", "Not_A_Bucket", "", ""));
+    // Passes the CRD's pattern (an upper-case name is refused at apply); S3 reserves xn--.
+    env.apply_ok(&bucket_yaml("badname", "xn--kaws-bad", "", ""));
     let bad_policy = unique_name("policy");
     env.apply_ok(&bucket_yaml(
         "badpolicy",
@@ -680,5 +681,152 @@ async fn force_reconcile_is_echoed_and_secrets_stay_out_of_logs() -> anyhow::Res
         !logs.contains(secret),
         "the AWS secret key leaked into the logs"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_objects_racing_for_one_name_leave_exactly_one_owner_and_no_foreign_write()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let bucket = unique_name("race");
+    // Applied together, with settings that differ, so a write by the loser would show.
+    let manifests = format!(
+        "{}---\n{}",
+        bucket_yaml("one", &bucket, "versioning: Enabled\ntags:\n  team: one", ""),
+        bucket_yaml("two", &bucket, "tags:\n  team: two", "")
+    );
+    env.apply_ok(&manifests);
+    let settled = |o: &serde_json::Value| {
+        condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            || condition(o, "Synced").is_some_and(|c| c["status"] == "False")
+    };
+    let one = env
+        .wait_bucket("one", Duration::from_secs(60), "settled", settled)
+        .await?;
+    let two = env
+        .wait_bucket("two", Duration::from_secs(60), "settled", settled)
+        .await?;
+    let ready = |o: &serde_json::Value| condition(o, "Ready").is_some_and(|c| c["status"] == "True");
+    let (winner, loser, loser_obj) = match (ready(&one), ready(&two)) {
+        (true, false) => ("one", "two", two),
+        (false, true) => ("two", "one", one),
+        other => anyhow::bail!("exactly one object must win the name: {other:?}"),
+    };
+    let synced = condition(&loser_obj, "Synced").expect("Synced");
+    assert!(
+        ["OwnedByOther", "AlreadyExists"].contains(&synced["reason"].as_str().unwrap_or_default()),
+        "{synced}"
+    );
+    let tags = env.bucket_tags(&bucket).await?;
+    assert_eq!(
+        tags.get("kaws.io/owner"),
+        Some(&format!("{}/{}/{winner}", env.cluster_id, env.namespace))
+    );
+    assert_eq!(tags.get("team").map(String::as_str), Some(winner));
+    let want_versioning = (winner == "one").then_some(s3::BucketVersioningStatus::Enabled);
+    assert_eq!(
+        versioning(&env, &bucket).await,
+        want_versioning,
+        "only the winner's spec reaches the bucket"
+    );
+    let created = |name: &str| {
+        let env = &env;
+        let name = name.to_string();
+        async move {
+            Ok::<_, anyhow::Error>(
+                env.event_reasons(&name)
+                    .await?
+                    .iter()
+                    .filter(|(r, _)| r == "Created")
+                    .count(),
+            )
+        }
+    };
+    assert_eq!(created(winner).await?, 1, "the winner announces its create");
+    assert_eq!(created(loser).await?, 0, "the loser never claims it created the bucket");
+
+    // Deleting the loser leaves the winner's bucket as it is.
+    env.kubectl_ok(&["delete", "bucket", loser, "--timeout=60s"]);
+    env.wait_gone(loser, Duration::from_secs(10)).await?;
+    assert!(env.bucket_exists(&bucket).await);
+    assert_eq!(env.bucket_tags(&bucket).await?, tags);
+    Ok(())
+}
+
+/// A crash between `CreateBucket` and tagging (or an endpoint that drops create-time tags)
+/// leaves an untagged bucket; the intent kaws recorded before the create makes it recognise the
+/// bucket as its own, tag it, converge it and delete it with the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_created_before_a_crash_is_recognised_tagged_and_deleted_with_its_object()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let bucket = unique_name("crash");
+    // The state a crash right after CreateBucket leaves: the object with its create intent
+    // recorded (paused, so kaws does not act before the scene is set) and an untagged bucket.
+    env.apply_ok(&bucket_yaml(
+        "crashed",
+        &bucket,
+        "versioning: Enabled",
+        "kaws.io/paused: \"true\"",
+    ));
+    env.wait_condition("crashed", "Synced", "False", Some("Paused"))
+        .await?;
+    env.kubectl_ok(&[
+        "patch",
+        "bucket",
+        "crashed",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"createPendingSince":"2026-01-01T00:00:00Z"}}"#,
+    ]);
+    env.s3
+        .create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            s3::CreateBucketConfiguration::builder()
+                .location_constraint(s3::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await?;
+    env.kubectl_ok(&["annotate", "bucket", "crashed", "kaws.io/paused-"]);
+    let obj = env.wait_condition("crashed", "Ready", "True", None).await?;
+    assert!(
+        obj["status"]
+            .get("createPendingSince")
+            .is_none_or(|v| v.is_null()),
+        "the intent is cleared once the bucket carries our tags: {obj}"
+    );
+    let tags = env.bucket_tags(&bucket).await?;
+    assert_eq!(
+        tags.get("kaws.io/owner"),
+        Some(&format!("{}/{}/crashed", env.cluster_id, env.namespace))
+    );
+    assert_eq!(
+        versioning(&env, &bucket).await,
+        Some(s3::BucketVersioningStatus::Enabled)
+    );
+    env.kubectl_ok(&["delete", "bucket", "crashed", "--timeout=60s"]);
+    env.wait_gone("crashed", Duration::from_secs(10)).await?;
+    assert!(!env.bucket_exists(&bucket).await, "no leaked bucket");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_never_created_anything_is_deleted_without_aws_calls() -> anyhow::Result<()>
+{
+    let env = Env::start().await?;
+    // A policy that is not JSON: the schema accepts it, validation refuses it before any AWS call.
+    let bucket = unique_name("never");
+    env.apply_ok(&bucket_yaml("bad", &bucket, "policy: \"not json\"", ""));
+    env.wait_condition("bad", "Synced", "False", Some("InvalidSpec"))
+        .await?;
+    let calls = env.s3_calls().await?;
+    env.kubectl_ok(&["delete", "bucket", "bad", "--timeout=30s"]);
+    env.wait_gone("bad", Duration::from_secs(10)).await?;
+    assert_eq!(env.s3_calls().await?, calls, "no AWS call for the delete");
+    env.wait_event("bad", "NothingToDelete").await?;
+    assert!(!env.bucket_exists(&bucket).await);
     Ok(())
 }

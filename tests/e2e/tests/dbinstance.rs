@@ -561,3 +561,54 @@ async fn invalid_spec_is_terminal_without_a_hot_loop() -> anyhow::Result<()> {
     assert_eq!(creates, 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_secret_owned_by_another_object_is_refused_without_a_loop()
+-> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let first = unique_name("first");
+    let second = unique_name("second");
+    env.apply_ok(&db_yaml("first", &first, "", ""));
+    env.wait_for::<DBInstance>("first", Duration::from_secs(60), "Ready", ready)
+        .await?;
+    let before = wait_secret(&env, "first-conn", "first's connection", |_| true).await?;
+
+    // The second object names the first one's Secret.
+    env.apply_ok(&db_yaml("second", &second, "", "").replace("name: second-conn", "name: first-conn"));
+    let obj = env
+        .wait_condition_of::<DBInstance>("second", "Synced", "False", Some("SecretOwnedByOther"))
+        .await?;
+    let message = condition(&obj, "Synced").expect("Synced")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("first-conn") && message.contains("\"first\""),
+        "the message names the Secret and its owner: {message}"
+    );
+    assert!(instance(&env, &second).await.is_none(), "no database created for it");
+
+    // Terminal: no loop, the Secret is untouched and keeps its owner.
+    let reconciles = env.kaws.reconciles("DBInstance").await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        env.kaws.reconciles("DBInstance").await? - reconciles <= 1,
+        "no reconcile loop between the two objects"
+    );
+    let secret = env.api::<Secret>().get("first-conn").await?;
+    let owners: Vec<String> = secret
+        .owner_references()
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
+    assert_eq!(owners, vec!["first".to_string()]);
+    let after = wait_secret(&env, "first-conn", "first's connection", |_| true).await?;
+    assert_eq!(after, before, "the first object's Secret is unchanged");
+    assert!(ready(&env.api::<DBInstance>().get("first").await.map(|o| serde_json::to_value(o))??));
+
+    // Deleting the refused object is not blocked by the Secret.
+    env.kubectl_ok(&["delete", "dbinstance", "second", "--timeout=30s"]);
+    env.wait_gone_of::<DBInstance>("second", Duration::from_secs(10))
+        .await?;
+    Ok(())
+}
