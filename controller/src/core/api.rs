@@ -1,6 +1,6 @@
 //! API fields every kind shares: the common spec fields and the common status fields.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::LazyLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
@@ -32,6 +32,7 @@ pub enum ManagementPolicy {
 pub struct CommonSpec {
     /// AWS region of the resource, e.g. `eu-west-1`. Defaults to the controller's region. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = REGION_PATTERN))]
     pub region: Option<String>,
     /// `Delete` (default: the controller's `--default-deletion-policy`) deletes the AWS resource
     /// with the object; `Retain` leaves it in AWS.
@@ -41,27 +42,126 @@ pub struct CommonSpec {
     /// resource into status and never writes or deletes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_policy: Option<ManagementPolicy>,
-    /// Tags for the AWS resource. Merged with the tags kaws sets itself (`kaws.io/*`), which
-    /// cannot be overridden.
+    /// Tags for the AWS resource, at most 48: AWS allows 50 per resource and kaws adds two of its
+    /// own, `kaws.io/owner` and `kaws.io/uid` (an Instance also `kaws.io/user-data-hash`, so 47
+    /// there). Keys are 1-128 and values 0-256 letters, digits, spaces and `_ . : / = + - @`.
+    /// The prefixes `kaws.io/` (kaws' own tags) and `aws:` (reserved by AWS) are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = MAX_USER_TAGS,
+        "additionalProperties" = {"type": "string", "maxLength": TAG_VALUE_MAX, "pattern": TAG_CHARS_PATTERN},
+        "x-kubernetes-validations" = [
+            {"rule": "self.all(k, size(k) >= 1 && size(k) <= 128)", "message": "tag keys must be 1 to 128 characters"},
+            {"rule": "self.all(k, !k.startsWith('kaws.io/'))", "message": "tag keys starting with kaws.io/ are reserved for the tags kaws sets itself (kaws.io/owner, kaws.io/uid)"},
+            {"rule": "self.all(k, !k.startsWith('aws:'))", "message": "tag keys starting with aws: are reserved by AWS"},
+        ],
+    ))]
     pub tags: BTreeMap<String, String>,
 }
+
+/// An AWS region name: `eu-west-1`, `us-gov-west-1`, `us-isob-east-1`, `eusc-de-east-1` …
+pub const REGION_PATTERN: &str = r"^[a-z]{2,4}(-gov|-iso[a-z]?)?(-[a-z]+){1,2}-[0-9]{1,2}$";
+
+/// Tags per resource on S3, RDS, DynamoDB, Lambda and EC2 alike.
+pub const AWS_MAX_TAGS: usize = 50;
+/// What is left for the user: AWS's limit minus `kaws.io/owner` and `kaws.io/uid`.
+pub const MAX_USER_TAGS: usize = AWS_MAX_TAGS - 2;
+/// Longest tag key AWS accepts, in characters.
+pub const TAG_KEY_MAX: usize = 128;
+/// Longest tag value AWS accepts, in characters.
+pub const TAG_VALUE_MAX: usize = 256;
+/// Characters every one of the five services accepts in tag keys and values (EC2 accepts more,
+/// the others do not).
+pub const TAG_CHARS_PATTERN: &str = r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$";
+
+fn regex(pattern: &str) -> regex::Regex {
+    regex::Regex::new(pattern).expect("the pattern is a valid regular expression")
+}
+
+static REGION: LazyLock<regex::Regex> = LazyLock::new(|| regex(REGION_PATTERN));
+static TAG_CHARS: LazyLock<regex::Regex> = LazyLock::new(|| regex(TAG_CHARS_PATTERN));
 
 impl CommonSpec {
     pub fn management_policy(&self) -> ManagementPolicy {
         self.management_policy.unwrap_or_default()
     }
 
-    /// Pure check of the user's tags: AWS refuses `aws:*` keys on every service.
-    pub fn validate_tags(&self) -> Result<(), String> {
-        let reserved = super::names::tags::AWS_RESERVED_PREFIX;
-        match self.tags.keys().find(|k| k.starts_with(reserved)) {
-            Some(key) => Err(format!(
-                "tags: the prefix {reserved:?} is reserved by AWS ({key:?})"
+    /// Pure checks of the shared fields, for kinds that write no tags beyond the owner and uid
+    /// tags. The CRD schema holds the same rules; this catches objects stored before it did.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_reserving(0)
+    }
+
+    /// [`Self::validate`] for a kind that writes `own_tags` more tags of its own, which count
+    /// against AWS's limit too.
+    pub fn validate_reserving(&self, own_tags: usize) -> Result<(), String> {
+        self.validate_region()?;
+        self.validate_tags_within(MAX_USER_TAGS.saturating_sub(own_tags))
+    }
+
+    /// The region, when given, must look like an AWS region: a made-up one would only fail at
+    /// the first AWS call (an endpoint that does not resolve), retried forever.
+    pub fn validate_region(&self) -> Result<(), String> {
+        match &self.region {
+            Some(region) if !REGION.is_match(region) => Err(format!(
+                "spec.region {region:?} is not an AWS region name (e.g. eu-west-1, us-gov-west-1)"
             )),
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
+
+    /// The user's tags as all five services accept them: at most 48 (the default), keys of
+    /// 1-128 and values of 0-256 allowed characters, no `kaws.io/` (kaws' own tags, which would
+    /// be written once and never removed again) and no `aws:` (AWS's, refused by every service).
+    pub fn validate_tags(&self) -> Result<(), String> {
+        self.validate_tags_within(MAX_USER_TAGS)
+    }
+
+    /// [`Self::validate_tags`] with at most `max` tags.
+    pub fn validate_tags_within(&self, max: usize) -> Result<(), String> {
+        if self.tags.len() > max {
+            return Err(format!(
+                "spec.tags has {} tags; at most {max} are allowed (AWS allows {AWS_MAX_TAGS} per resource and kaws adds {} of its own)",
+                self.tags.len(),
+                AWS_MAX_TAGS - max
+            ));
+        }
+        for (key, value) in &self.tags {
+            check_tag(key, value).map_err(|why| format!("spec.tags[{key:?}]: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why AWS would refuse one tag. The value is never quoted: a message names the key only.
+fn check_tag(key: &str, value: &str) -> Result<(), String> {
+    use super::names::tags::{AWS_RESERVED_PREFIX, KAWS_PREFIX, OWNER, UID};
+    const ALLOWED: &str = "letters, digits, spaces and _ . : / = + - @";
+    if key.starts_with(KAWS_PREFIX) {
+        return Err(format!(
+            "the prefix {KAWS_PREFIX:?} is reserved for the tags kaws sets itself ({OWNER}, {UID}); use another key"
+        ));
+    }
+    if key.to_ascii_lowercase().starts_with(AWS_RESERVED_PREFIX) {
+        return Err(format!(
+            "the prefix {AWS_RESERVED_PREFIX:?} is reserved by AWS"
+        ));
+    }
+    if !(1..=TAG_KEY_MAX).contains(&key.chars().count()) {
+        return Err(format!("a tag key must be 1 to {TAG_KEY_MAX} characters"));
+    }
+    if !TAG_CHARS.is_match(key) {
+        return Err(format!("a tag key may contain only {ALLOWED}"));
+    }
+    if value.chars().count() > TAG_VALUE_MAX {
+        return Err(format!(
+            "the value must be at most {TAG_VALUE_MAX} characters"
+        ));
+    }
+    if !TAG_CHARS.is_match(value) {
+        return Err(format!("the value may contain only {ALLOWED}"));
+    }
+    Ok(())
 }
 
 /// Status fields shared by every kind (flattened into each kind's status).
@@ -90,3 +190,128 @@ pub struct CommonStatus {
 /// CEL rule that makes the optional `region` immutable: it may be neither added, removed nor
 /// changed after creation.
 pub const REGION_IMMUTABLE_RULE: &str = "has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(yaml: &str) -> CommonSpec {
+        serde_saphyr::from_str(yaml).expect("fixture parses")
+    }
+
+    fn many_tags(n: usize) -> String {
+        let tags: Vec<String> = (0..n).map(|i| format!("t{i}: v")).collect();
+        format!("tags: {{{}}}", tags.join(", "))
+    }
+
+    #[test]
+    fn shared_fields_are_checked_as_aws_would() {
+        let long = "k".repeat(129);
+        let cases: Vec<(&str, String, Option<&str>)> = vec![
+            ("no region: the controller's", "{}".into(), None),
+            ("a commercial region", "region: eu-west-1".into(), None),
+            ("a GovCloud region", "region: us-gov-west-1".into(), None),
+            ("an ISO region", "region: us-isob-east-1".into(), None),
+            (
+                "the European sovereign cloud",
+                "region: eusc-de-east-1".into(),
+                None,
+            ),
+            (
+                "a made-up region",
+                "region: mars-1".into(),
+                Some("spec.region \"mars-1\" is not an AWS region"),
+            ),
+            (
+                "upper case",
+                "region: EU-WEST-1".into(),
+                Some("spec.region"),
+            ),
+            (
+                "an availability zone",
+                "region: eu-west-1a".into(),
+                Some("spec.region"),
+            ),
+            (
+                "plain tags",
+                "tags: {team: data, 'cost center': '4711', 'a/b': 'x=y+z@w:v'}".into(),
+                None,
+            ),
+            (
+                "unicode letters are allowed",
+                "tags: {équipe: données}".into(),
+                None,
+            ),
+            ("an empty value is allowed", "tags: {flag: ''}".into(), None),
+            (
+                "kaws' own prefix is refused, not silently dropped",
+                "tags: {'kaws.io/owner': me}".into(),
+                Some("spec.tags[\"kaws.io/owner\"]: the prefix \"kaws.io/\" is reserved"),
+            ),
+            (
+                "AWS's prefix",
+                "tags: {'aws:x': v}".into(),
+                Some("reserved by AWS"),
+            ),
+            (
+                "AWS's prefix in capitals",
+                "tags: {'AWS:x': v}".into(),
+                Some("reserved by AWS"),
+            ),
+            (
+                "a key too long",
+                format!("tags: {{{long}: v}}"),
+                Some("1 to 128 characters"),
+            ),
+            (
+                "a value too long",
+                format!("tags: {{k: {}}}", "v".repeat(257)),
+                Some("at most 256"),
+            ),
+            (
+                "a key with a forbidden character",
+                "tags: {'a*b': v}".into(),
+                Some("spec.tags[\"a*b\"]: a tag key may contain only"),
+            ),
+            (
+                "a value with a forbidden character",
+                "tags: {k: 'a;b'}".into(),
+                Some("the value may contain only"),
+            ),
+            ("48 tags fit", many_tags(48), None),
+            (
+                "49 tags do not",
+                many_tags(49),
+                Some("spec.tags has 49 tags; at most 48"),
+            ),
+        ];
+        for (why, yaml, want) in cases {
+            let got = common(&yaml).validate();
+            match want {
+                None => assert_eq!(got, Ok(()), "{why}"),
+                Some(fragment) => {
+                    let msg = got.expect_err(why);
+                    assert!(msg.contains(fragment), "{why}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_kind_with_tags_of_its_own_leaves_fewer_for_the_user() {
+        let spec = common(&many_tags(48));
+        assert_eq!(spec.validate(), Ok(()));
+        let msg = spec
+            .validate_reserving(1)
+            .expect_err("48 + 3 kaws tags > 50");
+        assert!(msg.contains("at most 47"), "{msg}");
+    }
+
+    #[test]
+    fn a_tag_message_never_quotes_the_value() {
+        let msg = common("tags: {k: 'secret;value'}")
+            .validate()
+            .expect_err("bad value");
+        assert!(!msg.contains("secret"), "{msg}");
+    }
+}

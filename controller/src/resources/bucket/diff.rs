@@ -52,11 +52,30 @@ impl Change for BucketChange {
     }
 }
 
+/// Storage classes a lifecycle transition can move objects to.
+const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+];
+
+/// Largest bucket policy S3 accepts.
+pub const MAX_POLICY_BYTES: usize = 20 * 1024;
+
 /// Checks S3's bucket naming rules and the parts of the spec S3 would reject, so the user
 /// gets a clear message instead of an AWS error code.
 pub fn validate(spec: &BucketSpec) -> Result<(), String> {
     validate_name(&spec.bucket_name)?;
     if let Some(policy) = &spec.policy {
+        if policy.len() > MAX_POLICY_BYTES {
+            return Err(format!(
+                "spec.policy is {} bytes; S3 accepts bucket policies of at most {MAX_POLICY_BYTES} (20 KB)",
+                policy.len()
+            ));
+        }
         match serde_json::from_str::<serde_json::Value>(policy) {
             Ok(serde_json::Value::Object(_)) => {}
             Ok(_) => return Err("policy must be a JSON object".to_string()),
@@ -86,6 +105,18 @@ pub fn validate(spec: &BucketSpec) -> Result<(), String> {
                 rule.id
             ));
         }
+        if let Some(t) = rule
+            .transitions
+            .iter()
+            .find(|t| !STORAGE_CLASSES.contains(&t.storage_class.as_str()))
+        {
+            return Err(format!(
+                "spec.lifecycleRules[{}].transitions: storageClass {:?} is not one of {}",
+                rule.id,
+                t.storage_class,
+                STORAGE_CLASSES.join(", ")
+            ));
+        }
     }
     for (i, rule) in spec.cors_rules.iter().enumerate() {
         if rule.allowed_methods.is_empty() || rule.allowed_origins.is_empty() {
@@ -99,7 +130,7 @@ pub fn validate(spec: &BucketSpec) -> Result<(), String> {
             }
         }
     }
-    spec.common.validate_tags()?;
+    spec.common.validate()?;
     Ok(())
 }
 
@@ -141,6 +172,21 @@ fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The tag set to put when the observed one differs (`PutBucketTagging` replaces the whole set;
+/// AWS-reserved `aws:*` tags are neither compared nor written).
+pub fn tags_change(
+    observed: &ObservedBucket,
+    desired_tags: &BTreeMap<String, String>,
+) -> Option<BucketChange> {
+    let observed_tags: BTreeMap<String, String> = observed
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(AWS_RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (&observed_tags != desired_tags).then(|| BucketChange::Tags(desired_tags.clone()))
+}
+
 /// The changes that make `observed` match `spec`; empty when S3 already matches.
 pub fn diff(
     spec: &BucketSpec,
@@ -148,16 +194,7 @@ pub fn diff(
     desired_tags: &BTreeMap<String, String>,
 ) -> Vec<BucketChange> {
     let mut changes = Vec::new();
-
-    let observed_tags: BTreeMap<String, String> = observed
-        .tags
-        .iter()
-        .filter(|(k, _)| !k.starts_with(AWS_RESERVED_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if &observed_tags != desired_tags {
-        changes.push(BucketChange::Tags(desired_tags.clone()));
-    }
+    changes.extend(tags_change(observed, desired_tags));
 
     let pab = spec.public_access_block.clone().unwrap_or_default();
     if observed.public_access_block.as_ref() != Some(&pab) {
@@ -417,6 +454,10 @@ mod tests {
 
     #[test]
     fn validation_cases() {
+        let big_policy = format!(
+            "bucketName: b01\npolicy: '{{\"a\": \"{}\"}}'",
+            "x".repeat(20480)
+        );
         let cases: Vec<(&str, &str, Option<&str>)> = vec![
             ("plain name", "bucketName: my-logs.2024", None),
             (
@@ -472,6 +513,27 @@ mod tests {
                 "bucketName: b01\ntags: {'aws:x': v}",
                 Some("reserved by AWS"),
             ),
+            (
+                "kaws' own tag prefix is refused, not silently dropped",
+                "bucketName: b01\ntags: {'kaws.io/team': v}",
+                Some("spec.tags[\"kaws.io/team\"]"),
+            ),
+            (
+                "a made-up region",
+                "bucketName: b01\nregion: mars-1",
+                Some("spec.region \"mars-1\""),
+            ),
+            (
+                "a transition to an unknown storage class",
+                "bucketName: b01\nlifecycleRules: [{id: a, transitions: [{days: 30, storageClass: COLD}]}]",
+                Some("storageClass \"COLD\""),
+            ),
+            (
+                "a transition to Glacier Instant Retrieval",
+                "bucketName: b01\nlifecycleRules: [{id: a, transitions: [{days: 30, storageClass: GLACIER_IR}]}]",
+                None,
+            ),
+            ("a policy over 20 KB", &big_policy, Some("at most 20480")),
         ];
         for (why, yaml, want) in cases {
             let got = validate(&spec(yaml));

@@ -30,6 +30,10 @@ pub struct BucketSpec {
     /// Globally unique name of the S3 bucket: 3-63 lowercase letters, digits, dots and hyphens.
     /// Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("bucketName is immutable"))]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
     pub bucket_name: String,
 
     #[serde(flatten)]
@@ -48,16 +52,20 @@ pub struct BucketSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_access_block: Option<PublicAccessBlock>,
 
-    /// Lifecycle rules. An empty or absent list removes every lifecycle rule from the bucket.
+    /// Lifecycle rules, at most 1000. An empty or absent list removes every lifecycle rule from
+    /// the bucket.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
     pub lifecycle_rules: Vec<LifecycleRule>,
 
-    /// CORS rules. An empty or absent list removes the CORS configuration.
+    /// CORS rules, at most 100. An empty or absent list removes the CORS configuration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub cors_rules: Vec<CorsRule>,
 
-    /// Bucket policy as a JSON document. Absent removes the bucket policy.
+    /// Bucket policy as a JSON document, at most 20 KB. Absent removes the bucket policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20480))]
     pub policy: Option<String>,
 
     /// On delete, first remove every object version and delete marker. Without it a non-empty

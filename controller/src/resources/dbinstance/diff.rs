@@ -167,9 +167,16 @@ pub fn validate(spec: &DBInstanceSpec) -> Result<(), String> {
             spec.allocated_storage
         ));
     }
-    validate_identifier("masterUsername", &spec.master_username)?;
-    if spec.master_username.len() > 16 {
-        return Err("masterUsername must be at most 16 characters".to_string());
+    validate_master_username(&spec.engine, &spec.master_username)?;
+    if let Some(name) = &spec.db_name {
+        validate_db_name(&spec.engine, name)?;
+    }
+    if let Some(days) = spec.backup_retention_period
+        && !(0..=35).contains(&days)
+    {
+        return Err(format!(
+            "spec.backupRetentionPeriod {days} is outside 0 to 35 days"
+        ));
     }
     if let Some(port) = spec.port
         && !(1150..=65535).contains(&port)
@@ -187,7 +194,7 @@ pub fn validate(spec: &DBInstanceSpec) -> Result<(), String> {
     if let Some(id) = &spec.final_snapshot_identifier {
         validate_identifier("finalSnapshotIdentifier", id)?;
     }
-    spec.common.validate_tags()?;
+    spec.common.validate()?;
     Ok(())
 }
 
@@ -207,6 +214,227 @@ fn validate_identifier(field: &str, id: &str) -> Result<(), String> {
             "{field} {id:?} is not valid: 1 to 63 letters, digits and hyphens, starting with a letter, without a trailing or double hyphen"
         ))
     }
+}
+
+/// Names RDS or the engine keep for themselves (RDS refuses them as `MasterUsername` with
+/// "reserved word"): RDS's own users, and the engines' reserved words that are likely names.
+/// Not the engines' full keyword lists: RDS rejects the rest at create, terminally.
+const RESERVED_USERNAMES: &[&str] = &["rdsadmin", "rdsrepladmin", "rdstopmgr", "rdsproxyadmin"];
+const POSTGRES_RESERVED: &[&str] = &[
+    "current_user",
+    "session_user",
+    "current_role",
+    "system_user",
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "current_catalog",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "initially",
+    "intersect",
+    "into",
+    "lateral",
+    "leading",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "select",
+    "some",
+    "symmetric",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+const MYSQL_RESERVED: &[&str] = &[
+    "all",
+    "alter",
+    "and",
+    "as",
+    "asc",
+    "between",
+    "by",
+    "case",
+    "check",
+    "column",
+    "create",
+    "database",
+    "databases",
+    "default",
+    "delete",
+    "desc",
+    "distinct",
+    "drop",
+    "else",
+    "exists",
+    "false",
+    "for",
+    "foreign",
+    "from",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "index",
+    "insert",
+    "into",
+    "is",
+    "key",
+    "keys",
+    "like",
+    "limit",
+    "lock",
+    "not",
+    "null",
+    "on",
+    "or",
+    "order",
+    "primary",
+    "read",
+    "references",
+    "rename",
+    "revoke",
+    "schema",
+    "select",
+    "show",
+    "table",
+    "then",
+    "to",
+    "true",
+    "union",
+    "unique",
+    "update",
+    "usage",
+    "use",
+    "using",
+    "values",
+    "when",
+    "where",
+    "with",
+    "write",
+];
+
+fn reserved_for(engine: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let words = if engine == "postgres" {
+        POSTGRES_RESERVED
+    } else {
+        MYSQL_RESERVED
+    };
+    RESERVED_USERNAMES.contains(&name.as_str())
+        || words.contains(&name.as_str())
+        // PostgreSQL reserves the role names public and none and those starting with pg_; RDS
+        // those starting with rds_.
+        || (engine == "postgres"
+            && (["public", "none"].contains(&name.as_str())
+                || name.starts_with("pg_")
+                || name.starts_with("rds_")))
+}
+
+/// Longest master user name: 16 for MySQL and MariaDB, 63 for PostgreSQL.
+pub fn max_username(engine: &str) -> usize {
+    if engine == "postgres" { 63 } else { 16 }
+}
+
+/// RDS's `MasterUsername` rules: a letter, then letters, digits or underscores, 1-16 characters
+/// (MySQL, MariaDB) or 1-63 (PostgreSQL), and not a reserved word of the engine.
+pub fn validate_master_username(engine: &str, name: &str) -> Result<(), String> {
+    let max = max_username(engine);
+    let shape = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= max;
+    if !shape {
+        return Err(format!(
+            "spec.masterUsername {name:?} is not valid for {engine}: 1 to {max} letters, digits and underscores, starting with a letter"
+        ));
+    }
+    if reserved_for(engine, name) {
+        return Err(format!(
+            "spec.masterUsername {name:?} is reserved by RDS or {engine}; choose another name"
+        ));
+    }
+    Ok(())
+}
+
+/// RDS's `DBName` rules: a letter, then letters, digits or underscores; 1-63 characters for
+/// PostgreSQL, 1-64 for MySQL and MariaDB; not a reserved word.
+pub fn validate_db_name(engine: &str, name: &str) -> Result<(), String> {
+    let max = if engine == "postgres" { 63 } else { 64 };
+    let shape = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= max;
+    if !shape {
+        return Err(format!(
+            "spec.dbName {name:?} is not valid for {engine}: 1 to {max} letters, digits and underscores, starting with a letter"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    let words = if engine == "postgres" {
+        POSTGRES_RESERVED
+    } else {
+        MYSQL_RESERVED
+    };
+    // `postgres` and `mysql` are fine as database names; only SQL reserved words are not.
+    if words.contains(&lower.as_str()) {
+        return Err(format!(
+            "spec.dbName {name:?} is a reserved word of {engine}; choose another name"
+        ));
+    }
+    Ok(())
 }
 
 /// RDS's password rules, checked without ever putting the password into the message.
@@ -738,6 +966,120 @@ mod tests {
                 "not an instance class",
                 BASE.replace("db.t4g.micro", "t4g.micro"),
                 Some("dbInstanceClass"),
+            ),
+        ];
+        for (why, yaml, want) in cases {
+            let got = validate(&spec(&yaml));
+            match want {
+                None => assert_eq!(got, Ok(()), "{why}"),
+                Some(fragment) => {
+                    let msg = got.expect_err(why);
+                    assert!(msg.contains(fragment), "{why}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn master_user_and_database_names_follow_the_engine_rules() {
+        let mysql = BASE.replace("engine: postgres", "engine: mysql");
+        let user = |base: &str, name: &str| {
+            base.replace("masterUsername: app", &format!("masterUsername: {name}"))
+        };
+        let long20 = "u".repeat(20);
+        let cases: Vec<(&str, String, Option<&str>)> = vec![
+            (
+                "postgres as the postgres master user is fine",
+                user(BASE, "postgres"),
+                None,
+            ),
+            (
+                "admin as the MySQL master user is fine",
+                user(&mysql, "admin"),
+                None,
+            ),
+            ("an underscore is fine", user(BASE, "app_admin"), None),
+            ("20 characters fit PostgreSQL", user(BASE, &long20), None),
+            (
+                "20 characters do not fit MySQL",
+                user(&mysql, &long20),
+                Some("1 to 16 letters"),
+            ),
+            (
+                "64 characters do not fit PostgreSQL",
+                user(BASE, &"u".repeat(64)),
+                Some("1 to 63 letters"),
+            ),
+            (
+                "a hyphen is not allowed",
+                user(BASE, "app-admin"),
+                Some("spec.masterUsername \"app-admin\" is not valid"),
+            ),
+            (
+                "a digit first is not allowed",
+                user(BASE, "1app"),
+                Some("starting with a letter"),
+            ),
+            (
+                "RDS's own user",
+                user(&mysql, "rdsadmin"),
+                Some("reserved by RDS or mysql"),
+            ),
+            (
+                "RDS's own user in capitals",
+                user(BASE, "RDSADMIN"),
+                Some("reserved"),
+            ),
+            (
+                "an SQL reserved word on PostgreSQL",
+                user(BASE, "user"),
+                Some("reserved by RDS or postgres"),
+            ),
+            (
+                "an SQL reserved word on MySQL",
+                user(&mysql, "select"),
+                Some("reserved"),
+            ),
+            (
+                "a pg_ role name",
+                user(BASE, "pg_monitor"),
+                Some("reserved"),
+            ),
+            (
+                "an rds_ role name",
+                user(BASE, "rds_superuser"),
+                Some("reserved"),
+            ),
+            (
+                "PostgreSQL's public role",
+                user(BASE, "public"),
+                Some("reserved"),
+            ),
+            ("a database name", format!("{BASE}dbName: orders_v2"), None),
+            (
+                "a database name with a hyphen",
+                format!("{BASE}dbName: orders-v2"),
+                Some("spec.dbName"),
+            ),
+            (
+                "a reserved word as database name",
+                format!("{BASE}dbName: table"),
+                Some("reserved word of postgres"),
+            ),
+            (
+                "backups kept 35 days",
+                format!("{BASE}backupRetentionPeriod: 35"),
+                None,
+            ),
+            (
+                "backups kept 36 days",
+                format!("{BASE}backupRetentionPeriod: 36"),
+                Some("spec.backupRetentionPeriod 36"),
+            ),
+            (
+                "a made-up region",
+                format!("{BASE}region: mars-1"),
+                Some("spec.region"),
             ),
         ];
         for (why, yaml, want) in cases {

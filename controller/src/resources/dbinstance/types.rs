@@ -58,6 +58,10 @@ pub struct DBInstanceSpec {
     /// Name of the DB instance in RDS: 1-63 letters, digits and hyphens, starting with a letter.
     /// RDS stores it lower-cased. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("dbInstanceIdentifier is immutable"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z](-?[a-zA-Z0-9])*$")
+    )]
     pub db_instance_identifier: String,
 
     /// Database engine: `postgres`, `mysql` or `mariadb`. Immutable.
@@ -70,6 +74,7 @@ pub struct DBInstanceSpec {
     pub engine_version: Option<String>,
 
     /// Compute and memory class, e.g. `db.t4g.micro`.
+    #[schemars(regex(pattern = r"^db\.[a-z0-9]+\.[a-z0-9-]+$"))]
     pub db_instance_class: String,
 
     /// Storage in GiB. At least 20 for `gp2`/`gp3`, 100 for `io1`/`io2`, 5 for `standard`.
@@ -97,13 +102,18 @@ pub struct DBInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
 
-    /// Name of the database created with the instance. Absent: for `postgres` the database
+    /// Name of the database created with the instance: a letter, then letters, digits or
+    /// underscores (at most 63 for `postgres`, 64 otherwise). Absent: for `postgres` the database
     /// `postgres`; for `mysql`/`mariadb` none. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_]*$"))]
     pub db_name: Option<String>,
 
-    /// Name of the master user. Immutable.
+    /// Name of the master user: a letter, then letters, digits or underscores; at most 16
+    /// characters for `mysql` and `mariadb`, 63 for `postgres`; not a word RDS or the engine
+    /// reserves (`rdsadmin`, `user`, `select`, `pg_*` …). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("masterUsername is immutable"))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_]*$"))]
     pub master_username: String,
 
     /// Secret key holding the master password. Changing the value rotates the password in RDS
@@ -143,16 +153,21 @@ pub struct DBInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publicly_accessible: Option<bool>,
 
-    /// Days to keep automated backups (0 disables them). Absent: the RDS default.
+    /// Days to keep automated backups, 0-35 (0 disables them). Absent: the RDS default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 35))]
     pub backup_retention_period: Option<i32>,
 
     /// Daily backup window in UTC, `hh24:mi-hh24:mi`, e.g. `03:00-03:30`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub preferred_backup_window: Option<String>,
 
     /// Weekly maintenance window in UTC, `ddd:hh24:mi-ddd:hh24:mi`, e.g. `Sun:05:00-Sun:05:30`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^(?i)(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$"
+    ))]
     pub preferred_maintenance_window: Option<String>,
 
     /// Refuse deletion in RDS. While true, deleting the object keeps the finalizer and deletes
@@ -170,8 +185,9 @@ pub struct DBInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_snapshot_identifier: Option<String>,
 
-    /// Port the database listens on. Absent: the engine default (5432 or 3306).
+    /// Port the database listens on, 1150-65535. Absent: the engine default (5432 or 3306).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1150, max = 65535))]
     pub port: Option<i32>,
 
     #[serde(flatten)]

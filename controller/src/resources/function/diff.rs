@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use sha2::{Digest, Sha256};
 
-use super::types::{CodeSource, FunctionSpec, FunctionStatus};
+use super::types::{CodeSource, Environment, FunctionSpec, FunctionStatus};
 use crate::core::driver::Change;
 use crate::core::secrets::Redacted;
 
@@ -243,7 +243,103 @@ pub fn validate(spec: &FunctionSpec) -> Result<(), String> {
     if spec.reserved_concurrent_executions.is_some_and(|n| n < 0) {
         return Err("reservedConcurrentExecutions must be 0 or more".to_string());
     }
-    spec.common.validate_tags()?;
+    if let Some(env) = &spec.environment {
+        validate_environment(env)?;
+    }
+    spec.common.validate()?;
+    // Last, so a spec with a structural mistake is told about that first.
+    if let Some(bytes) = zip_bytes(spec) {
+        check_zip(&bytes)?;
+    }
+    Ok(())
+}
+
+/// Variables Lambda sets itself and refuses in a function's configuration (the reserved ones in
+/// "Defined runtime environment variables"). Not a prefix rule: `AWS_LAMBDA_EXEC_WRAPPER`,
+/// `AWS_XRAY_CONTEXT_MISSING` and `AWS_XRAY_DAEMON_ADDRESS` are documented as settable. `TZ` is
+/// in that list too, yet Lambda accepts it and users rely on it, so it is allowed.
+pub const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+/// Lambda's limit on all environment variable names and values together.
+pub const MAX_ENV_BYTES: usize = 4 * 1024;
+
+/// Largest zip Lambda takes in a direct upload (`ZipFile`); bigger packages go through S3.
+pub const MAX_ZIP_BYTES: usize = 50 * 1024 * 1024;
+
+/// A name Lambda accepts: `[a-zA-Z][a-zA-Z0-9_]+`.
+pub const ENV_NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9_]+$";
+
+fn check_env_name(field: &str, name: &str) -> Result<(), String> {
+    if RESERVED_ENV.contains(&name) {
+        return Err(format!(
+            "{field}: {name:?} is reserved by Lambda, which sets it itself"
+        ));
+    }
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: {name:?} is not a valid environment variable name: a letter followed by at least one letter, digit or underscore"
+        ))
+    }
+}
+
+/// Names as Lambda accepts them and the inline variables within 4 KB. Values are never quoted:
+/// they may be credentials.
+fn validate_environment(env: &Environment) -> Result<(), String> {
+    for name in env.variables.keys() {
+        check_env_name(&format!("spec.environment.variables[{name:?}]"), name)?;
+    }
+    for (i, s) in env.from_secrets.iter().enumerate() {
+        check_env_name(&format!("spec.environment.fromSecrets[{i}].name"), &s.name)?;
+    }
+    let size: usize = env.variables.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_ENV_BYTES {
+        return Err(format!(
+            "spec.environment.variables take {size} bytes; Lambda accepts at most {MAX_ENV_BYTES} (4 KB) for all names and values together"
+        ));
+    }
+    Ok(())
+}
+
+/// A deployment package must be a zip archive (a local file header, or the end record of an
+/// empty archive) within the direct-upload limit.
+pub fn check_zip(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() > MAX_ZIP_BYTES {
+        return Err(format!(
+            "spec.code.zipFile is {} bytes; Lambda accepts at most {MAX_ZIP_BYTES} (50 MB) directly: upload the package to S3 and use code.s3Bucket",
+            bytes.len()
+        ));
+    }
+    if !(bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")) {
+        return Err(
+            "spec.code.zipFile is not a zip archive: it must be the base64 encoding of a .zip file"
+                .to_string(),
+        );
+    }
     Ok(())
 }
 
@@ -485,8 +581,8 @@ mod tests {
     use crate::resources::function::Function;
 
     const ROLE: &str = "arn:aws:iam::123456789012:role/fn";
-    // base64 of "zip-v1"
-    const ZIP: &str = "emlwLXYx";
+    // base64 of a zip local file header followed by "zip-v1"
+    const ZIP: &str = "UEsDBHppcC12MQ==";
 
     fn spec(extra: &str) -> FunctionSpec {
         let yaml = format!(
@@ -535,6 +631,104 @@ mod tests {
 
     fn fields(changes: &[FunctionChange]) -> Vec<&'static str> {
         changes.iter().map(Change::field).collect()
+    }
+
+    #[test]
+    fn environment_and_package_are_checked_as_lambda_would() {
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        let big = format!(
+            "  environment: {{variables: {{BIG: '{}'}}}}\n",
+            "x".repeat(4096)
+        );
+        let zip_of = |bytes: &[u8]| {
+            let mut s = zip_spec("");
+            s.code.zip_file = Some(STANDARD.encode(bytes));
+            s
+        };
+        let cases: Vec<(&str, FunctionSpec, Option<&str>)> = vec![
+            (
+                "ordinary names",
+                zip_spec(
+                    "  environment: {variables: {LOG_LEVEL: debug, TZ: Europe/Berlin, AWS_LAMBDA_EXEC_WRAPPER: /opt/w}}\n",
+                ),
+                None,
+            ),
+            (
+                "AWS_REGION is set by Lambda",
+                zip_spec("  environment: {variables: {AWS_REGION: eu-west-1}}\n"),
+                Some(
+                    "spec.environment.variables[\"AWS_REGION\"]: \"AWS_REGION\" is reserved by Lambda",
+                ),
+            ),
+            (
+                "credentials are set by Lambda",
+                zip_spec("  environment: {variables: {AWS_SECRET_ACCESS_KEY: x}}\n"),
+                Some("reserved by Lambda"),
+            ),
+            (
+                "_HANDLER is named as reserved, not as a bad name",
+                zip_spec("  environment: {variables: {_HANDLER: x}}\n"),
+                Some("reserved by Lambda"),
+            ),
+            (
+                "a name starting with a digit",
+                zip_spec("  environment: {variables: {1ST: x}}\n"),
+                Some("not a valid environment variable name"),
+            ),
+            (
+                "a name with a hyphen",
+                zip_spec("  environment: {variables: {MY-VAR: x}}\n"),
+                Some("not a valid environment variable name"),
+            ),
+            (
+                "a one-letter name",
+                zip_spec("  environment: {variables: {X: x}}\n"),
+                Some("not a valid environment variable name"),
+            ),
+            (
+                "a reserved name from a Secret",
+                zip_spec(
+                    "  environment: {fromSecrets: [{name: AWS_SESSION_TOKEN, secretKeyRef: {name: s, key: k}}]}\n",
+                ),
+                Some("spec.environment.fromSecrets[0].name"),
+            ),
+            (
+                "more than 4 KB of variables",
+                zip_spec(&big),
+                Some("at most 4096"),
+            ),
+            (
+                "a zip file that is not a zip",
+                zip_of(b"print('hello')"),
+                Some("spec.code.zipFile is not a zip archive"),
+            ),
+            ("an empty zip archive", zip_of(b"PK\x05\x06\0\0\0\0"), None),
+        ];
+        for (why, spec, want) in cases {
+            let got = validate(&spec);
+            match want {
+                None => assert_eq!(got, Ok(()), "{why}"),
+                Some(fragment) => {
+                    let msg = got.expect_err(why);
+                    assert!(msg.contains(fragment), "{why}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_environment_message_never_quotes_a_value() {
+        let spec = zip_spec("  environment: {variables: {AWS_ACCESS_KEY_ID: AKIASECRETCANARY}}\n");
+        let msg = validate(&spec).expect_err("reserved");
+        assert!(!msg.contains("AKIASECRETCANARY"), "{msg}");
+    }
+
+    #[test]
+    fn a_package_over_the_direct_upload_limit_is_refused() {
+        let mut bytes = b"PK\x03\x04".to_vec();
+        bytes.resize(MAX_ZIP_BYTES + 1, 0);
+        let msg = check_zip(&bytes).expect_err("too big");
+        assert!(msg.contains("use code.s3Bucket"), "{msg}");
     }
 
     #[test]

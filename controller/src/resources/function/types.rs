@@ -33,6 +33,7 @@ use crate::core::api::{CommonSpec, CommonStatus};
 pub struct FunctionSpec {
     /// Name of the Lambda function: 1-64 letters, digits, hyphens and underscores. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("functionName is immutable"))]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{1,64}$"))]
     pub function_name: String,
 
     #[serde(flatten)]
@@ -53,13 +54,16 @@ pub struct FunctionSpec {
     /// Function entry point in the code, e.g. `index.handler`. Required for zip packages; must
     /// not be set for container images (the image's CMD is the handler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = r"^[^\s]+$"))]
     pub handler: Option<String>,
 
     /// ARN of the IAM role Lambda assumes to run the function.
+    #[schemars(regex(pattern = r"^arn:aws[a-zA-Z-]*:iam::[0-9]{12}:role/[a-zA-Z0-9+=,.@_/-]+$"))]
     pub role: String,
 
-    /// Description of the function.
+    /// Description of the function, at most 256 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub description: Option<String>,
 
     /// Memory in MB, 128-10240. Lambda's default is 128.
@@ -83,10 +87,12 @@ pub struct FunctionSpec {
 
     /// Instruction set: `x86_64` (default) or `arm64`. Applied with the code.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1))]
     pub architectures: Vec<String>,
 
-    /// ARNs of layer versions to add to the function's execution environment.
+    /// ARNs of layer versions to add to the function's execution environment, at most 5.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
     pub layers: Vec<String>,
 
     /// Subnets and security groups to run the function in a VPC.
@@ -127,8 +133,8 @@ pub struct DeadLetterConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionCode {
-    /// The zip archive, base64-encoded. A change is deployed when its SHA-256 differs from the
-    /// function's `CodeSha256`.
+    /// The zip archive, base64-encoded (at most 50 MB decoded; bigger packages go through S3). A
+    /// change is deployed when its SHA-256 differs from the function's `CodeSha256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zip_file: Option<String>,
     /// S3 bucket holding the zip archive (in the function's region).
@@ -164,7 +170,9 @@ pub struct BucketRef {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Environment {
-    /// Variables set in the function's environment.
+    /// Variables set in the function's environment. Names are a letter followed by letters,
+    /// digits and underscores; the names Lambda sets itself (`AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `_HANDLER`, `LAMBDA_TASK_ROOT` …) are refused; names and values together at most 4 KB.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
     /// Variables whose values come from keys of Secrets in the same namespace, read at every
@@ -178,7 +186,8 @@ pub struct Environment {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvFromSecret {
-    /// Name of the environment variable.
+    /// Name of the environment variable: a letter followed by letters, digits and underscores.
+    #[schemars(regex(pattern = "^[a-zA-Z][a-zA-Z0-9_]+$"))]
     pub name: String,
     /// The Secret key holding the value.
     pub secret_key_ref: SecretKeyRef,
@@ -197,11 +206,13 @@ pub struct SecretKeyRef {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct VpcConfig {
-    /// Subnet ids.
+    /// Subnet ids, at most 16.
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub subnet_ids: Vec<String>,
-    /// Security group ids.
+    /// Security group ids, at most 5.
     #[serde(default)]
+    #[schemars(length(max = 5))]
     pub security_group_ids: Vec<String>,
 }
 

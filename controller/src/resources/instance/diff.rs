@@ -130,7 +130,8 @@ fn is_hex_id(value: &str, prefix: &str) -> bool {
 /// Checks what EC2 would reject (or what moto would wrongly accept), so the user gets a clear
 /// message instead of an AWS error code.
 pub fn validate(spec: &InstanceSpec) -> Result<(), String> {
-    spec.common.validate_tags()?;
+    // The instance also carries the user-data fingerprint tag.
+    spec.common.validate_reserving(1)?;
     if !is_hex_id(&spec.image_id, "ami-") {
         return Err(format!(
             "imageId {:?} is not an AMI id (ami- followed by 8 or 17 hex digits)",
@@ -161,13 +162,8 @@ pub fn validate(spec: &InstanceSpec) -> Result<(), String> {
     if spec.user_data.is_some() && spec.user_data_secret_ref.is_some() {
         return Err("set at most one of userData and userDataSecretRef".into());
     }
-    if let Some(data) = &spec.user_data
-        && data.len() > MAX_USER_DATA
-    {
-        return Err(format!(
-            "userData is {} bytes; EC2 accepts at most {MAX_USER_DATA}",
-            data.len()
-        ));
+    if let Some(data) = &spec.user_data {
+        check_user_data_size("spec.userData", data)?;
     }
     let hop = spec.metadata_options.http_put_response_hop_limit;
     if !(1..=64).contains(&hop) {
@@ -210,6 +206,19 @@ pub fn validate(spec: &InstanceSpec) -> Result<(), String> {
 
 /// EC2 takes at most 16 KiB of user data (before base64).
 pub const MAX_USER_DATA: usize = 16 * 1024;
+
+/// User data over EC2's limit, inline or read from the Secret, is refused before `RunInstances`.
+/// The message names the field and the size, never the content.
+pub fn check_user_data_size(field: &str, data: &str) -> Result<(), String> {
+    if data.len() > MAX_USER_DATA {
+        Err(format!(
+            "{field}: the user data is {} bytes; EC2 accepts at most {MAX_USER_DATA} bytes (16 KiB) before base64",
+            data.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
 
 /// `family.size`, e.g. `t3.micro`, `m7g.2xlarge`, `u-6tb1.metal`.
 pub fn validate_instance_type(t: &str) -> Result<(), String> {
@@ -443,6 +452,58 @@ mod tests {
 
     fn fields(changes: &[InstanceChange]) -> Vec<&'static str> {
         changes.iter().map(Change::field).collect()
+    }
+
+    #[test]
+    fn user_data_and_tags_fit_what_ec2_takes() {
+        let base = "imageId: ami-12c6146b\ninstanceType: t3.micro\n";
+        let tags = |n: usize| {
+            let t: Vec<String> = (0..n).map(|i| format!("t{i}: v")).collect();
+            format!("{base}tags: {{{}}}\n", t.join(", "))
+        };
+        let cases: Vec<(&str, String, Option<&str>)> = vec![
+            (
+                "16 KiB of user data fit",
+                format!("{base}userData: '{}'\n", "x".repeat(MAX_USER_DATA)),
+                None,
+            ),
+            (
+                "one byte more does not",
+                format!("{base}userData: '{}'\n", "x".repeat(MAX_USER_DATA + 1)),
+                Some("spec.userData: the user data is 16385 bytes"),
+            ),
+            ("47 user tags fit next to kaws' three", tags(47), None),
+            (
+                "48 do not: the user-data fingerprint is a tag too",
+                tags(48),
+                Some("at most 47"),
+            ),
+            (
+                "a made-up region",
+                format!("{base}region: mars-1\n"),
+                Some("spec.region"),
+            ),
+        ];
+        for (why, yaml, want) in cases {
+            let got = validate(&spec(&yaml));
+            match want {
+                None => assert_eq!(got, Ok(()), "{why}"),
+                Some(fragment) => {
+                    let msg = got.expect_err(why);
+                    assert!(msg.contains(fragment), "{why}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_user_data_from_a_secret_is_named_never_shown() {
+        let data = format!("CANARY{}", "x".repeat(MAX_USER_DATA));
+        let msg = check_user_data_size("spec.userDataSecretRef (Secret \"ud\", key \"k\")", &data)
+            .expect_err("too big");
+        assert!(msg.starts_with("spec.userDataSecretRef"), "{msg}");
+        assert!(!msg.contains("CANARY"), "{msg}");
+        assert_eq!(check_user_data_size("f", "x"), Ok(()));
     }
 
     #[test]

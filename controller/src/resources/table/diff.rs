@@ -273,7 +273,7 @@ pub fn validate(spec: &TableSpec) -> Result<(), String> {
     {
         return Err("sseSpecification: sseType and kmsMasterKeyID need enabled: true".to_string());
     }
-    spec.common.validate_tags()?;
+    spec.common.validate()?;
     Ok(())
 }
 
@@ -1003,6 +1003,16 @@ attributeDefinitions:
     fn validation_cases() {
         let cases: Vec<(&str, String, Option<&str>)> = vec![
             ("plain table", BASE.to_string(), None),
+            (
+                "kaws' own tag prefix is refused",
+                format!("{BASE}tags: {{'kaws.io/uid': x}}\n"),
+                Some("spec.tags[\"kaws.io/uid\"]"),
+            ),
+            (
+                "a made-up region",
+                format!("{BASE}region: mars-1\n"),
+                Some("spec.region"),
+            ),
             (
                 "key attribute not defined",
                 "tableName: t01\nattributeDefinitions: [{attributeName: pk, attributeType: S}]\nkeySchema: [{attributeName: id, keyType: HASH}]\n".to_string(),

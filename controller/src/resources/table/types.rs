@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::api::{CommonSpec, CommonStatus};
 
+/// DynamoDB's table and index names: letters, digits, `_`, `-` and `.`.
+pub const NAME_PATTERN: &str = r"^[a-zA-Z0-9_.-]+$";
+
 /// CEL rule that makes the optional `localSecondaryIndexes` immutable: LSIs can only be
 /// defined when a table is created, so they may be neither added, removed nor changed.
 pub const LSI_IMMUTABLE_RULE: &str = "(has(self.localSecondaryIndexes) ? self.localSecondaryIndexes : []) == (has(oldSelf.localSecondaryIndexes) ? oldSelf.localSecondaryIndexes : [])";
@@ -38,6 +41,7 @@ pub const LSI_IMMUTABLE_RULE: &str = "(has(self.localSecondaryIndexes) ? self.lo
 pub struct TableSpec {
     /// Name of the DynamoDB table: 3-255 letters, digits, `_`, `-` and `.`. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("tableName is immutable"))]
+    #[schemars(length(min = 3, max = 255), regex(pattern = NAME_PATTERN))]
     pub table_name: String,
 
     #[serde(flatten)]
@@ -60,14 +64,16 @@ pub struct TableSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioned_throughput: Option<ProvisionedThroughput>,
 
-    /// Global secondary indexes. Adding, removing or redefining an index is applied one index
-    /// at a time, as DynamoDB requires; throughput changes are applied in place.
+    /// Global secondary indexes, at most 20. Adding, removing or redefining an index is applied
+    /// one index at a time, as DynamoDB requires; throughput changes are applied in place.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub global_secondary_indexes: Vec<GlobalSecondaryIndex>,
 
-    /// Local secondary indexes (same partition key as the table, another sort key). Immutable:
-    /// DynamoDB creates them only with the table.
+    /// Local secondary indexes (same partition key as the table, another sort key), at most 5.
+    /// Immutable: DynamoDB creates them only with the table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
     pub local_secondary_indexes: Vec<LocalSecondaryIndex>,
 
     /// DynamoDB Streams. Absent: no stream.
@@ -116,7 +122,8 @@ pub enum ScalarAttributeType {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributeDefinition {
-    /// Name of the attribute.
+    /// Name of the attribute, 1-255 bytes.
+    #[schemars(length(min = 1, max = 255))]
     pub attribute_name: String,
     /// `S` (string), `N` (number) or `B` (binary).
     pub attribute_type: ScalarAttributeType,
@@ -200,7 +207,9 @@ pub struct Projection {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct GlobalSecondaryIndex {
-    /// Name of the index, unique among the table's indexes. Changing it replaces the index.
+    /// Name of the index (3-255 letters, digits, `_`, `-` and `.`), unique among the table's
+    /// indexes. Changing it replaces the index.
+    #[schemars(length(min = 3, max = 255), regex(pattern = NAME_PATTERN))]
     pub index_name: String,
     /// Key of the index: one `HASH` element, optionally one `RANGE` element. Changing it
     /// replaces the index (delete, then create).
@@ -218,7 +227,9 @@ pub struct GlobalSecondaryIndex {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalSecondaryIndex {
-    /// Name of the index, unique among the table's indexes.
+    /// Name of the index (3-255 letters, digits, `_`, `-` and `.`), unique among the table's
+    /// indexes.
+    #[schemars(length(min = 3, max = 255), regex(pattern = NAME_PATTERN))]
     pub index_name: String,
     /// The table's `HASH` element followed by a different `RANGE` element.
     pub key_schema: Vec<KeySchemaElement>,
