@@ -29,6 +29,58 @@ async fn role(env: &Env) -> anyhow::Result<String> {
     Ok(out.role().map(|r| r.arn().to_string()).unwrap_or_default())
 }
 
+/// A zip archive holding `content` as `app.py` (stored, not compressed): kaws refuses a
+/// `zipFile` that is not a zip archive.
+fn zip(content: &[u8]) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let name = b"app.py";
+    let (crc, size) = (crc32(content), content.len() as u32);
+    // Version 2.0, no flags, stored, 1980-01-01 00:00, CRC, sizes, name length, no extra.
+    let fields = |out: &mut Vec<u8>| {
+        for half in [20u16, 0, 0, 0, 0x21] {
+            out.extend(half.to_le_bytes());
+        }
+        for word in [crc, size, size] {
+            out.extend(word.to_le_bytes());
+        }
+        out.extend((name.len() as u16).to_le_bytes());
+        out.extend(0u16.to_le_bytes());
+    };
+    let mut out = b"PK\x03\x04".to_vec();
+    fields(&mut out);
+    out.extend(name);
+    out.extend(content);
+    let directory = out.len() as u32;
+    out.extend(b"PK\x01\x02");
+    out.extend(20u16.to_le_bytes());
+    fields(&mut out);
+    // No comment, disk 0, no attributes, local header at offset 0.
+    out.extend([0u8; 14]);
+    out.extend(name);
+    let directory_size = out.len() as u32 - directory;
+    out.extend(b"PK\x05\x06");
+    out.extend([0u8; 4]);
+    out.extend(1u16.to_le_bytes());
+    out.extend(1u16.to_le_bytes());
+    out.extend(directory_size.to_le_bytes());
+    out.extend(directory.to_le_bytes());
+    out.extend(0u16.to_le_bytes());
+    out
+}
+
 fn sha256_b64(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     STANDARD.encode(Sha256::digest(bytes))
@@ -92,7 +144,8 @@ async fn zip_function_deploys_code_and_configuration_changes_in_separate_calls()
     let env = Env::start().await?;
     let role = role(&env).await?;
     let fn_name = unique_name("zipfn");
-    let v1 = b"zip-v1".as_slice();
+    let v1 = zip(b"zip-v1");
+    let v1 = v1.as_slice();
     let code = format!("{{zipFile: {}}}", STANDARD.encode(v1));
     env.apply_ok(&function_yaml(
         "zf",
@@ -139,7 +192,8 @@ async fn zip_function_deploys_code_and_configuration_changes_in_separate_calls()
         lambda_calls(&env, "UpdateFunctionCode").await?,
         lambda_calls(&env, "UpdateFunctionConfiguration").await?,
     );
-    let v2 = b"zip-v2".as_slice();
+    let v2 = zip(b"zip-v2");
+    let v2 = v2.as_slice();
     let code = format!("{{zipFile: {}}}", STANDARD.encode(v2));
     env.apply_ok(&function_yaml(
         "zf",
@@ -495,7 +549,7 @@ async fn existing_functions_are_adopted_only_when_asked_and_never_taken_from_oth
     let other = unique_name("other");
     create(free.clone(), vec![]).await?;
     create(other.clone(), vec![("kaws.io/owner", "elsewhere/ns/x")]).await?;
-    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(zip(b"x")));
 
     env.apply_ok(&function_yaml("free", &free, &role, &code, ""));
     env.wait_condition_of::<Function>("free", "Synced", "False", Some("AlreadyExists"))
@@ -539,7 +593,7 @@ async fn environment_from_a_secret_reaches_lambda_and_nowhere_else() -> anyhow::
     let role = role(&env).await?;
     let fn_name = unique_name("secfn");
     let value = unique_name("s3cr3t-value");
-    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(zip(b"x")));
     env.apply_ok(&function_yaml(
         "sec",
         &fn_name,
@@ -639,7 +693,7 @@ async fn reserved_concurrency_follows_the_spec_and_versions_are_published_only_o
     let env = Env::start().await?;
     let role = role(&env).await?;
     let fn_name = unique_name("pubfn");
-    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"pub-v1"));
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(zip(b"pub-v1")));
     let apply = |extra: &str| env.apply_ok(&function_yaml("pf", &fn_name, &role, &code, extra));
     apply("publish: true\nreservedConcurrentExecutions: 5");
     let obj = env
@@ -758,7 +812,7 @@ async fn image_function_deploys_a_new_image_and_never_switches_package_type() ->
     assert_eq!(lambda_calls(&env, "UpdateFunctionConfiguration").await?, 0);
 
     // Switching to a zip is refused by the API server (Lambda cannot do it).
-    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(zip(b"x")));
     let out = env.apply(&function_yaml("img", &fn_name, &role, &code, ""));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -805,7 +859,7 @@ async fn a_role_iam_does_not_know_yet_is_retried_until_it_exists() -> anyhow::Re
     // moto's account; moto answers Lambda's "cannot be assumed" for a role IAM does not have.
     let role = format!("arn:aws:iam::123456789012:role/{role_name}");
     let fn_name = unique_name("latefn");
-    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(zip(b"x")));
     env.apply_ok(&function_yaml("late", &fn_name, &role, &code, ""));
     let obj = env
         .wait_condition_of::<Function>("late", "Synced", "False", Some("InvalidRole"))
@@ -843,7 +897,7 @@ async fn a_role_iam_does_not_know_yet_is_retried_until_it_exists() -> anyhow::Re
 async fn retained_and_observe_only_functions_are_left_in_aws() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let role = role(&env).await?;
-    let code = format!("{{zipFile: {}}}", STANDARD.encode(b"x"));
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(zip(b"x")));
 
     // Retain: deleting the object leaves the function, tags and all.
     let kept = unique_name("kept");
