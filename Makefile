@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: build crds test lint sandbox sandbox-down tools chart-test helm-install-test least-privilege deploy
+.PHONY: build crds test lint sandbox sandbox-down tools chart-test helm-install-test least-privilege deploy chaos
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -47,6 +47,14 @@ test: tools lint
 	rm -rf target/e2e-record
 	KAWS_E2E_RECORD_DIR=$(CURDIR)/target/e2e-record $(CARGO) test --workspace --no-fail-fast
 	$(MAKE) least-privilege
+
+## Chaos suite, full variant (more objects, kills and longer windows; `make test` runs the bounded
+## one): AWS throttling/5xx/resets through tests/e2e/fault_proxy.py, kill -9 storms, a paused
+## leader, same-name races, shared Secrets, API-server faults. Prints a figures table (also
+## target/chaos/report.json); fails on any leaked, duplicated, foreign-modified or stuck count.
+chaos: tools
+	$(CARGO) build -p kaws
+	KAWS_CHAOS=full $(CARGO) test -p kaws-e2e --test chaos -- --nocapture
 
 sandbox: tools
 	./scripts/sandbox.sh up

@@ -18,6 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
+    fault_proxy::{FaultProxy, Faults},
     kaws::{KAWS_TOKEN, Kaws, KawsOptions, RECORD_DIR_ENV},
     kubectl,
     moto::Moto,
@@ -39,6 +40,10 @@ pub struct EnvOptions {
     /// Run kaws with `--leader-election`, this lease duration and the Lease `kaws` in the
     /// test's namespace (see [`Env::start_kaws`] for more replicas).
     pub leader_election: Option<Duration>,
+    /// Route kaws' AWS calls through a fault proxy (`tests/e2e/fault_proxy.py`) in front of
+    /// moto, starting with these rates ([`Env::proxy`] changes them). The test's own SDK
+    /// clients ([`Env::aws`]) always talk to moto directly.
+    pub aws_faults: Option<Faults>,
 }
 
 impl Default for EnvOptions {
@@ -47,6 +52,7 @@ impl Default for EnvOptions {
             resync_period: "10m".to_string(),
             extra_env: BTreeMap::new(),
             leader_election: None,
+            aws_faults: None,
         }
     }
 }
@@ -54,6 +60,8 @@ impl Default for EnvOptions {
 pub struct Env {
     // Field order is drop order: kaws stops before the servers it talks to.
     pub kaws: Kaws,
+    /// The fault proxy between kaws and moto, when [`EnvOptions::aws_faults`] is set.
+    pub proxy: Option<FaultProxy>,
     pub moto: Moto,
     pub server: Option<TestServer>,
     pub kubeconfig: PathBuf,
@@ -99,6 +107,15 @@ impl Env {
         let cluster_id = unique_name("cluster");
 
         let moto = Moto::start(dir.path()).await?;
+        let proxy = match &opts.aws_faults {
+            Some(faults) => Some(
+                FaultProxy::start(&moto.endpoint, dir.path(), faults, rand_seed(), false).await?,
+            ),
+            None => None,
+        };
+        let kaws_endpoint = proxy
+            .as_ref()
+            .map_or(moto.endpoint.clone(), |p| p.endpoint.clone());
         let kaws_kubeconfig = match &server {
             Some(server) => {
                 let path = dir.path().join("kaws-kubeconfig");
@@ -110,7 +127,7 @@ impl Env {
         let kaws = Kaws::start(
             kaws_options(
                 &kaws_kubeconfig,
-                &moto.endpoint,
+                &kaws_endpoint,
                 &cluster_id,
                 &namespace,
                 &opts,
@@ -127,6 +144,7 @@ impl Env {
         );
         Ok(Env {
             kaws,
+            proxy,
             moto,
             server,
             kubeconfig,
@@ -144,10 +162,27 @@ impl Env {
     /// Starts one more kaws with this environment's settings plus `extra_env` (e.g. a second
     /// replica when leader election is on). The caller owns and stops it.
     pub async fn start_kaws(&self, extra_env: &BTreeMap<String, String>) -> anyhow::Result<Kaws> {
+        self.start_kaws_via(self.kaws_aws_endpoint(), extra_env)
+            .await
+    }
+
+    /// The AWS endpoint kaws uses: the fault proxy when there is one, else moto.
+    pub fn kaws_aws_endpoint(&self) -> &str {
+        self.proxy
+            .as_ref()
+            .map_or(self.moto.endpoint.as_str(), |p| p.endpoint.as_str())
+    }
+
+    /// [`Env::start_kaws`] with another AWS endpoint, e.g. a fault proxy of its own.
+    pub async fn start_kaws_via(
+        &self,
+        aws_endpoint: &str,
+        extra_env: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Kaws> {
         Kaws::start(
             kaws_options(
                 &self.kaws_kubeconfig,
-                &self.moto.endpoint,
+                aws_endpoint,
                 &self.cluster_id,
                 &self.namespace,
                 &self.opts,
@@ -409,6 +444,15 @@ fn kaws_options<'a>(
         namespaces: vec![namespace.to_string()],
         extra_env: env,
     }
+}
+
+/// A seed for the fault proxy's draws: different per run, printed in its log.
+fn rand_seed() -> u64 {
+    u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .unwrap_or_default(),
+    )
 }
 
 /// The condition `type_` of an object in JSON form.

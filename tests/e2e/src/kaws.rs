@@ -231,7 +231,7 @@ pub fn sum_samples(text: &str, name: &str, filter: impl Fn(&str) -> bool) -> u64
 }
 
 /// `http://host:port/path` → (`host:port`, `/path`).
-fn split_url(url: &str) -> anyhow::Result<(&str, &str)> {
+pub(crate) fn split_url(url: &str) -> anyhow::Result<(&str, &str)> {
     let rest = url.strip_prefix("http://").context("only http:// URLs")?;
     Ok(match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -240,7 +240,7 @@ fn split_url(url: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 /// Status code and body of a whole HTTP/1.1 response.
-fn parse_response(buf: &[u8]) -> anyhow::Result<(u16, String)> {
+pub(crate) fn parse_response(buf: &[u8]) -> anyhow::Result<(u16, String)> {
     let text = String::from_utf8_lossy(buf);
     let status = text
         .split_whitespace()

@@ -3,7 +3,9 @@
 //! with the real `kubectl` and the real AWS SDK.
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 pub mod env;
+pub mod fault_proxy;
 pub mod kaws;
 pub mod kubectl;
 pub mod moto;
