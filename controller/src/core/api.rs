@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, sync::LazyLock};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +185,13 @@ pub struct CommonStatus {
     /// The last `kaws.io/reconcile-requested-at` annotation value that was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// Set just before kaws asks AWS to create the resource, cleared once kaws has seen it carry
+    /// this object's owner tags. While set, a resource with this identity and no owner tag is
+    /// recognised as the one kaws created (a crash, a lost answer or an endpoint that drops
+    /// create-time tags) and tagged, never reported as `AlreadyExists` or left behind on delete.
+    // Always written, as null once settled: server-side apply clears a field only when told.
+    #[serde(default)]
+    pub create_pending_since: Option<Time>,
 }
 
 /// CEL rule that makes the optional `region` immutable: it may be neither added, removed nor
