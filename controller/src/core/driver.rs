@@ -760,13 +760,11 @@ where
         K::common_status_mut(status).create_pending_since = None;
     }
     match created? {
-        Created::New => {
-            Ok(Progress {
-                ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
-                synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "created"),
-                requeue: Some(POLL_AFTER_WRITE),
-            })
-        }
+        Created::New => Ok(Progress {
+            ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
+            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "created"),
+            requeue: Some(POLL_AFTER_WRITE),
+        }),
         // Someone else's, most likely (it may still lack its owner's tags): look again once its
         // creator had time to tag it.
         Created::Existed => Ok(Progress {
@@ -774,7 +772,10 @@ where
                 reasons::CREATING,
                 format!("{what} already exists; checking whose it is"),
             ),
-            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "create found an existing resource"),
+            synced: ConditionState::yes(
+                reasons::RECONCILE_SUCCESS,
+                "create found an existing resource",
+            ),
             requeue: Some(POLL_BUSY),
         }),
     }

@@ -136,7 +136,15 @@ mod tests {
         let adopt = map(&[(annotations::ADOPT, "true")]);
         type Tags = BTreeMap<String, String>;
         // (why, observed tags, object annotations, create pending, expected)
-        let cases: Vec<(&str, Tags, Tags, bool, Result<Ownership, &str>)> = vec![
+        /// Why, observed tags, object annotations, create pending, expected.
+        type Case = (
+            &'static str,
+            Tags,
+            Tags,
+            bool,
+            Result<Ownership, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "our owner tag",
                 map(&[(tags::OWNER, "c1/team-a/logs")]),
@@ -195,7 +203,8 @@ mod tests {
             ),
         ];
         for (why, observed, annots, pending, want) in cases {
-            let got = check("bucket x", &me(), &observed, &annots, pending).map_err(|e| e.category());
+            let got =
+                check("bucket x", &me(), &observed, &annots, pending).map_err(|e| e.category());
             assert_eq!(got, want, "{why}");
         }
     }

@@ -692,7 +692,12 @@ async fn two_objects_racing_for_one_name_leave_exactly_one_owner_and_no_foreign_
     // Applied together, with settings that differ, so a write by the loser would show.
     let manifests = format!(
         "{}---\n{}",
-        bucket_yaml("one", &bucket, "versioning: Enabled\ntags:\n  team: one", ""),
+        bucket_yaml(
+            "one",
+            &bucket,
+            "versioning: Enabled\ntags:\n  team: one",
+            ""
+        ),
         bucket_yaml("two", &bucket, "tags:\n  team: two", "")
     );
     env.apply_ok(&manifests);
@@ -706,7 +711,8 @@ async fn two_objects_racing_for_one_name_leave_exactly_one_owner_and_no_foreign_
     let two = env
         .wait_bucket("two", Duration::from_secs(60), "settled", settled)
         .await?;
-    let ready = |o: &serde_json::Value| condition(o, "Ready").is_some_and(|c| c["status"] == "True");
+    let ready =
+        |o: &serde_json::Value| condition(o, "Ready").is_some_and(|c| c["status"] == "True");
     let (winner, loser, loser_obj) = match (ready(&one), ready(&two)) {
         (true, false) => ("one", "two", two),
         (false, true) => ("two", "one", one),
@@ -743,7 +749,11 @@ async fn two_objects_racing_for_one_name_leave_exactly_one_owner_and_no_foreign_
         }
     };
     assert_eq!(created(winner).await?, 1, "the winner announces its create");
-    assert_eq!(created(loser).await?, 0, "the loser never claims it created the bucket");
+    assert_eq!(
+        created(loser).await?,
+        0,
+        "the loser never claims it created the bucket"
+    );
 
     // Deleting the loser leaves the winner's bucket as it is.
     env.kubectl_ok(&["delete", "bucket", loser, "--timeout=60s"]);

@@ -574,7 +574,9 @@ async fn a_connection_secret_owned_by_another_object_is_refused_without_a_loop()
     let before = wait_secret(&env, "first-conn", "first's connection", |_| true).await?;
 
     // The second object names the first one's Secret.
-    env.apply_ok(&db_yaml("second", &second, "", "").replace("name: second-conn", "name: first-conn"));
+    env.apply_ok(
+        &db_yaml("second", &second, "", "").replace("name: second-conn", "name: first-conn"),
+    );
     let obj = env
         .wait_condition_of::<DBInstance>("second", "Synced", "False", Some("SecretOwnedByOther"))
         .await?;
@@ -586,7 +588,10 @@ async fn a_connection_secret_owned_by_another_object_is_refused_without_a_loop()
         message.contains("first-conn") && message.contains("\"first\""),
         "the message names the Secret and its owner: {message}"
     );
-    assert!(instance(&env, &second).await.is_none(), "no database created for it");
+    assert!(
+        instance(&env, &second).await.is_none(),
+        "no database created for it"
+    );
 
     // Terminal: no loop, the Secret is untouched and keeps its owner.
     let reconciles = env.kaws.reconciles("DBInstance").await?;
@@ -604,7 +609,8 @@ async fn a_connection_secret_owned_by_another_object_is_refused_without_a_loop()
     assert_eq!(owners, vec!["first".to_string()]);
     let after = wait_secret(&env, "first-conn", "first's connection", |_| true).await?;
     assert_eq!(after, before, "the first object's Secret is unchanged");
-    assert!(ready(&env.api::<DBInstance>().get("first").await.map(|o| serde_json::to_value(o))??));
+    let first_obj = serde_json::to_value(env.api::<DBInstance>().get("first").await?)?;
+    assert!(ready(&first_obj), "the Secret's owner stays Ready");
 
     // Deleting the refused object is not blocked by the Secret.
     env.kubectl_ok(&["delete", "dbinstance", "second", "--timeout=30s"]);
