@@ -118,7 +118,7 @@ elif case == "leader-election":
     check(role["metadata"]["namespace"] == "kaws-system", "Lease Role in the release namespace")
     for r in role["rules"]:
         check(r["resources"] == ["leases"], "only leases")
-        check("resourceNames" in r or r["verbs"] == ["create"], "get/patch limited to the Lease")
+        check("resourceNames" in r or r["verbs"] == ["create"], "get/update/list/watch limited to the Lease")
     check(not any("leases" in r["resources"] for d in of_kind("ClusterRole") for r in d["rules"]),
           "no cluster-wide Lease access")
 elif case == "no-crds":
