@@ -22,7 +22,7 @@ use super::{
     types::{CodeSource, Function, FunctionStatus},
 };
 use crate::{
-    aws::{CallMetrics, RegionalClients, classify},
+    aws::{CallMetrics, RegionalClients, classify, describe},
     core::secrets::{self, Redacted},
     core::{
         conditions::is_true,
@@ -85,13 +85,12 @@ fn lambda_error<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let message = err.message().unwrap_or_default();
-    if err.code() == Some("InvalidParameterValueException") && message.contains("cannot be assumed")
-    {
+    let assumable = err.message().unwrap_or_default().contains("cannot be assumed");
+    if err.code() == Some("InvalidParameterValueException") && assumable {
         return Error::RejectedWithGrace {
             reason: INVALID_ROLE,
             operation: operation.to_string(),
-            message: message.to_string(),
+            message: describe(err),
             grace: ROLE_GRACE,
         };
     }
@@ -103,7 +102,7 @@ where
     ) {
         return Error::Busy {
             operation: operation.to_string(),
-            message: message.to_string(),
+            message: describe(err),
         };
     }
     classify(operation, err)

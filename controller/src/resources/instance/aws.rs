@@ -28,7 +28,7 @@ use super::{
     types::{ADOPT_INSTANCE_ID, IamInstanceProfile, Instance, InstanceStatus},
 };
 use crate::{
-    aws::{CallMetrics, RegionalClients, classify, partition},
+    aws::{self, CallMetrics, RegionalClients, classify, partition},
     core::{
         conditions::is_true,
         driver::{Availability, Created, DeleteProgress, External, Target},
@@ -88,7 +88,7 @@ where
     match err.code() {
         Some("IncorrectInstanceState" | "InvalidInstanceID.NotFound") => Error::AwsTransient {
             operation: operation.to_string(),
-            message: err.message().unwrap_or_default().to_string(),
+            message: aws::describe(err),
         },
         _ => classify(operation, err),
     }

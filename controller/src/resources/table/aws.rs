@@ -23,7 +23,7 @@ use super::{
     },
 };
 use crate::{
-    aws::{CallMetrics, RegionalClients, classify},
+    aws::{CallMetrics, RegionalClients, classify, describe},
     core::{
         driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
@@ -77,11 +77,7 @@ where
     match err.code() {
         Some("ResourceInUseException" | "LimitExceededException") => Error::AwsTransient {
             operation: operation.to_string(),
-            message: format!(
-                "{}: {}",
-                err.code().unwrap_or_default(),
-                err.message().unwrap_or("the table is busy")
-            ),
+            message: describe(err),
         },
         _ => classify(operation, err),
     }
