@@ -188,6 +188,14 @@ impl Rng {
     }
 }
 
+/// One progress line on stderr, so that a slow or stuck scenario shows where it is.
+fn progress(scenario: &str, started: Instant, what: &str) {
+    eprintln!(
+        "chaos: {scenario} +{:.0}s {what}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// `per_kind` objects of every kind in `namespace`, named `<prefix>-<kind>-<i>`.
 fn objects(namespace: &str, prefix: &str, per_kind: usize) -> Vec<Obj> {
     let mut out = Vec::new();
@@ -771,8 +779,22 @@ fn race_side(kind: Kind, ns: &str, aws_name: &str, letter: char) -> Side {
 /// deleting the loser leaves the winner's resource alone. Then the terminal-error loop check:
 /// reconciles per object per minute while the losers sit in their terminal state.
 async fn name_races(scale: Scale) -> anyhow::Result<Vec<Figures>> {
+    // Who wins is up to timing, and so is which bug shows: the full variant races more often.
+    let mut out = Vec::new();
+    for race in 0..scale.pick(1, 4) {
+        out.extend(name_race_round(scale, race).await?);
+    }
+    Ok(out)
+}
+
+/// One round of [`name_races`] in an environment of its own; the first round also measures
+/// the terminal-error loop figures.
+async fn name_race_round(scale: Scale, race: usize) -> anyhow::Result<Vec<Figures>> {
     let started = Instant::now();
-    let mut f = Figures::new("name-races");
+    let mut f = Figures::new(&match race {
+        0 => "name-races".to_string(),
+        n => format!("name-races-{}", n + 1),
+    });
     let (ns_a, ns_b) = (unique_name("race-a"), unique_name("race-b"));
     let env = Env::start_with(EnvOptions {
         aws_faults: Some(Faults::none()),
@@ -923,12 +945,32 @@ async fn name_races(scale: Scale) -> anyhow::Result<Vec<Figures>> {
                 .collect(),
         );
         if kind == Kind::DBInstance {
+            // The loser may keep a Secret with its own (never used) password, but never the
+            // winner's database: not its endpoint, not its password.
             let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &loser.obj.namespace);
-            if secrets.get_opt("race-conn").await?.is_some() {
-                loser_secrets.push(format!(
-                    "{}: the loser wrote connection Secret race-conn",
-                    loser.obj.key()
-                ));
+            if let Some(secret) = secrets.get_opt("race-conn").await? {
+                let field = |k: &str| {
+                    secret
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(k))
+                        .map(|v| String::from_utf8_lossy(&v.0).to_string())
+                        .unwrap_or_default()
+                };
+                let db_password = moto_password(&env, &a.obj.aws_name).await?;
+                if !field("host").is_empty() {
+                    loser_secrets.push(format!(
+                        "{}: the loser's Secret race-conn has the winner's endpoint {}",
+                        loser.obj.key(),
+                        field("host")
+                    ));
+                }
+                if db_password.is_some_and(|p| p == field("password")) {
+                    loser_secrets.push(format!(
+                        "{}: the loser's Secret race-conn has the winner's database password",
+                        loser.obj.key()
+                    ));
+                }
             }
         }
         winners.push(winner);
@@ -943,7 +985,10 @@ async fn name_races(scale: Scale) -> anyhow::Result<Vec<Figures>> {
     );
 
     // Terminal-error loop check: nothing changes now; reconciles must stay ~0.
-    let mut loop_f = Figures::new("terminal-loop");
+    let mut loop_f = Figures::new(&match race {
+        0 => "terminal-loop".to_string(),
+        n => format!("terminal-loop-{}", n + 1),
+    });
     let loop_started = Instant::now();
     let window = scale.pick(Duration::from_secs(20), Duration::from_secs(60));
     let m0 = metrics(&env.kaws).await;
@@ -1656,11 +1701,13 @@ async fn apiserver_faults(scale: Scale) -> anyhow::Result<Vec<Figures>> {
                 "500-events-burst"
             }
         };
+        progress("apiserver-faults", started, what);
         *injected.entry(what).or_default() += 1;
         step += 1;
         tokio::time::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(2000)))
             .await;
     }
+    progress("apiserver-faults", started, "storm over, converging");
     let converge = scale.pick(Duration::from_secs(60), Duration::from_secs(180));
     let (t_after, stuck) = wait_ready(&env.client, &refs(&objs), converge).await;
     f.fig("objects", objs.len());
@@ -1668,6 +1715,7 @@ async fn apiserver_faults(scale: Scale) -> anyhow::Result<Vec<Figures>> {
     f.fig("ready_after_storm_s", round(t_after.as_secs_f64(), 1));
     f.stuck(stuck);
 
+    progress("apiserver-faults", started, "deleting");
     chaos::delete(&env.client, &refs(&objs)).await;
     faults.drop_watches();
     faults.fail_next("kaws\\.io", 10, 429, Some(1));
