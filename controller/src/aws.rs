@@ -186,13 +186,17 @@ impl Intercept for CallMetrics {
         let Some(meta) = cfg.load::<Metadata>() else {
             return Ok(());
         };
+        let service = meta.service().to_lowercase();
         let outcome = match context.output_or_error() {
             Some(Ok(_)) => "success",
             Some(Err(e)) if find_source::<Fenced>(e).is_some() => "fenced",
             _ => match context.response() {
                 Some(r) => {
                     let status = r.status().as_u16();
-                    if is_throttling(error_code(r).as_deref(), Some(status)) {
+                    // S3 asks callers to slow down with 503 SlowDown, and a HEAD answer
+                    // (HeadBucket, HeadObject) has no body to carry the code.
+                    let s3_slow_down = service == "s3" && status == 503;
+                    if s3_slow_down || is_throttling(error_code(r).as_deref(), Some(status)) {
                         "throttled"
                     } else if (400..500).contains(&status) {
                         "client_error"
@@ -203,8 +207,7 @@ impl Intercept for CallMetrics {
                 None => "transport_error",
             },
         };
-        self.0
-            .aws_call(&meta.service().to_lowercase(), meta.name(), outcome);
+        self.0.aws_call(&service, meta.name(), outcome);
         Ok(())
     }
 }
@@ -810,6 +813,17 @@ mod tests {
             );
             assert!(text.contains(&line), "{line} in\n{text}");
         }
+        // S3's SlowDown on a HEAD request: a bare 503 without a body to carry the code.
+        failed_call!(
+            aws_sdk_s3,
+            metrics,
+            "HeadBucket",
+            mock!(Client::head_bucket).then_http_response(|| response(503, "", &[])),
+            |c| c.head_bucket().bucket("b").send()
+        );
+        assert!(metrics.encode().contains(
+            r#"kaws_aws_api_calls_total{service="s3",operation="HeadBucket",outcome="throttled"} 1"#
+        ));
         // A 400 that is not throttling stays a client error.
         failed_call!(
             aws_sdk_s3,
