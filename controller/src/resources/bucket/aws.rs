@@ -58,8 +58,7 @@ fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Clien
 /// A create call is never retried inside the SDK: a retry after a lost answer would be told the
 /// resource exists and could not tell that it created it itself.
 fn single_attempt() -> aws_sdk_s3::config::Builder {
-    aws_sdk_s3::config::Builder::default()
-        .retry_config(aws_config::retry::RetryConfig::disabled())
+    aws_sdk_s3::config::Builder::default().retry_config(aws_config::retry::RetryConfig::disabled())
 }
 
 fn built<T>(r: std::result::Result<T, BuildError>) -> Result<T> {

@@ -278,10 +278,8 @@ impl External<DBInstance> for Rds {
         observed: &ObservedDb,
         tags: &BTreeMap<String, String>,
     ) -> Option<DbChange> {
-        tag_changes(tags, &observed.tags).map(|TagChanges { set, remove }| DbChange::Tags {
-            add: set,
-            remove,
-        })
+        tag_changes(tags, &observed.tags)
+            .map(|TagChanges { set, remove }| DbChange::Tags { add: set, remove })
     }
 
     fn availability(&self, observed: &ObservedDb) -> Availability {

@@ -84,12 +84,20 @@ pub async fn read_connection(
 /// it. `None` when `obj` owns it.
 fn foreign_owner(secret: &Secret, obj: &DBInstance) -> Option<String> {
     let uid = obj.meta().uid.as_deref().unwrap_or_default();
-    let refs = secret.metadata.owner_references.as_deref().unwrap_or_default();
+    let refs = secret
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
     if refs.iter().any(|r| r.uid == uid) {
         return None;
     }
     Some(
-        match refs.iter().find(|r| r.controller == Some(true)).or(refs.first()) {
+        match refs
+            .iter()
+            .find(|r| r.controller == Some(true))
+            .or(refs.first())
+        {
             Some(r) => format!("{} {:?}", r.kind, r.name),
             None => "nobody kaws knows (kaws did not create it)".to_string(),
         },

@@ -85,7 +85,10 @@ fn lambda_error<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let assumable = err.message().unwrap_or_default().contains("cannot be assumed");
+    let assumable = err
+        .message()
+        .unwrap_or_default()
+        .contains("cannot be assumed");
     if err.code() == Some("InvalidParameterValueException") && assumable {
         return Error::RejectedWithGrace {
             reason: INVALID_ROLE,

@@ -331,7 +331,10 @@ impl Ec2 {
         let ns = obj.namespace().unwrap_or_default();
         match secrets::read_key(&self.kube, &ns, &r.name, &r.key).await? {
             Some(v) => {
-                let field = format!("spec.userDataSecretRef (Secret {:?}, key {:?})", r.name, r.key);
+                let field = format!(
+                    "spec.userDataSecretRef (Secret {:?}, key {:?})",
+                    r.name, r.key
+                );
                 diff::check_user_data_size(&field, &v.0).map_err(Error::InvalidSpec)?;
                 Ok(Some(v))
             }

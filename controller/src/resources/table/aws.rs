@@ -765,7 +765,8 @@ impl External<Table> for DynamoDb {
         observed: &ObservedTable,
         tags: &BTreeMap<String, String>,
     ) -> Option<TableChange> {
-        tag_changes(tags, &observed.tags).map(|TagChanges { set, remove }| TableChange::Tags { set, remove })
+        tag_changes(tags, &observed.tags)
+            .map(|TagChanges { set, remove }| TableChange::Tags { set, remove })
     }
 
     async fn update(
