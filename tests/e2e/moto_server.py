@@ -122,5 +122,54 @@ IamInstanceProfileAssociationBackend.replace_iam_instance_profile_association = 
 )
 
 
+# moto's threaded server checks "does the name exist?" and stores the new resource as two steps
+# with model construction in between, so two concurrent creates of one name can both succeed
+# (the second silently replacing the first). AWS refuses the second one; the name races of the
+# chaos suite need that, so creates by name are made atomic here.
+import functools  # noqa: E402
+import threading  # noqa: E402
+
+from moto.awslambda.models import LambdaBackend  # noqa: E402
+from moto.dynamodb.models import DynamoDBBackend  # noqa: E402
+from moto.rds.models import RDSBackend  # noqa: E402
+from moto.s3.models import S3Backend  # noqa: E402
+
+_create_lock = threading.RLock()
+
+
+def _atomic(method):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with _create_lock:
+            return method(*args, **kwargs)
+
+    return locked
+
+
+for _backend, _name in [
+    (RDSBackend, "create_db_instance"),
+    (DynamoDBBackend, "create_table"),
+    (S3Backend, "create_bucket"),
+]:
+    setattr(_backend, _name, _atomic(getattr(_backend, _name)))
+
+# moto 5.2.5 bug: CreateFunction of a name that exists replaces the function; Lambda answers
+# ResourceConflictException "Function already exist".
+from moto.awslambda.exceptions import FunctionAlreadyExists  # noqa: E402
+
+_create_function = LambdaBackend.create_function
+
+
+def _create_function_once(self, spec):
+    with _create_lock:
+        name = spec.get("FunctionName")
+        if name is not None and name in self._lambdas._functions:
+            raise FunctionAlreadyExists(name)
+        return _create_function(self, spec)
+
+
+LambdaBackend.create_function = _create_function_once
+
+
 if __name__ == "__main__":
     sys.exit(main())
