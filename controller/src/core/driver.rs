@@ -588,7 +588,16 @@ where
         });
     }
 
-    let create_pending = K::common_status(status).create_pending_since.is_some();
+    let mut create_pending = K::common_status(status).create_pending_since.is_some();
+    if !create_pending
+        && !external
+            .observed_tags(&observed)
+            .contains_key(super::names::tags::OWNER)
+        && let Some(since) = recorded_create(api, obj).await?
+    {
+        K::common_status_mut(status).create_pending_since = Some(since);
+        create_pending = true;
+    }
     let ownership = ownership::check(
         &what,
         &target.owner,
@@ -711,6 +720,18 @@ where
     })
 }
 
+/// The create intent as the API server has it. The watch cache can lag behind kaws' own last
+/// status write (a dropped or slow watch), and a reconcile from such a stale copy must neither
+/// call its own untagged resource someone else's nor write the intent away; so where the answer
+/// decides ownership, it is read fresh (only on the rare untagged and create paths).
+async fn recorded_create<K: ManagedObject>(api: &Api<K>, obj: &K) -> Result<Option<Time>> {
+    let fresh = api.get_opt(&obj.name_any()).await?;
+    Ok(fresh
+        .as_ref()
+        .and_then(|o| o.status())
+        .and_then(|s| K::common_status(s).create_pending_since.clone()))
+}
+
 /// The create step. The intent is on the object before AWS hears of it
 /// (`status.createPendingSince`), so that whatever happens next — a crash, a lost answer, an
 /// endpoint that drops create-time tags — the resource is recognised afterwards (see
@@ -731,6 +752,10 @@ where
     common.region = Some(target.region.clone());
     // Set by an earlier attempt whose outcome is unknown: keep its time and never clear it here,
     // since that attempt may have created the resource.
+    if common.create_pending_since.is_none() {
+        common.create_pending_since = recorded_create(api, obj).await?;
+    }
+    let common = K::common_status_mut(status);
     let earlier_attempt = common.create_pending_since.is_some();
     if !earlier_attempt {
         common.create_pending_since = Some(Time(Timestamp::now()));
@@ -854,7 +879,7 @@ where
         return Ok(Action::await_change());
     }
 
-    match cleanup_inner(obj, ctx, &what).await {
+    match cleanup_inner(obj, ctx, api, &what).await {
         Ok(()) => {
             shared.backoffs.reset(&key);
             shared.metrics.object_ready(K::KIND, &key, None);
@@ -881,7 +906,7 @@ where
     }
 }
 
-async fn cleanup_inner<K, E>(obj: &K, ctx: &Context<E>, what: &str) -> Result<()>
+async fn cleanup_inner<K, E>(obj: &K, ctx: &Context<E>, api: &Api<K>, what: &str) -> Result<()>
 where
     K: ManagedObject,
     E: External<K>,
@@ -931,7 +956,9 @@ where
     // Untagged but with a create of ours pending: the resource kaws created before it could tag
     // it (see `Ownership::Recover`); leaving it would leak it.
     let ours = owner == Some(&target.owner.owner)
-        || (owner.is_none() && common.is_some_and(|c| c.create_pending_since.is_some()));
+        || (owner.is_none()
+            && (common.is_some_and(|c| c.create_pending_since.is_some())
+                || recorded_create(api, obj).await?.is_some()));
     if !ours {
         // Never delete what kaws does not own; releasing the object is all that is left.
         shared
