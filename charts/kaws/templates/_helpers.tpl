@@ -72,11 +72,12 @@ Used by the ClusterRole (all namespaces) or by a Role per watched namespace.
 {{- $secrets := false }}
 {{- range $name, $k := $kinds }}
 {{- if $k.secrets }}{{ $secrets = true }}{{ end }}
-# {{ $name }}: watched (the cache serves reads), finalizer and annotations patched, status
-# written with server-side apply. make test checks these against the requests kaws makes.
+# {{ $name }}: watched (the cache serves reads; `get` only for the create intent, which must
+# not come from a lagging cache), finalizer and annotations patched, status written with
+# server-side apply. make test checks these against the requests kaws makes.
 - apiGroups: [{{ $k.group | quote }}]
   resources: [{{ $k.plural | quote }}]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [{{ $k.group | quote }}]
   resources: ["{{ $k.plural }}/status"]
   verbs: [patch]
