@@ -203,10 +203,14 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
-fn selectors(q: &Query) -> ApiResult<Selectors> {
+fn selectors(q: &Query, t: &Target) -> ApiResult<Selectors> {
+    let labels = q.get("labelSelector").map(String::as_str).unwrap_or("");
+    let raw = q.get("fieldSelector").map(String::as_str).unwrap_or("");
+    let mut fields = FieldSelector::parse(raw)?;
+    fields.resolve(&t.def, &t.version, labels, raw)?;
     Ok(Selectors {
-        labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
-        fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?,
+        labels: LabelSelector::parse(labels)?,
+        fields,
     })
 }
 
@@ -214,7 +218,7 @@ fn truthy(q: &Query, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("true" | "1"))
 }
 
-fn write_opts(q: &Query) -> ApiResult<WriteOpts> {
+fn write_opts(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
     let field_validation = match q.get("fieldValidation").map(String::as_str) {
         None | Some("") | Some("Warn") => FieldValidation::Warn,
         Some("Strict") => FieldValidation::Strict,
@@ -230,6 +234,11 @@ fn write_opts(q: &Query) -> ApiResult<WriteOpts> {
         field_validation,
         field_manager: q.get("fieldManager").cloned(),
         force: truthy(q, "force"),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
     })
 }
 
@@ -295,7 +304,7 @@ fn resource(
                     .and_then(|v| v.parse().ok())
                     .map(Duration::from_secs),
                 send_initial_events: truthy(q, "sendInitialEvents"),
-                selectors: selectors(q)?,
+                selectors: selectors(q, &t)?,
             };
             if let Some(bad) = q
                 .get("resourceVersion")
@@ -329,7 +338,7 @@ fn resource(
             Ok(watch::serve(app.clone(), t, params, render))
         }
         ("GET", None) => {
-            let sel = selectors(q)?;
+            let sel = selectors(q, &t)?;
             let limit = q.get("limit").and_then(|v| v.parse().ok());
             let list =
                 app.store
@@ -365,19 +374,19 @@ fn resource(
             ok(&obj)
         }
         ("POST", None) => {
-            let opts = write_opts(q)?;
+            let opts = write_opts(q, headers)?;
             let obj = parse_body(headers, body)?;
             let w = app.store.write(|st| st.create(&t, obj, &opts))?;
             written(w, StatusCode::CREATED)
         }
         ("PUT", Some(n)) => {
-            let opts = write_opts(q)?;
+            let opts = write_opts(q, headers)?;
             let obj = parse_body(headers, body)?;
             let w = app.store.write(|st| st.update(&t, n, obj, sub, &opts))?;
             written(w, StatusCode::OK)
         }
         ("PATCH", Some(n)) => {
-            let opts = write_opts(q)?;
+            let opts = write_opts(q, headers)?;
             let ct = content_type(headers);
             let existed = app.store.lock().get_raw(&t, n).is_some();
             let w = app
@@ -399,7 +408,7 @@ fn resource(
         }
         ("DELETE", None) => {
             let opts = delete_opts(q, headers, body)?;
-            let sel = selectors(q)?;
+            let sel = selectors(q, &t)?;
             let v = app
                 .store
                 .write(|st| st.delete_collection(&t, &sel, &opts))?;

@@ -6,9 +6,11 @@
 pub mod audit;
 pub mod discovery;
 pub mod errors;
+pub mod events;
 pub mod faults;
 pub mod handlers;
 pub mod kubeconfig;
+pub mod managed;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;

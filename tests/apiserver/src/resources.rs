@@ -16,6 +16,8 @@ pub struct VersionDef {
     pub cel: Option<Arc<kube_cel::CompiledSchema>>,
     pub printer_columns: Vec<Value>,
     pub status_subresource: bool,
+    /// Field selector labels from the CRD's `selectableFields` (`spec.color`).
+    pub selectable_fields: Vec<String>,
 }
 
 /// A resource (group + plural) with everything discovery and storage need.
@@ -31,12 +33,59 @@ pub struct ResourceDef {
     pub categories: Vec<String>,
     pub versions: Vec<VersionDef>,
     pub custom: bool,
+    /// Storage shared with another resource (`events.k8s.io` Events are
+    /// core/v1 Events); `None`: its own, `group/plural`.
+    pub shared_storage: Option<String>,
 }
 
 impl ResourceDef {
     /// Storage key shared by every version of the resource.
     pub fn key(&self) -> String {
+        match &self.shared_storage {
+            Some(k) => k.clone(),
+            None => format!("{}/{}", self.group, self.plural),
+        }
+    }
+
+    /// `group/plural`: how the catalogue names the resource.
+    pub fn id(&self) -> String {
         format!("{}/{}", self.group, self.plural)
+    }
+
+    /// Whether this is the `events.k8s.io` view of the core Event storage.
+    pub fn is_events_v1(&self) -> bool {
+        self.group == crate::events::EVENTS_GROUP && self.plural == "events"
+    }
+
+    /// The field selector labels the real server supports for this resource.
+    pub fn field_labels(&self, version: &str) -> Vec<String> {
+        let mut out = vec![
+            "metadata.name".to_string(),
+            "metadata.namespace".to_string(),
+        ];
+        if self.custom {
+            out.extend(
+                self.version(version)
+                    .map(|v| v.selectable_fields.clone())
+                    .unwrap_or_default(),
+            );
+            return out;
+        }
+        let extra: &[&str] = match (self.group.as_str(), self.plural.as_str()) {
+            ("", "events") => crate::events::CORE_FIELD_LABELS,
+            ("", "namespaces") => &["status.phase"],
+            ("", "secrets") => &["type"],
+            ("", "services") => &["spec.clusterIP", "spec.type"],
+            _ => &[],
+        };
+        out.extend(
+            extra
+                .iter()
+                .map(|s| s.to_string())
+                .filter(|s| !out.contains(s))
+                .collect::<Vec<_>>(),
+        );
+        out
     }
 
     pub fn version(&self, v: &str) -> Option<&VersionDef> {
@@ -108,8 +157,11 @@ fn builtin(
             cel: None,
             printer_columns: Vec::new(),
             status_subresource: matches!(plural, "namespaces" | "deployments"),
+            selectable_fields: Vec::new(),
         }],
         custom: false,
+        shared_storage: (group == crate::events::EVENTS_GROUP && plural == "events")
+            .then(|| crate::events::STORAGE_KEY.to_string()),
     }
 }
 
@@ -313,6 +365,16 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, Vec<(String, String)>> {
                 .cloned()
                 .unwrap_or_default(),
             status_subresource: v.pointer("/subresources/status").is_some(),
+            selectable_fields: v
+                .get("selectableFields")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                        .map(|p| p.trim_start_matches('.').to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
     if versions.is_empty() {
@@ -343,5 +405,6 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, Vec<(String, String)>> {
         categories: strings_at(crd, "/spec/names/categories"),
         versions,
         custom: true,
+        shared_storage: None,
     })
 }

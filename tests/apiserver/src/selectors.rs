@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::errors::{ApiError, ApiResult};
+use crate::{
+    errors::{ApiError, ApiResult},
+    events,
+    resources::ResourceDef,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 enum Req {
@@ -124,7 +128,8 @@ impl LabelSelector {
 }
 
 /// A parsed field selector over dotted object paths (`metadata.name`,
-/// `involvedObject.kind`, ...).
+/// `involvedObject.kind`, ...); [`FieldSelector::resolve`] limits it to the
+/// labels the resource supports.
 #[derive(Clone, Debug, Default)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
@@ -156,8 +161,57 @@ impl FieldSelector {
             .map(|(_, _, v)| v.as_str())
     }
 
+    /// Checks every label against what the resource supports and converts
+    /// the labels of the `events.k8s.io/v1` view to the stored core/v1 ones,
+    /// as the real server's field label conversion does. `raw` is the whole
+    /// selector (for the error message).
+    pub fn resolve(
+        &mut self,
+        def: &ResourceDef,
+        version: &str,
+        labels: &str,
+        raw: &str,
+    ) -> ApiResult<()> {
+        for (k, _, _) in &mut self.0 {
+            let label = k.as_str();
+            let resolved: Option<String> = if def.is_events_v1() {
+                events::v1_field_label(label).map(String::from)
+            } else {
+                def.field_labels(version)
+                    .iter()
+                    .any(|l| l == label)
+                    .then(|| label.to_string())
+            };
+            match resolved {
+                Some(r) => *k = r,
+                None if def.custom => {
+                    let known = def
+                        .field_labels(version)
+                        .iter()
+                        .map(|l| format!("{l:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(ApiError::bad_request(format!(
+                        "Unable to find \"{}/{version}, Resource={}\" that match label selector \"{labels}\", field selector \"{raw}\": \"{label}\" is not a known field selector: only {known}",
+                        def.group, def.plural
+                    )));
+                }
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "Unable to find \"{}/{version}, Resource={}\" that match label selector \"{labels}\", field selector \"{raw}\": field label not supported: {label}",
+                        def.group, def.plural
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(k, eq, v)| {
+            if let Some(actual) = events::core_field_value(obj, k) {
+                return (actual == *v) == *eq;
+            }
             let mut cur = Some(obj);
             for part in k.split('.') {
                 cur = cur.and_then(|c| c.get(part));

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 use crate::{
     errors::{ApiError, ApiResult, Cause},
+    events,
+    managed::{self, Ctx, Entry},
     patch, resources,
     resources::ResourceDef,
     schema,
@@ -53,8 +55,6 @@ type ObjKey = (String, String);
 #[derive(Default)]
 pub struct Bucket {
     pub objects: BTreeMap<ObjKey, Arc<Value>>,
-    /// Last configuration each field manager applied (`manager|subresource`).
-    applied: HashMap<ObjKey, HashMap<String, Value>>,
     pub log: VecDeque<Event>,
     /// resourceVersion of the newest event dropped from `log`.
     pub compacted: u64,
@@ -76,6 +76,36 @@ pub struct WriteOpts {
     pub field_validation: FieldValidation,
     pub field_manager: Option<String>,
     pub force: bool,
+    /// The request's User-Agent: names the manager of a write without `fieldManager`.
+    pub user_agent: String,
+}
+
+impl WriteOpts {
+    /// The manager a non-apply write is recorded under: `fieldManager`, or
+    /// the User-Agent up to its first `/` (kube-apiserver's `prefixFromUserAgent`).
+    pub fn update_manager(&self) -> String {
+        match self.field_manager.as_deref() {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => self
+                .user_agent
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(128)
+                .collect(),
+        }
+    }
+}
+
+/// How a write records field ownership in `metadata.managedFields`.
+#[derive(Clone, Copy, Debug)]
+enum Track<'a> {
+    /// A create, update or non-apply patch by this manager (operation `Update`).
+    Update(&'a str),
+    /// Already recorded (server-side apply computes ownership itself).
+    Keep,
 }
 
 /// Where a request points.
@@ -122,7 +152,11 @@ pub struct Store {
 /// The object as served at the target's version (conversion strategy None:
 /// only apiVersion changes). Needs no lock, so watches can call it freely.
 pub fn present(t: &Target, obj: &Value) -> Value {
-    let mut v = obj.clone();
+    let mut v = if t.def.is_events_v1() {
+        events::core_to_v1(obj)
+    } else {
+        obj.clone()
+    };
     v["apiVersion"] = json!(t.def.api_version(&t.version));
     v["kind"] = json!(t.def.kind);
     v
@@ -171,7 +205,13 @@ fn finalizers(obj: &Value) -> Vec<String> {
 /// Drops what Go's `omitempty` would drop and what this server does not keep.
 fn normalize_meta(obj: &mut Value) {
     let m = meta_mut(obj);
-    for k in ["labels", "annotations", "finalizers", "ownerReferences"] {
+    for k in [
+        "labels",
+        "annotations",
+        "finalizers",
+        "ownerReferences",
+        "managedFields",
+    ] {
         let empty = match m.get(k) {
             Some(Value::Array(a)) => a.is_empty(),
             Some(Value::Object(o)) => o.is_empty(),
@@ -182,7 +222,6 @@ fn normalize_meta(obj: &mut Value) {
             m.remove(k);
         }
     }
-    m.remove("managedFields");
     m.remove("selfLink");
 }
 
@@ -270,7 +309,7 @@ impl Store {
     pub fn new(history: usize) -> Self {
         let mut defs = BTreeMap::new();
         for d in resources::builtins() {
-            defs.insert(d.key(), Arc::new(d));
+            defs.insert(d.id(), Arc::new(d));
         }
         let mut state = State {
             rv: 1,
@@ -286,7 +325,11 @@ impl Store {
             if let Some(t) = t {
                 let body =
                     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-                let _ = state.create(&t, body, &WriteOpts::default());
+                let opts = WriteOpts {
+                    user_agent: "kube-apiserver".into(),
+                    ..WriteOpts::default()
+                };
+                let _ = state.create(&t, body, &opts);
             }
         }
         let (notify, _) = tokio::sync::watch::channel(state.rv);
@@ -536,7 +579,7 @@ impl State {
         if t.def.key() == "apiextensions.k8s.io/customresourcedefinitions"
             && let Ok(d) = resources::from_crd(&obj)
         {
-            self.defs.insert(d.key(), Arc::new(d));
+            self.defs.insert(d.id(), Arc::new(d));
             self.epoch += 1;
         }
         obj
@@ -547,10 +590,10 @@ impl State {
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let key = t.def.key();
         let okey = (namespace_of(&obj).to_string(), name_of(&obj).to_string());
-        let old = self.buckets.get_mut(&key).and_then(|b| {
-            b.applied.remove(&okey);
-            b.objects.remove(&okey)
-        });
+        let old = self
+            .buckets
+            .get_mut(&key)
+            .and_then(|b| b.objects.remove(&okey));
         if let Some(o) = &old {
             self.index_owners(&key, o, false);
         }
@@ -584,7 +627,7 @@ impl State {
             t.namespace = Some(namespace_of(&o).to_string()).filter(|s| !s.is_empty());
             self.commit_remove(&t, (*o).clone());
         }
-        self.defs.remove(&def.key());
+        self.defs.remove(&def.id());
         self.epoch += 1;
     }
 
@@ -791,11 +834,25 @@ impl State {
 
     // ---- verbs ---------------------------------------------------------------
 
-    pub fn create(&mut self, t: &Target, mut body: Value, opts: &WriteOpts) -> ApiResult<Written> {
+    pub fn create(&mut self, t: &Target, body: Value, opts: &WriteOpts) -> ApiResult<Written> {
+        let manager = opts.update_manager();
+        self.create_tracked(t, body, opts, Track::Update(&manager))
+    }
+
+    fn create_tracked(
+        &mut self,
+        t: &Target,
+        mut body: Value,
+        opts: &WriteOpts,
+        track: Track,
+    ) -> ApiResult<Written> {
         if !body.is_object() {
             return Err(ApiError::bad_request(
                 "Object 'Kind' is missing in the request body",
             ));
+        }
+        if t.def.is_events_v1() {
+            body = events::v1_to_core(&body);
         }
         if t.def.namespaced && t.namespace.is_none() {
             return Err(ApiError::method_not_allowed());
@@ -865,6 +922,9 @@ impl State {
             body["status"] = json!({"phase": "Active"});
         }
         let warnings = self.admit(t, &mut body, None, opts)?;
+        if let Track::Update(manager) = track {
+            self.track_update(t, None, &mut body, manager, None);
+        }
         let name = name_of(&body).to_string();
         if self.get_raw(t, &name).is_some() {
             return Err(ApiError::already_exists(&t.def.group, &t.def.plural, &name));
@@ -886,6 +946,16 @@ impl State {
         let status_sub = t.def.has_status(&t.version);
         let mut new = if sub == Some("status") {
             let mut n = old.clone();
+            // Ownership was recorded on the request's object (the status
+            // strategy keeps managedFields from it and everything else from old).
+            match body.pointer("/metadata/managedFields") {
+                Some(mf) => {
+                    meta_mut(&mut n).insert("managedFields".into(), mf.clone());
+                }
+                None => {
+                    meta_mut(&mut n).remove("managedFields");
+                }
+            }
             match body.get("status") {
                 Some(s) => n["status"] = s.clone(),
                 None => {
@@ -944,8 +1014,13 @@ impl State {
         old: Arc<Value>,
         mut new: Value,
         opts: &WriteOpts,
+        track: Track,
+        sub: Option<&str>,
     ) -> ApiResult<Written> {
         let warnings = self.admit(t, &mut new, Some(&old), opts)?;
+        if let Track::Update(manager) = track {
+            self.track_update(t, Some(&old), &mut new, manager, sub);
+        }
         if t.def.tracks_generation() {
             let status_sub = t.def.has_status(&t.version);
             if spec_part(&old, status_sub) != spec_part(&new, status_sub) {
@@ -984,7 +1059,7 @@ impl State {
         &mut self,
         t: &Target,
         name: &str,
-        body: Value,
+        mut body: Value,
         sub: Option<&str>,
         opts: &WriteOpts,
     ) -> ApiResult<Written> {
@@ -992,6 +1067,9 @@ impl State {
             return Err(ApiError::bad_request(
                 "Object 'Kind' is missing in the request body",
             ));
+        }
+        if t.def.is_events_v1() {
+            body = events::v1_to_core(&body);
         }
         let body_name = name_of(&body);
         if !body_name.is_empty() && body_name != name {
@@ -1020,7 +1098,8 @@ impl State {
             return Err(ApiError::modified(&t.def.group, &t.def.plural, name));
         }
         let new = self.compose(t, &old, body, sub);
-        self.finish_update(t, old, new, opts)
+        let manager = opts.update_manager();
+        self.finish_update(t, old, new, opts, Track::Update(&manager), sub)
     }
 
     pub fn patch(
@@ -1037,85 +1116,16 @@ impl State {
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
         };
         let is_apply = content_type == "application/apply-patch+yaml";
-        let old = self.get_raw(t, name);
         if is_apply {
-            let manager = opts
-                .field_manager
-                .clone()
-                .filter(|m| !m.is_empty())
-                .ok_or_else(|| {
-                    ApiError::bad_request("PATCH /: fieldManager is required for apply requests")
-                })?;
-            let text =
-                std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let cfg: Value = serde_saphyr::from_str(text)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-            if !cfg.is_object() {
-                return Err(ApiError::bad_request(
-                    "apply configuration must be an object",
-                ));
-            }
-            let cfg_name = name_of(&cfg);
-            if !cfg_name.is_empty() && cfg_name != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({cfg_name}) does not match the name on the URL ({name})"
-                )));
-            }
-            let status_sub = t.def.has_status(&t.version);
-            let scoped = match (sub, status_sub) {
-                (Some("status"), _) => {
-                    json!({"status": cfg.get("status").cloned().unwrap_or(json!({}))})
-                }
-                (_, true) => {
-                    let mut c = cfg.clone();
-                    if let Some(o) = c.as_object_mut() {
-                        o.remove("status");
-                    }
-                    c
-                }
-                _ => cfg.clone(),
-            };
-            let slot = format!("{manager}|{}", sub.unwrap_or(""));
-            let okey = Self::ns_key(t, name);
-            let written = match old {
-                None if sub.is_some() => {
-                    return Err(ApiError::not_found(&t.def.group, &t.def.plural, name));
-                }
-                None => {
-                    let mut body = scoped.clone();
-                    meta_mut(&mut body).insert("name".into(), json!(name));
-                    self.create(t, body, opts)?
-                }
-                Some(old) => {
-                    let schema = t.def.version(&t.version).and_then(|v| v.schema.clone());
-                    let mut patched = (*old).clone();
-                    patch::apply(&mut patched, &scoped, schema.as_ref(), "");
-                    let prev = self
-                        .buckets
-                        .get(&t.def.key())
-                        .and_then(|b| b.applied.get(&okey))
-                        .and_then(|m| m.get(&slot))
-                        .cloned();
-                    if let Some(prev) = prev {
-                        patch::remove_unapplied(&mut patched, &prev, &scoped, schema.as_ref(), "");
-                    }
-                    self.check_patched_rv(t, name, &old, &patched)?;
-                    meta_mut(&mut patched).insert(
-                        "resourceVersion".into(),
-                        old["metadata"]["resourceVersion"].clone(),
-                    );
-                    let new = self.compose(t, &old, patched, sub);
-                    self.finish_update(t, old, new, opts)?
-                }
-            };
-            if !opts.dry_run
-                && let Some(b) = self.buckets.get_mut(&t.def.key())
-                && b.objects.contains_key(&okey)
-            {
-                b.applied.entry(okey).or_default().insert(slot, scoped);
-            }
-            return Ok(written);
+            return self.apply(t, name, sub, body, opts);
         }
+        if opts.force {
+            return Err(patch_options_invalid(
+                "force",
+                "Forbidden: may not be specified for non-apply patch",
+            ));
+        }
+        let old = self.get_raw(t, name);
         let old = old.ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?;
         let mut patched = self.present(t, &old);
         match content_type {
@@ -1136,13 +1146,250 @@ impl State {
                 return Err(ApiError::unsupported_media_type(other, &accepted));
             }
         }
+        if t.def.is_events_v1() {
+            patched = events::v1_to_core(&patched);
+        }
         self.check_patched_rv(t, name, &old, &patched)?;
         meta_mut(&mut patched).insert(
             "resourceVersion".into(),
             old["metadata"]["resourceVersion"].clone(),
         );
         let new = self.compose(t, &old, patched, sub);
-        self.finish_update(t, old, new, opts)
+        let manager = opts.update_manager();
+        self.finish_update(t, old, new, opts, Track::Update(&manager), sub)
+    }
+
+    /// Server-side apply (structured-merge-diff's `Updater.Apply`): merge the
+    /// configuration into the live object, drop what this manager applied
+    /// before and no other manager owns, refuse changes to fields other
+    /// managers own unless forced, and record who owns what.
+    fn apply(
+        &mut self,
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        body: &[u8],
+        opts: &WriteOpts,
+    ) -> ApiResult<Written> {
+        let manager = opts
+            .field_manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                patch_options_invalid(
+                    "fieldManager",
+                    "Required value: is required for apply patch",
+                )
+            })?;
+        if manager.len() > 128 {
+            return Err(patch_options_invalid(
+                "fieldManager",
+                "Too long: may not be more than 128 bytes",
+            ));
+        }
+        let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let cfg: Value = serde_saphyr::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !cfg.is_object() {
+            return Err(ApiError::bad_request(
+                "apply configuration must be an object",
+            ));
+        }
+        let cfg_name = name_of(&cfg);
+        if !cfg_name.is_empty() && cfg_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({cfg_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let status_sub = t.def.has_status(&t.version);
+        let mut scoped = match (sub, status_sub) {
+            (Some("status"), _) => {
+                json!({"status": cfg.get("status").cloned().unwrap_or(json!({}))})
+            }
+            (_, true) => {
+                let mut c = cfg.clone();
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("status");
+                }
+                c
+            }
+            _ => cfg.clone(),
+        };
+        if let Some(m) = scoped.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        let schema = t.def.version(&t.version).and_then(|v| v.schema.clone());
+        let ctx = Ctx::root(schema.as_ref());
+        let api_version = t.def.api_version(&t.version);
+        let me_sub = sub.unwrap_or("");
+        let mut applied = managed::field_set(&scoped, ctx);
+        managed::strip(&mut applied);
+        reset_fields(t, sub, &mut applied);
+        let Some(old) = self.get_raw(t, name) else {
+            if sub.is_some() {
+                return Err(ApiError::not_found(&t.def.group, &t.def.plural, name));
+            }
+            let mut body = scoped;
+            let entry = Entry {
+                manager,
+                operation: "Apply".into(),
+                api_version,
+                time: Some(now()),
+                subresource: String::new(),
+                set: applied,
+            };
+            let m = meta_mut(&mut body);
+            m.insert("name".into(), json!(name));
+            m.insert("managedFields".into(), managed::encode(&[entry]));
+            return self.create_tracked(t, body, opts, Track::Keep);
+        };
+        let mut live = self.present(t, &old);
+        meta_mut(&mut live).remove("managedFields");
+        let mut merged = live.clone();
+        patch::apply(&mut merged, &scoped, ctx, "", true);
+        let mut entries = managed::decode(&old);
+        let mine = entries
+            .iter()
+            .position(|e| e.same_manager(&manager, "Apply", &api_version, me_sub));
+        if let Some(i) = mine {
+            // What this manager applied before and no longer applies goes,
+            // unless another manager owns it (or something below it).
+            let others: managed::Set = entries
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, e)| e.set.iter().cloned())
+                .collect();
+            let owned = |p: &managed::Path| {
+                others
+                    .iter()
+                    .chain(applied.iter())
+                    .any(|o| o.starts_with(p))
+            };
+            for p in entries[i].set.difference(&applied) {
+                if !owned(p) {
+                    managed::remove(&mut merged, p);
+                }
+            }
+        }
+        let cmp = managed::compare(&live, &merged, ctx);
+        let mut changed: managed::Set = cmp.added.union(&cmp.modified).cloned().collect();
+        managed::strip(&mut changed);
+        let mut conflicts = Vec::new();
+        for (j, e) in entries.iter().enumerate() {
+            if Some(j) != mine {
+                for p in e.set.intersection(&changed) {
+                    conflicts.push((e.display(), p.clone()));
+                }
+            }
+        }
+        if !opts.force && !conflicts.is_empty() {
+            conflicts.sort();
+            return Err(managed::conflict_error(&conflicts));
+        }
+        for (j, e) in entries.iter_mut().enumerate() {
+            if Some(j) != mine {
+                e.set
+                    .retain(|p| !changed.contains(p) && !cmp.removed.contains(p));
+            }
+        }
+        let time = if merged != live || mine.is_none() {
+            Some(now())
+        } else {
+            mine.and_then(|i| entries[i].time.clone())
+        };
+        let entry = Entry {
+            manager,
+            operation: "Apply".into(),
+            api_version,
+            time,
+            subresource: me_sub.to_string(),
+            set: applied,
+        };
+        match mine {
+            Some(i) => entries[i] = entry,
+            None => entries.push(entry),
+        }
+        meta_mut(&mut merged).insert("managedFields".into(), managed::encode(&entries));
+        if t.def.is_events_v1() {
+            merged = events::v1_to_core(&merged);
+        }
+        self.check_patched_rv(t, name, &old, &merged)?;
+        meta_mut(&mut merged).insert(
+            "resourceVersion".into(),
+            old["metadata"]["resourceVersion"].clone(),
+        );
+        let new = self.compose(t, &old, merged, sub);
+        self.finish_update(t, old, new, opts, Track::Keep, sub)
+    }
+
+    /// Records an `Update` by `manager` in `new`'s managedFields: it owns
+    /// what it changed, and every manager loses what it changed or removed
+    /// (kube-apiserver's `managedFieldsUpdater.Update`).
+    fn track_update(
+        &self,
+        t: &Target,
+        old: Option<&Value>,
+        new: &mut Value,
+        manager: &str,
+        sub: Option<&str>,
+    ) {
+        let mut entries = if managed::is_reset(new) {
+            Vec::new()
+        } else {
+            let from_request = managed::decode(new);
+            // A client that does not know managedFields must not wipe them;
+            // a subresource write cannot set them.
+            if sub.is_none() && !from_request.is_empty() {
+                from_request
+            } else {
+                old.map(managed::decode).unwrap_or_default()
+            }
+        };
+        let schema = t.def.version(&t.version).and_then(|v| v.schema.clone());
+        let ctx = Ctx::root(schema.as_ref());
+        let view = |o: &Value| {
+            let mut v = self.present(t, o);
+            meta_mut(&mut v).remove("managedFields");
+            v
+        };
+        let before = old.map(view).unwrap_or_else(|| json!({}));
+        let cmp = managed::compare(&before, &view(new), ctx);
+        let mut changed: managed::Set = cmp.added.union(&cmp.modified).cloned().collect();
+        managed::strip(&mut changed);
+        reset_fields(t, sub, &mut changed);
+        for e in &mut entries {
+            e.set
+                .retain(|p| !changed.contains(p) && !cmp.removed.contains(p));
+        }
+        let api_version = t.def.api_version(&t.version);
+        let sub = sub.unwrap_or("");
+        if !changed.is_empty() {
+            match entries
+                .iter_mut()
+                .find(|e| e.same_manager(manager, "Update", &api_version, sub))
+            {
+                Some(e) => {
+                    e.set.extend(changed);
+                    e.time = Some(now());
+                }
+                None => entries.push(Entry {
+                    manager: manager.to_string(),
+                    operation: "Update".into(),
+                    api_version,
+                    time: Some(now()),
+                    subresource: sub.to_string(),
+                    set: changed,
+                }),
+            }
+        }
+        let encoded = managed::encode(&entries);
+        let m = meta_mut(new);
+        if encoded.as_array().is_some_and(Vec::is_empty) {
+            m.remove("managedFields");
+        } else {
+            m.insert("managedFields".into(), encoded);
+        }
     }
 
     /// A resourceVersion carried in a patch is a precondition, as on the real server.
@@ -1313,6 +1560,39 @@ impl State {
             }
         }
     }
+}
+
+/// What a write to the main resource or to `/status` may not change (the
+/// strategies' `GetResetFields`): ownership of those fields is not recorded.
+fn reset_fields(t: &Target, sub: Option<&str>, set: &mut managed::Set) {
+    if sub == Some("status") {
+        managed::filter_top(set, "status", true);
+    } else if t.def.has_status(&t.version)
+        || t.def.key() == "apiextensions.k8s.io/customresourcedefinitions"
+    {
+        managed::filter_top(set, "status", false);
+    }
+}
+
+/// 422 for a bad PATCH option, as `ValidatePatchOptions` words it.
+fn patch_options_invalid(field: &str, message: &str) -> ApiError {
+    let reason = if message.starts_with("Required") {
+        "FieldValueRequired"
+    } else if message.starts_with("Forbidden") {
+        "FieldValueForbidden"
+    } else {
+        "FieldValueTooLong"
+    };
+    ApiError::invalid(
+        "meta.k8s.io",
+        "PatchOptions",
+        "",
+        vec![Cause {
+            reason: reason.into(),
+            message: message.into(),
+            field: field.into(),
+        }],
+    )
 }
 
 fn encode_continue(rv: u64, key: &ObjKey) -> String {

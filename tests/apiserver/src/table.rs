@@ -295,6 +295,9 @@ pub fn table(
     include: &str,
     list_meta: Value,
 ) -> Value {
+    if def.key() == crate::events::STORAGE_KEY {
+        return event_table(def, objs, include, list_meta);
+    }
     let cols = columns(def, version);
     let mut defs = vec![json!({
         "name": "Name", "type": "string", "format": "name", "priority": 0,
@@ -329,6 +332,116 @@ pub fn table(
                 }
             }
             let mut row = json!({"cells": cells});
+            match include {
+                "None" => {}
+                "Object" => row["object"] = o.clone(),
+                _ => {
+                    row["object"] = json!({
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": o.get("metadata").cloned().unwrap_or(json!({})),
+                    })
+                }
+            }
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}
+
+fn since(t: Option<&str>) -> String {
+    match t.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) {
+        Some(t) => human_duration(chrono::Utc::now().signed_duration_since(t).num_seconds()),
+        None => "<unknown>".into(),
+    }
+}
+
+/// The cells kube-apiserver's `printEvent` renders for a core/v1 Event.
+fn event_cells(e: &Value) -> Vec<Value> {
+    let s = |p: &str| {
+        e.pointer(p)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let first = match s("/firstTimestamp") {
+        Some(t) => since(Some(t)),
+        None => since(s("/eventTime")),
+    };
+    let mut last = match s("/lastTimestamp") {
+        Some(t) => since(Some(t)),
+        None => first.clone(),
+    };
+    let mut count = e.get("count").and_then(Value::as_i64).unwrap_or(0);
+    if e.get("series").is_some_and(Value::is_object) {
+        last = since(s("/series/lastObservedTime"));
+        count = e
+            .pointer("/series/count")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+    } else if count == 0 {
+        count = 1;
+    }
+    let kind = s("/involvedObject/kind").unwrap_or("").to_lowercase();
+    let target = match s("/involvedObject/name") {
+        Some(n) => format!("{kind}/{n}"),
+        None => kind,
+    };
+    let component = s("/source/component").or(s("/reportingComponent"));
+    let instance = s("/source/host").or(s("/reportingInstance"));
+    let source = match (component, instance) {
+        (None, _) => "<unknown>".to_string(),
+        (Some(c), None) => c.to_string(),
+        (Some(c), Some(i)) => format!("{c}, {i}"),
+    };
+    vec![
+        json!(last),
+        json!(s("/type").unwrap_or("")),
+        json!(s("/reason").unwrap_or("")),
+        json!(target),
+        json!(s("/involvedObject/fieldPath").unwrap_or("")),
+        json!(source),
+        json!(s("/message").unwrap_or("").trim()),
+        json!(first),
+        json!(count),
+        json!(s("/metadata/name").unwrap_or("")),
+    ]
+}
+
+/// Events print without a leading Name column, as on a real server.
+fn event_table(def: &ResourceDef, objs: &[Value], include: &str, list_meta: Value) -> Value {
+    let defs: Vec<Value> = [
+        ("Last Seen", 0),
+        ("Type", 0),
+        ("Reason", 0),
+        ("Object", 0),
+        ("Subobject", 1),
+        ("Source", 1),
+        ("Message", 0),
+        ("First Seen", 1),
+        ("Count", 1),
+        ("Name", 1),
+    ]
+    .iter()
+    .map(|(n, p)| {
+        let kind = if *n == "Count" { "integer" } else { "string" };
+        json!({"name": n, "type": kind, "format": "", "description": "", "priority": p})
+    })
+    .collect();
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| {
+            let core = if def.is_events_v1() {
+                crate::events::v1_to_core(o)
+            } else {
+                o.clone()
+            };
+            let mut row = json!({"cells": event_cells(&core)});
             match include {
                 "None" => {}
                 "Object" => row["object"] = o.clone(),

@@ -387,7 +387,13 @@ async fn server_side_apply_creates_and_removes_fields_it_stopped_applying() {
         .await
         .unwrap_err(),
     );
-    assert_eq!(st.code, 400, "fieldManager is required");
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (
+            422,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+        )
+    );
 }
 
 #[tokio::test]
