@@ -207,7 +207,7 @@ fn selectors(q: &Query, t: &Target) -> ApiResult<Selectors> {
     let labels = q.get("labelSelector").map(String::as_str).unwrap_or("");
     let raw = q.get("fieldSelector").map(String::as_str).unwrap_or("");
     let mut fields = FieldSelector::parse(raw)?;
-    fields.resolve(&t.def, &t.version, labels, raw)?;
+    fields.resolve(&t.def, &t.version)?;
     Ok(Selectors {
         labels: LabelSelector::parse(labels)?,
         fields,

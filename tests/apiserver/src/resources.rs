@@ -197,15 +197,7 @@ pub fn builtins() -> Vec<ResourceDef> {
             &["sa"],
             &[],
         ),
-        builtin(
-            "events.k8s.io",
-            "events",
-            "event",
-            "Event",
-            true,
-            &["ev"],
-            &[],
-        ),
+        builtin("events.k8s.io", "events", "event", "Event", true, &[], &[]),
         builtin(
             "coordination.k8s.io",
             "leases",

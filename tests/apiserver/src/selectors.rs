@@ -163,15 +163,8 @@ impl FieldSelector {
 
     /// Checks every label against what the resource supports and converts
     /// the labels of the `events.k8s.io/v1` view to the stored core/v1 ones,
-    /// as the real server's field label conversion does. `raw` is the whole
-    /// selector (for the error message).
-    pub fn resolve(
-        &mut self,
-        def: &ResourceDef,
-        version: &str,
-        labels: &str,
-        raw: &str,
-    ) -> ApiResult<()> {
+    /// as the real server's field label conversion does.
+    pub fn resolve(&mut self, def: &ResourceDef, version: &str) -> ApiResult<()> {
         for (k, _, _) in &mut self.0 {
             let label = k.as_str();
             let resolved: Option<String> = if def.is_events_v1() {
@@ -192,14 +185,12 @@ impl FieldSelector {
                         .collect::<Vec<_>>()
                         .join(", ");
                     return Err(ApiError::bad_request(format!(
-                        "Unable to find \"{}/{version}, Resource={}\" that match label selector \"{labels}\", field selector \"{raw}\": \"{label}\" is not a known field selector: only {known}",
-                        def.group, def.plural
+                        "\"{label}\" is not a known field selector: only {known}"
                     )));
                 }
                 None => {
                     return Err(ApiError::bad_request(format!(
-                        "Unable to find \"{}/{version}, Resource={}\" that match label selector \"{labels}\", field selector \"{raw}\": field label not supported: {label}",
-                        def.group, def.plural
+                        "field label not supported: {label}"
                     )));
                 }
             }

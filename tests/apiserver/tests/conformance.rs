@@ -1321,3 +1321,502 @@ async fn reinstalling_unchanged_crds_is_a_no_op() {
             .any(|c| c.type_ == "NamesAccepted" && c.status == "True")
     );
 }
+
+// ---- Events: one store, two views ------------------------------------------------
+
+#[tokio::test]
+async fn events_written_through_either_api_are_read_through_the_other() {
+    use k8s_openapi::api::{core::v1::Event as CoreEvent, events::v1::Event as V1Event};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let w = create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let core: Api<CoreEvent> = Api::default_namespaced(c.clone());
+    let v1: Api<V1Event> = Api::default_namespaced(c.clone());
+    // A core watch started before the write sees the events.k8s.io write.
+    let mut core_watch = core
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let rec = Recorder::new(
+        c.clone(),
+        Reporter {
+            controller: "kaws".into(),
+            instance: Some("kaws-0".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "AccessDenied".into(),
+        note: Some("refused".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    rec.publish(&ev, &w.object_ref(&widget_resource()))
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Ok(WatchEvent::Added(e))) = core_watch.next().await {
+                break e;
+            }
+        }
+    })
+    .await
+    .expect("core watch sees the events.k8s.io write");
+    assert_eq!(seen.reason.as_deref(), Some("AccessDenied"));
+
+    // What kubectl describe asks for: involvedObject name/namespace/kind/uid.
+    let uid = w.metadata.uid.clone().unwrap();
+    let found = core
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.name=w,involvedObject.namespace=default,involvedObject.kind=Widget,involvedObject.uid={uid}"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
+    let e = &found.items[0];
+    assert_eq!(e.message.as_deref(), Some("refused"));
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    assert_eq!(e.reporting_component.as_deref(), Some("kaws"));
+    assert_eq!(e.reporting_instance.as_deref(), Some("kaws-0"));
+    assert_eq!(e.involved_object.name.as_deref(), Some("w"));
+    assert_eq!(
+        e.involved_object.api_version.as_deref(),
+        Some("test.kaws.io/v1")
+    );
+    assert!(e.event_time.is_some());
+    for sel in [
+        "source=kaws",
+        "reportingComponent=kaws",
+        "reason=AccessDenied",
+        "type=Warning",
+        "involvedObject.apiVersion=test.kaws.io/v1",
+    ] {
+        let n = core
+            .list(&ListParams::default().fields(sel))
+            .await
+            .unwrap()
+            .items
+            .len();
+        assert_eq!(n, 1, "{sel}");
+    }
+    assert!(
+        core.list(&ListParams::default().fields("involvedObject.uid=other"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // A core Event (as kubectl or client-go's old recorder writes it) through events.k8s.io.
+    core.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "old-style"}, "reason": "Scaled", "message": "to 3",
+            "type": "Normal", "count": 4, "source": {"component": "legacy", "host": "node-1"},
+            "firstTimestamp": "2024-01-01T00:00:00Z", "lastTimestamp": "2024-01-01T00:05:00Z",
+            "involvedObject": {"kind": "Widget", "name": "w", "namespace": "default"}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let e = v1.get("old-style").await.unwrap();
+    assert_eq!(e.note.as_deref(), Some("to 3"));
+    assert_eq!(e.deprecated_count, Some(4));
+    assert_eq!(
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("w")
+    );
+    assert_eq!(
+        e.deprecated_source
+            .as_ref()
+            .and_then(|s| s.component.as_deref()),
+        Some("legacy")
+    );
+    assert!(e.deprecated_first_timestamp.is_some() && e.deprecated_last_timestamp.is_some());
+    // events.k8s.io field labels are converted; the core spellings are not accepted there.
+    let names = |l: Vec<V1Event>| l.into_iter().map(|e| e.name_any()).collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            v1.list(&ListParams::default().fields("regarding.name=w,reportingController=kaws"))
+                .await
+                .unwrap()
+                .items
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        names(
+            v1.list(&ListParams::default().fields("source=legacy"))
+                .await
+                .unwrap()
+                .items
+        ),
+        ["old-style"]
+    );
+    let st = api_err(
+        v1.list(&ListParams::default().fields("involvedObject.name=w"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (400, "field label not supported: involvedObject.name")
+    );
+    // A merge patch through one view (kaws' series update) is seen through the other.
+    v1.patch(
+        "old-style",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"note": "to 4"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        core.get("old-style").await.unwrap().message.as_deref(),
+        Some("to 4")
+    );
+}
+
+#[tokio::test]
+async fn field_selectors_outside_the_supported_labels_are_rejected() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let st = api_err(
+        dyn_api(&c)
+            .list(&ListParams::default().fields("spec.bucketName=abc"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (
+            400,
+            "\"spec.bucketName\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        )
+    );
+    let secrets: Api<Secret> = Api::default_namespaced(c.clone());
+    assert!(
+        secrets
+            .list(&ListParams::default().fields("type=Opaque"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        api_err(
+            secrets
+                .list(&ListParams::default().fields("data.x=y"))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        400
+    );
+}
+
+// ---- server-side apply and managedFields ------------------------------------------
+
+fn managers_of(obj: &DynamicObject, pointer: &str) -> Vec<String> {
+    obj.metadata
+        .managed_fields
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer(pointer).is_some())
+        })
+        .map(|e| {
+            format!(
+                "{}/{}{}",
+                e.manager.unwrap_or_default(),
+                e.operation.unwrap_or_default(),
+                e.subresource.map(|s| format!("/{s}")).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_write_path_records_its_manager() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let obj: DynamicObject =
+        serde_json::from_value(widget_json("w", json!({"bucketName": "abc"}))).unwrap();
+    let w = api
+        .create(
+            &PostParams {
+                field_manager: Some("creator".into()),
+                ..Default::default()
+            },
+            &obj,
+        )
+        .await
+        .unwrap();
+    assert_eq!(managers_of(&w, "/f:spec/f:bucketName"), ["creator/Update"]);
+    let entry = &w.metadata.managed_fields.as_ref().unwrap()[0];
+    assert_eq!(entry.api_version.as_deref(), Some("test.kaws.io/v1"));
+    assert_eq!(entry.fields_type.as_deref(), Some("FieldsV1"));
+    assert!(entry.time.is_some());
+
+    let mut put = w.clone();
+    put.data["spec"]["size"] = json!(4);
+    let w = api
+        .replace(
+            "w",
+            &PostParams {
+                field_manager: Some("putter".into()),
+                ..Default::default()
+            },
+            &put,
+        )
+        .await
+        .unwrap();
+    assert_eq!(managers_of(&w, "/f:spec/f:size"), ["putter/Update"]);
+
+    let pp = |m: &str| PatchParams {
+        field_manager: Some(m.into()),
+        ..Default::default()
+    };
+    let w = api
+        .patch(
+            "w",
+            &pp("merger"),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "1"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        managers_of(&w, "/f:metadata/f:labels/f:a"),
+        ["merger/Update"]
+    );
+    let w = api
+        .patch(
+            "w",
+            &pp("jsonpatcher"),
+            &Patch::Json::<()>(
+                serde_json::from_value(
+                    json!([{"op": "add", "path": "/spec/tags", "value": {"t": "v"}}]),
+                )
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        managers_of(&w, "/f:spec/f:tags/f:t"),
+        ["jsonpatcher/Update"]
+    );
+    let status = json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "status": {"arn": "arn:x",
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    let w = api
+        .patch_status(
+            "w",
+            &PatchParams::apply("kaws").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(managers_of(&w, "/f:status/f:arn"), ["kaws/Apply/status"]);
+    assert_eq!(
+        managers_of(&w, "/f:status/f:conditions/k:{\"type\":\"Ready\"}/f:status"),
+        ["kaws/Apply/status"]
+    );
+    // Re-applying the same status is a no-op: no new resourceVersion.
+    let again = api
+        .patch_status(
+            "w",
+            &PatchParams::apply("kaws").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), w.resource_version());
+    // Everything the earlier writers set is still theirs.
+    assert_eq!(managers_of(&again, "/f:spec/f:size"), ["putter/Update"]);
+    assert_eq!(
+        managers_of(&again, "/f:spec/f:bucketName"),
+        ["creator/Update"]
+    );
+    // A force flag on a non-apply patch is refused, as by the real server.
+    let st = api_err(
+        c.request::<Value>(
+            http::Request::patch("/apis/test.kaws.io/v1/namespaces/default/widgets/w?force=true")
+                .header("content-type", "application/merge-patch+json")
+                .body(b"{}".to_vec())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(st.code, 422);
+    assert!(st.message.contains("force: Forbidden"), "{}", st.message);
+}
+
+#[tokio::test]
+async fn non_forced_apply_conflicts_with_another_managers_field() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let apply = |m: &str, force: bool| {
+        let p = PatchParams::apply(m);
+        if force { p.force() } else { p }
+    };
+    api.patch(
+        "w",
+        &apply("team-a", false),
+        &Patch::Apply(widget_json("w", json!({"bucketName": "abc", "size": 3}))),
+    )
+    .await
+    .unwrap();
+    let st = api_err(
+        api.patch(
+            "w",
+            &apply("team-b", false),
+            &Patch::Apply(widget_json("w", json!({"bucketName": "abc", "size": 5}))),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((st.code, st.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        st.message,
+        "Apply failed with 1 conflict: conflict with \"team-a\": .spec.size"
+    );
+    let causes = st.details.unwrap().causes;
+    assert_eq!(causes.len(), 1);
+    assert_eq!(
+        (
+            causes[0].reason.as_str(),
+            causes[0].message.as_str(),
+            causes[0].field.as_str()
+        ),
+        (
+            "FieldManagerConflict",
+            "conflict with \"team-a\"",
+            ".spec.size"
+        )
+    );
+    assert_eq!(api.get("w").await.unwrap().data["spec"]["size"], 3);
+
+    // Forced: team-b takes .spec.size; bucketName (same value) is shared.
+    let w = api
+        .patch(
+            "w",
+            &apply("team-b", true),
+            &Patch::Apply(widget_json("w", json!({"bucketName": "abc", "size": 5}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.data["spec"]["size"], 5);
+    assert_eq!(managers_of(&w, "/f:spec/f:size"), ["team-b/Apply"]);
+    let mut shared = managers_of(&w, "/f:spec/f:bucketName");
+    shared.sort();
+    assert_eq!(shared, ["team-a/Apply", "team-b/Apply"]);
+
+    // An Update takes what it changes; the applier then conflicts with it.
+    let w = api
+        .patch(
+            "w",
+            &PatchParams {
+                field_manager: Some("editor".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"size": 8}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(managers_of(&w, "/f:spec/f:size"), ["editor/Update"]);
+    let st = api_err(
+        api.patch(
+            "w",
+            &apply("team-b", false),
+            &Patch::Apply(widget_json("w", json!({"bucketName": "abc", "size": 5}))),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        st.message,
+        "Apply failed with 1 conflict: conflict with \"editor\" using test.kaws.io/v1: .spec.size"
+    );
+}
+
+#[tokio::test]
+async fn a_field_an_applier_drops_stays_while_another_manager_owns_it() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    let both = widget_json(
+        "w",
+        json!({"bucketName": "abc", "size": 3, "tags": {"a": "1"}}),
+    );
+    for m in ["one", "two"] {
+        api.patch("w", &PatchParams::apply(m), &Patch::Apply(&both))
+            .await
+            .unwrap();
+    }
+    let w = api
+        .patch(
+            "w",
+            &PatchParams::apply("one"),
+            &Patch::Apply(widget_json("w", json!({"bucketName": "abc"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.data["spec"]["size"], 3, "still owned by two");
+    assert_eq!(w.data["spec"]["tags"], json!({"a": "1"}));
+    assert_eq!(managers_of(&w, "/f:spec/f:size"), ["two/Apply"]);
+    let w = api
+        .patch(
+            "w",
+            &PatchParams::apply("two"),
+            &Patch::Apply(widget_json("w", json!({"bucketName": "abc"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.data["spec"]["size"], 10, "removed, then defaulted");
+    assert!(w.data["spec"].get("tags").is_none(), "{:?}", w.data);
+}
+
+#[tokio::test]
+async fn apply_conflicts_name_keyed_list_items_and_status_managers() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let status = |conds: Value| json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "status": {"conditions": conds}});
+    api.patch_status(
+        "w",
+        &PatchParams::apply("kaws"),
+        &Patch::Apply(status(json!([{"type": "Ready", "status": "True"}]))),
+    )
+    .await
+    .unwrap();
+    // Another manager's own condition does not conflict (list-map keyed by type) ...
+    api.patch_status(
+        "w",
+        &PatchParams::apply("other"),
+        &Patch::Apply(status(json!([{"type": "Extra", "status": "True"}]))),
+    )
+    .await
+    .unwrap();
+    // ... but changing kaws' Ready condition does.
+    let st = api_err(
+        api.patch_status(
+            "w",
+            &PatchParams::apply("other"),
+            &Patch::Apply(status(json!([{"type": "Ready", "status": "False"}]))),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        st.message,
+        "Apply failed with 1 conflict: conflict with \"kaws\" with subresource \"status\": .status.conditions[type=\"Ready\"].status"
+    );
+}

@@ -254,3 +254,171 @@ async fn kubectl_create_secret_generic() {
     assert_eq!(sec.data.unwrap()["user"].0, b"admin");
     assert_eq!(sec.type_.as_deref(), Some("Opaque"));
 }
+
+/// Publishes one Event about widget `w` the way kaws does: kube-runtime's
+/// `Recorder`, which writes `events.k8s.io/v1`.
+async fn publish_widget_event(s: &TestServer, reason: &str, note: &str) {
+    use kube::{
+        Resource,
+        runtime::events::{Event, EventType, Recorder, Reporter},
+    };
+    let c = s.client().await.unwrap();
+    let w = dyn_api(&c).get("w").await.unwrap();
+    let rec = Recorder::new(
+        c.clone(),
+        Reporter {
+            controller: "kaws".into(),
+            instance: Some("kaws-0".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    rec.publish(&ev, &w.object_ref(&widget_resource()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn kubectl_describe_get_events_and_events_for_show_events_v1_events() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = manifest(dir.path(), 5);
+    stdout_ok(&kubectl(&s, &["apply", "-f", f.to_str().unwrap()]).await);
+    publish_widget_event(&s, "AccessDenied", "s3:CreateBucket refused").await;
+    // An Event about another object must not show up for w.
+    let c = s.client().await.unwrap();
+    create_widget(&c, "other", json!({"bucketName": "other-bucket"})).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(c.clone());
+    events
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "about-other"}, "eventTime": "2024-01-01T00:00:00.000000Z",
+                "reportingController": "kaws", "reportingInstance": "kaws-0", "action": "Reconcile",
+                "reason": "OtherReason", "type": "Normal", "note": "not about w",
+                "regarding": {"kind": "Widget", "name": "other", "namespace": "default",
+                              "apiVersion": "test.kaws.io/v1"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let out = stdout_ok(&kubectl(&s, &["describe", "widget", "w"]).await);
+    let events_section = out.split("Events:").nth(1).unwrap_or("");
+    assert!(
+        events_section.contains("AccessDenied")
+            && events_section.contains("s3:CreateBucket refused")
+            && events_section.contains("kaws"),
+        "{out}"
+    );
+    assert!(!events_section.contains("OtherReason"), "{out}");
+
+    let out = stdout_ok(&kubectl(&s, &["get", "events"]).await);
+    assert!(out.starts_with("LAST SEEN"), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("Warning")
+            && l.contains("AccessDenied")
+            && l.contains("widget/w")
+            && l.contains("s3:CreateBucket refused")),
+        "{out}"
+    );
+
+    let out = stdout_ok(&kubectl(&s, &["events", "--for", "widget/w"]).await);
+    assert!(
+        out.contains("AccessDenied") && out.contains("s3:CreateBucket refused"),
+        "{out}"
+    );
+    assert!(!out.contains("OtherReason"), "{out}");
+}
+
+fn applied_manifest(dir: &Path, size: i64) -> std::path::PathBuf {
+    let p = dir.join(format!("w-{size}.yaml"));
+    std::fs::write(
+        &p,
+        format!("apiVersion: test.kaws.io/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  bucketName: my-bucket\n  size: {size}\n"),
+    )
+    .unwrap();
+    p
+}
+
+#[tokio::test]
+async fn kubectl_server_side_apply_conflicts_until_forced() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = applied_manifest(dir.path(), 5);
+    let second = applied_manifest(dir.path(), 7);
+    let apply = |f: &std::path::PathBuf, manager: &str, force: bool| {
+        let mut args = vec![
+            "apply".to_string(),
+            "--server-side".into(),
+            format!("--field-manager={manager}"),
+            "-f".into(),
+            f.to_str().unwrap().to_string(),
+        ];
+        if force {
+            args.push("--force-conflicts".into());
+        }
+        args
+    };
+    let run = |args: Vec<String>| {
+        let s = &s;
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(s, &a).await
+        }
+    };
+    let out = stdout_ok(&run(apply(&first, "team-a", false)).await);
+    assert!(
+        out.contains("widget.test.kaws.io/w serverside-applied"),
+        "{out}"
+    );
+    // The same values from another manager: shared ownership, no conflict.
+    stdout_ok(&run(apply(&first, "team-b", false)).await);
+
+    let out = run(apply(&second, "team-c", false)).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Apply failed with 2 conflicts: conflicts with \"team-a\"\n- .spec.size\nconflicts with \"team-b\"\n- .spec.size"),
+        "{err}"
+    );
+    assert!(err.contains("--force-conflicts"), "{err}");
+    let c = s.client().await.unwrap();
+    assert_eq!(dyn_api(&c).get("w").await.unwrap().data["spec"]["size"], 5);
+
+    stdout_ok(&run(apply(&second, "team-c", true)).await);
+    let w = dyn_api(&c).get("w").await.unwrap();
+    assert_eq!(w.data["spec"]["size"], 7);
+    let owners_of_size: Vec<String> = w
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:size").is_some())
+        })
+        .filter_map(|e| e.manager)
+        .collect();
+    assert_eq!(owners_of_size, ["team-c"]);
+    // kubectl hides managedFields unless asked.
+    let yaml = stdout_ok(&kubectl(&s, &["get", "widget", "w", "-o", "yaml"]).await);
+    assert!(!yaml.contains("managedFields"), "{yaml}");
+    let yaml = stdout_ok(
+        &kubectl(
+            &s,
+            &["get", "widget", "w", "-o", "yaml", "--show-managed-fields"],
+        )
+        .await,
+    );
+    assert!(
+        yaml.contains("manager: team-c") && yaml.contains("operation: Apply"),
+        "{yaml}"
+    );
+}
