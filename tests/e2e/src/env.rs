@@ -18,6 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
+    cluster,
     fault_proxy::{FaultProxy, Faults},
     kaws::{KAWS_TOKEN, Kaws, KawsOptions, RECORD_DIR_ENV},
     kubectl,
@@ -25,6 +26,9 @@ use crate::{
 };
 
 pub const REGION: &str = "eu-west-1";
+
+/// Points the suite at an external cluster (its kubeconfig) instead of the test API server.
+pub const EXTERNAL_KUBECONFIG_ENV: &str = "KAWS_TEST_KUBECONFIG";
 
 /// A name no other test uses, valid as a namespace, object and bucket name.
 pub fn unique_name(prefix: &str) -> String {
@@ -85,13 +89,10 @@ impl Env {
 
     pub async fn start_with(opts: EnvOptions) -> anyhow::Result<Env> {
         let dir = tempfile::Builder::new().prefix("kaws-e2e-").tempdir()?;
-        let (server, kubeconfig) = match std::env::var_os("KAWS_TEST_KUBECONFIG") {
+        let (server, kubeconfig) = match std::env::var_os(EXTERNAL_KUBECONFIG_ENV) {
             Some(path) => {
                 let path = PathBuf::from(path);
-                kubectl::ok(
-                    &path,
-                    &["apply", "-f", &workspace_crds_dir().display().to_string()],
-                );
+                cluster::install_crds_once(&path).await?;
                 (None, path)
             }
             None => {
@@ -415,6 +416,19 @@ impl Env {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The test API server's fault injection. An external cluster has none: a test that needs
+    /// it lives in a module named `needs_fault_injection`, which `make test-cluster` skips and
+    /// counts as skipped; run there anyway, it fails here rather than pass without testing.
+    pub fn api_faults(&self) -> anyhow::Result<kaws_testserver::Faults> {
+        match &self.server {
+            Some(server) => Ok(server.faults()),
+            None => bail!(
+                "this test needs the test API server's fault injection, which {EXTERNAL_KUBECONFIG_ENV} \
+                 (an external cluster) does not have; `make test-cluster` skips it"
+            ),
+        }
+    }
 }
 
 fn kaws_options<'a>(
@@ -468,7 +482,7 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+pub(crate) async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
     kube::Client::try_from(config).context("kube client")
@@ -495,12 +509,37 @@ impl Drop for Env {
                 let _ = std::fs::write(dir.join(format!("{}.json", unique_name("env"))), json);
             }
         }
-        // Against a real cluster, leave nothing behind.
+        // Against an external cluster, leave nothing behind. Drop cannot await, and the test's
+        // runtime is blocked in it, so the cleanup runs on a thread with a runtime of its own;
+        // it covers every way a test ends (pass, error, panic), and a panic in it stays there.
         if self.server.is_none() {
-            let _ = kubectl::run(
-                &self.kubeconfig,
-                &["delete", "namespace", &self.namespace, "--wait=false"],
-            );
+            let restart = self.opts.leader_election.is_some().then(|| EnvOptions {
+                leader_election: None,
+                ..self.opts.clone()
+            });
+            let cleanup = cluster::Cleanup {
+                kubeconfig: &self.kubeconfig,
+                namespace: &self.namespace,
+                kaws: &mut self.kaws,
+                restart: kaws_options(
+                    &self.kaws_kubeconfig,
+                    self.proxy
+                        .as_ref()
+                        .map_or(self.moto.endpoint.as_str(), |p| p.endpoint.as_str()),
+                    &self.cluster_id,
+                    &self.namespace,
+                    restart.as_ref().unwrap_or(&self.opts),
+                    &BTreeMap::new(),
+                ),
+                log_dir: self.dir.path(),
+            };
+            let outcome = std::thread::scope(|s| s.spawn(move || cleanup.run_blocking()).join());
+            if outcome.is_err() {
+                cluster::say(&format!(
+                    "cleanup of namespace {} panicked; the cluster may keep leftovers",
+                    self.namespace
+                ));
+            }
         }
     }
 }

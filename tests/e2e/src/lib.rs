@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod cluster;
 pub mod env;
 pub mod fault_proxy;
 pub mod kaws;
