@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: build crds test lint sandbox sandbox-down tools chart-test helm-install-test least-privilege deploy chaos chaos-quick chaos
+.PHONY: build crds test test-cluster lint sandbox sandbox-down tools chart-test helm-install-test least-privilege deploy chaos chaos-quick chaos
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -34,6 +34,36 @@ deploy: tools
 ## Install test tools (moto in .tools/venv, kubectl if missing).
 tools:
 	./scripts/install-tools.sh
+
+## The e2e suite against the cluster in KAWS_TEST_KUBECONFIG (use a disposable one, e.g. kind).
+## Tests install crds/ themselves (once per test binary, server-side apply) and clean up after
+## themselves; tests in a `needs_fault_injection` module need the test API server and are skipped.
+## Prints pass/skip/fail counts, fails on any failure or on a namespace left behind, and removes
+## the kaws CRDs afterwards unless the cluster had them before.
+test-cluster: tools
+	@if [ -z "$$KAWS_TEST_KUBECONFIG" ]; then \
+	  echo "make test-cluster: set KAWS_TEST_KUBECONFIG to the kubeconfig of a disposable cluster" >&2; exit 2; fi
+	$(CARGO) build -p kaws -p kaws-e2e --tests
+	@set -uo pipefail; export KUBECONFIG="$$KAWS_TEST_KUBECONFIG"; \
+	mkdir -p target; log=target/test-cluster.log; \
+	crds=$$(for f in crds/*.yaml; do basename "$$f" .yaml; done); \
+	had_crds=$$(kubectl get crd -o name $$crds 2>/dev/null | sed 's|.*/||'); \
+	ns_before=$$(kubectl get namespaces -o name) || exit 1; \
+	skipped=$$($(CARGO) test -q -p kaws-e2e --tests -- --list needs_fault_injection:: 2>/dev/null | sed -n 's/: test$$//p'); \
+	ignored=$$($(CARGO) test -q -p kaws-e2e --tests -- --list --ignored 2>/dev/null | sed -n 's/: test$$//p'); \
+	$(CARGO) test -p kaws-e2e --tests --no-fail-fast -- --skip needs_fault_injection:: 2>&1 | tee $$log; \
+	status=$$?; \
+	ns_left=$$(comm -13 <(echo "$$ns_before" | sort) <(kubectl get namespaces -o name | sort)); \
+	for c in $$crds; do grep -qx "$$c" <<<"$$had_crds" || kubectl delete crd "$$c" --ignore-not-found >/dev/null; done; \
+	echo; echo "== make test-cluster against $$(kubectl config current-context)"; \
+	for t in $$skipped; do echo "skipped (needs the test API server's fault injection): $$t"; done; \
+	for t in $$ignored; do echo "skipped (#[ignore], as in make test): $$t"; done; \
+	grep '^kaws-e2e cleanup:' $$log || true; \
+	if [ -n "$$ns_left" ]; then echo "left behind: $$ns_left"; status=1; fi; \
+	awk -v skipped=$$(( $$(wc -w <<<"$$skipped") + $$(wc -w <<<"$$ignored") )) \
+	  '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$i ~ /^passed/) p += $$(i-1); if ($$i ~ /^failed/) f += $$(i-1) } } \
+	   END { printf "%d passed, %d failed, %d skipped\n", p, f, skipped }' $$log; \
+	exit $$status
 
 lint:
 	$(CARGO) fmt --all -- --check
