@@ -328,18 +328,20 @@ fn api(client: &kube::Client, kind: Kind, namespace: &str) -> Api<DynamicObject>
 pub async fn get(client: &kube::Client, obj: &Obj) -> anyhow::Result<Option<Value>> {
     let mut last = None;
     for _ in 0..5 {
-        match api(client, obj.kind, &obj.namespace)
-            .get_opt(&obj.name)
-            .await
-        {
-            Ok(o) => return Ok(o.map(|o| serde_json::to_value(o).unwrap_or_default())),
-            Err(e) => last = Some(e),
+        // Bounded: a request the server never answers must not hang the scenario (the kube
+        // client's own read timeout is 295 s).
+        let objects = api(client, obj.kind, &obj.namespace);
+        match tokio::time::timeout(Duration::from_secs(10), objects.get_opt(&obj.name)).await {
+            Ok(Ok(o)) => return Ok(o.map(|o| serde_json::to_value(o).unwrap_or_default())),
+            Ok(Err(e)) => last = Some(anyhow::Error::from(e)),
+            Err(_) => {
+                eprintln!("chaos: GET {} not answered within 10s", obj.key());
+                last = Some(anyhow::anyhow!("GET {} not answered within 10s", obj.key()))
+            }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    Err(last
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("get failed")))
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("get failed")))
 }
 
 /// Starts deleting the objects (no waiting); missing objects are fine.

@@ -60,7 +60,6 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
 /// the blocking calls of the harness (kubectl, process waits) must not starve another
 /// scenario's server.
 #[test]
-#[ignore = "flaky on 2 cores in the last runs (paused-leader, apiserver-faults); run with `make chaos`"]
 fn chaos_suite() -> anyhow::Result<()> {
     let scale = Scale::from_env();
     let only: Option<BTreeSet<String>> = std::env::var("KAWS_CHAOS_ONLY")
@@ -76,10 +75,7 @@ fn chaos_suite() -> anyhow::Result<()> {
             .into_iter()
             .filter(|(name, _)| match &only {
                 Some(o) => o.contains(*name),
-                // The bounded apiserver-faults round has timed out at 240 s on this machine
-                // (not diagnosed yet, see the closing note of session 3): it runs in the full
-                // variant (`make chaos`) and on request, not in the CI one.
-                None => scale == Scale::Full || *name != "apiserver-faults",
+                None => true,
             })
             .collect(),
     ));
@@ -1485,7 +1481,7 @@ async fn paused_leader(scale: Scale) -> anyhow::Result<Vec<Figures>> {
     .await?;
     // The replicas under test each get a proxy; EC2 calls slowed so stops land mid-call.
     // The first process only has to let go (SIGTERM releases the lease).
-    if let Err(e) = env.kaws.stop() {
+    if let Err(e) = tokio::task::block_in_place(|| env.kaws.stop()) {
         f.bad(
             "sigterm-hang",
             vec![format!("the idle leader on SIGTERM: {e:#}")],
@@ -1695,7 +1691,9 @@ async fn apiserver_faults(scale: Scale) -> anyhow::Result<Vec<Figures>> {
                 "500-watch-burst"
             }
             5 if step < 7 => {
-                env.kaws.stop()?;
+                // `stop` waits up to 30 s, blocking: off the runtime's workers, which also
+                // serve the test API server kaws needs to shut down cleanly.
+                tokio::task::block_in_place(|| env.kaws.stop())?;
                 env.kaws = env.start_kaws(&BTreeMap::new()).await?;
                 "kaws-sigterm"
             }
