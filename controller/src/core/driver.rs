@@ -613,12 +613,16 @@ where
     let tags = target.owner.desired_tags(&obj.common_spec().tags);
     match ownership {
         // `Created` is told only now that the resource is proven ours: a create that merely
-        // reached an existing resource (a lost name race) never claims it did.
+        // reached an existing resource (a lost name race) never claims it did. The intent is
+        // confirmed fresh first: a watch cache lagging behind the status write that settled it
+        // would otherwise tell `Created` twice (seen in `make chaos`, name-races).
         Ownership::Ours if create_pending => {
-            shared
-                .events
-                .normal(obj, reasons::CREATED, format!("created {what}"))
-                .await;
+            if recorded_create(api, obj).await?.is_some() {
+                shared
+                    .events
+                    .normal(obj, reasons::CREATED, format!("created {what}"))
+                    .await;
+            }
         }
         Ownership::Ours => {}
         Ownership::Adopt => {

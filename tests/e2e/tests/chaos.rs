@@ -893,17 +893,21 @@ async fn name_race_round(scale: Scale, race: usize) -> anyhow::Result<Vec<Figure
             ));
         }
         let mut created = 0;
+        let mut by_side = Vec::new();
         for side in [a, b] {
-            created += chaos::events(&env.client, &side.obj.namespace, kind, &side.obj.name)
+            let n = chaos::events(&env.client, &side.obj.namespace, kind, &side.obj.name)
                 .await?
                 .iter()
                 .filter(|(r, _, _)| r == "Created")
                 .count();
+            created += n;
+            by_side.push(format!("{} {n}", side.obj.key()));
         }
         if created != 1 {
             false_created.push(format!(
-                "{}: {created} Created Events for one resource",
-                kind.name()
+                "{}: {created} Created Events for one resource ({})",
+                kind.name(),
+                by_side.join(", ")
             ));
         }
         // Writes that carried the loser's settings and AWS accepted.
