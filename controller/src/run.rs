@@ -149,6 +149,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         metrics: metrics.clone(),
         events: Events::new(client.clone(), args.instance.clone()),
         backoffs: Backoffs::new(Duration::from_secs(2), Duration::from_secs(300)),
+        update_guard: Default::default(),
     });
     let kinds = if args.kinds.is_empty() {
         KindName::all()
@@ -183,7 +184,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             if !acquired {
                 tracing::info!("stopped while standing by");
                 // In case a write of ours landed as the signal arrived.
-                elector.release().await;
+                release(&mut elector).await;
                 http_stop.cancel();
                 return finish_http(http).await;
             }
@@ -276,13 +277,29 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     shutdown.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
     // Keep renewing while the reconciles in flight finish, so that no standby starts before.
-    let lost = match &mut elector {
-        Some(e) => tokio::select! {
-            _ = drain => None,
-            lost = e.hold() => Some(lost),
-        },
-        None => {
-            drain.await;
+    let drained = async {
+        match &mut elector {
+            Some(e) => tokio::select! {
+                _ = drain => None,
+                lost = e.hold() => Some(lost),
+            },
+            None => {
+                drain.await;
+                None
+            }
+        }
+    };
+    let lost = match tokio::time::timeout(DRAIN_TIMEOUT, drained).await {
+        Ok(lost) => lost,
+        Err(_) => {
+            // A reconcile stuck on a slow AWS or Kubernetes call must not keep the pod past its
+            // termination grace period (then SIGKILL, without releasing the lease).
+            tracing::warn!(
+                timeout = ?DRAIN_TIMEOUT,
+                "reconciles still in flight after the drain timeout: abandoning them"
+            );
+            tasks.abort_all();
+            tasks.shutdown().await;
             None
         }
     };
@@ -297,7 +314,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     // Only now, with nothing in flight, may a standby take over: it acts on the release at
     // once.
     if let Some(elector) = &mut elector {
-        elector.release().await;
+        release(elector).await;
     }
     http_stop.cancel();
     finish_http(http).await?;
@@ -305,10 +322,36 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn finish_http(http: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), StartError> {
-    match http.await {
-        Ok(result) => result?,
-        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+/// SIGTERM to exit stays within Kubernetes' default 30 s termination grace period: reconciles in
+/// flight get this long, then are abandoned (an AWS call cut off is answered by the next
+/// leader's observe, as after a crash) …
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// … releasing the Lease this long (the fence closes before the first request; a release that
+/// does not get through leaves the Lease to expire) …
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// … and the HTTP server this long to finish answering (a scraper's keep-alive connection
+/// would hold a graceful stop open without limit).
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn release(elector: &mut Elector) {
+    if tokio::time::timeout(RELEASE_TIMEOUT, elector.release())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?RELEASE_TIMEOUT, "could not release the lease in time: it expires instead");
+    }
+}
+
+async fn finish_http(
+    mut http: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<(), StartError> {
+    match tokio::time::timeout(HTTP_STOP_TIMEOUT, &mut http).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Err(_) => {
+            http.abort();
+            tracing::warn!(timeout = ?HTTP_STOP_TIMEOUT, "HTTP server still had open connections: closed them");
+        }
     }
     Ok(())
 }

@@ -38,6 +38,11 @@ Fault kinds (rates are probabilities per request, drawn in this order):
   SDK retry of RunInstances would make a duplicate real EC2 would not.
 - `latency_ms` (+ `jitter_ms`): added before every request of the service.
 
+Ignored writes: `POST /__faults` with `{"ignore": ["s3:PutBucketVersioning", ...]}` (service and
+operation as counted) makes the proxy answer those operations with the protocol's plain success
+without forwarding them (counted as `ignored`): an AWS that accepts a write and never shows it,
+for the update-loop guard's tests. `{"ignore": []}` ends it.
+
 Bodies are streamed both ways: `Content-Length` request bodies (including the SDK's
 `aws-chunked` content encoding, opaque framing inside a Content-Length body) are relayed piece by
 piece, and `Transfer-Encoding: chunked` request bodies chunk by chunk with their framing;
@@ -281,6 +286,42 @@ def fault_response(service: str, fault: str, rid: str):
     return None
 
 
+EC2_XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
+QUERY_XMLNS = {
+    "rds": "http://rds.amazonaws.com/doc/2014-10-31/",
+    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+    "sts": "https://sts.amazonaws.com/doc/2011-06-15/",
+}
+
+
+def accepted_response(service: str, operation: str, rid: str):
+    """(status, headers, body) of the plain success of `operation`, with nothing in it: what
+    an ignored write is answered with. None for a service without a known shape."""
+    if service == "s3":
+        return 200, {"x-amz-request-id": rid, "x-amz-id-2": uuid.uuid4().hex}, b""
+    if service in ("dynamodb", "lambda"):
+        body = b"{}"
+        headers = {"Content-Type": "application/json", "x-amzn-RequestId": rid}
+        if service == "dynamodb":
+            headers["Content-Type"] = "application/x-amz-json-1.0"
+            headers["x-amz-crc32"] = str(zlib.crc32(body))
+        return 200, headers, body
+    if service == "ec2":
+        body = (
+            f'<{operation}Response xmlns="{EC2_XMLNS}"><requestId>{rid}</requestId>'
+            f"<return>true</return></{operation}Response>"
+        )
+        return 200, {"Content-Type": "text/xml;charset=UTF-8"}, body.encode()
+    if service in QUERY_XMLNS:
+        body = (
+            f'<{operation}Response xmlns="{QUERY_XMLNS[service]}"><{operation}Result/>'
+            f"<ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata>"
+            f"</{operation}Response>"
+        )
+        return 200, {"Content-Type": "text/xml", "x-amzn-RequestId": rid}, body.encode()
+    return None
+
+
 # --- state ------------------------------------------------------------------------------------
 
 
@@ -289,7 +330,7 @@ class State:
 
     def __init__(self, default: dict, services: dict, seed: int | None):
         self.lock = threading.Lock()
-        self.config = {"default": default, "services": services}
+        self.config = {"default": default, "services": services, "ignore": []}
         self.counts: dict[str, dict[str, dict[str, int]]] = {}
         self.rng = random.Random(seed)
         self.record = False
@@ -314,6 +355,10 @@ class State:
             if r < edge:
                 return kind, latency / 1000
         return None, latency / 1000
+
+    def ignored(self, service: str, operation: str) -> bool:
+        with self.lock:
+            return f"{service}:{operation}" in self.config["ignore"]
 
     def count(self, service: str, operation: str, what: str) -> None:
         with self.lock:
@@ -352,6 +397,8 @@ class State:
                 self.config["default"].update(patch["default"])
             if "services" in patch:
                 self.config["services"] = dict(patch["services"])
+            if "ignore" in patch:
+                self.config["ignore"] = [str(op) for op in patch["ignore"]]
             if patch.get("reset_counts"):
                 self.counts = {}
                 self.writes = []
@@ -397,6 +444,14 @@ class Proxy(BaseHTTPRequestHandler):
         if service is None:
             return self.forward(body, "unknown", operation)
 
+        if self.state.ignored(service, operation):
+            answer = accepted_response(service, operation, str(uuid.uuid4()))
+            if answer is not None:
+                if body is None:
+                    self.drain()
+                self.state.count(service, operation, "ignored")
+                return self.answer(*answer)
+
         rules = self.state.rules(service)
         fault, latency = self.state.draw(rules)
         if latency > 0:
@@ -415,7 +470,9 @@ class Proxy(BaseHTTPRequestHandler):
         if answer is None:
             return self.forward(body, service, operation)
         self.state.count(service, operation, "throttled" if fault == "throttle" else "error")
-        status, headers, payload = answer
+        self.answer(*answer)
+
+    def answer(self, status: int, headers: dict, payload: bytes) -> None:
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)

@@ -31,6 +31,7 @@ use super::{
     conditions::{ConditionState, is_true, set_condition},
     error::{Error, Result},
     events::Events,
+    loop_guard::{self, Attempt, UpdateGuard, Verdict},
     names::{FIELD_MANAGER, FINALIZER, annotations, conditions, reasons},
     ownership::{self, Owner, Ownership},
 };
@@ -227,6 +228,8 @@ pub struct Shared {
     pub metrics: SharedMetrics,
     pub events: Events,
     pub backoffs: Backoffs,
+    /// Stops repeating a write AWS accepts but does not show (see `loop_guard.rs`).
+    pub update_guard: UpdateGuard,
 }
 
 /// Everything one kind's reconciler needs.
@@ -237,7 +240,7 @@ pub struct Context<E> {
 
 /// How often to look again while AWS is busy with a change.
 const POLL_BUSY: Duration = Duration::from_secs(5);
-/// How soon to confirm a change just made.
+/// How soon to confirm a create or a tag write just made (updates: [`loop_guard::confirm_after`]).
 const POLL_AFTER_WRITE: Duration = Duration::from_secs(1);
 
 /// What the apply path decided, before it becomes conditions.
@@ -668,7 +671,9 @@ where
     }
 
     let changes = external.diff(obj, &observed, &tags);
+    let key = object_key(obj);
     if changes.is_empty() {
+        shared.update_guard.converged(&key);
         return Ok(Progress {
             ready: ConditionState::yes(
                 reasons::AVAILABLE,
@@ -679,10 +684,37 @@ where
         });
     }
 
+    let fields = changed_fields(&changes);
+    let write = match shared.update_guard.check(
+        &key,
+        attempt(obj, &changes),
+        resync_period(obj, shared.resync_period),
+        Instant::now(),
+    ) {
+        Verdict::Write(n) => n,
+        Verdict::Hold { writes, first } => {
+            let message = format!(
+                "applied {fields} to {what} {writes} times in a row and AWS still does not show it; \
+                 kaws stops writing until the next resync, a spec change or the annotation {}",
+                annotations::RECONCILE_REQUESTED_AT
+            );
+            if first {
+                shared
+                    .events
+                    .warning(obj, reasons::NOT_CONVERGING, message.clone())
+                    .await;
+            }
+            let state = ConditionState::no(reasons::NOT_CONVERGING, message);
+            return Ok(Progress {
+                ready: state.clone(),
+                synced: state,
+                requeue: None,
+            });
+        }
+    };
     external
         .apply_changes(obj, &target, &observed, &changes, status)
         .await?;
-    let fields = changed_fields(&changes);
     // The spec this status describes was already applied and converged (Ready), or a drift
     // correction is still under way: what differs now was changed outside Kubernetes. Kinds that
     // apply a spec change in several reconciles (one DynamoDB step at a time) pass through
@@ -720,8 +752,20 @@ where
             },
             format!("applied {fields}"),
         ),
-        requeue: Some(POLL_AFTER_WRITE),
+        requeue: Some(loop_guard::confirm_after(write)),
     })
+}
+
+/// What the update-loop guard compares between reconciles: the change set (hashed, so no value
+/// is kept), the generation and the reconcile-request token.
+fn attempt<K: ManagedObject, C: Change>(obj: &K, changes: &[C]) -> Attempt {
+    let mut h = DefaultHasher::new();
+    format!("{changes:?}").hash(&mut h);
+    Attempt {
+        changes: h.finish(),
+        generation: obj.meta().generation,
+        requested_at: annotation(obj, annotations::RECONCILE_REQUESTED_AT).cloned(),
+    }
 }
 
 /// The create intent as the API server has it. The watch cache can lag behind kaws' own last
@@ -854,6 +898,7 @@ where
     let key = object_key(obj);
     let mut status = starting_status(obj);
     let what = ctx.external.describe(obj);
+    shared.update_guard.converged(&key);
 
     if is_paused(obj) {
         let message = format!(

@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod driver;
 pub mod error;
 pub mod events;
+pub mod loop_guard;
 pub mod names;
 pub mod ownership;
 pub mod runner;

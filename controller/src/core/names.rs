@@ -60,4 +60,6 @@ pub mod reasons {
     pub const DRIFT_CORRECTED: &str = "DriftCorrected";
     pub const DELETED: &str = "Deleted";
     pub const RETAINED: &str = "Retained";
+    /// The same change was applied repeatedly and AWS does not show it: writing is held.
+    pub const NOT_CONVERGING: &str = "NotConverging";
 }

@@ -64,12 +64,20 @@ pub struct Counts {
     pub reset_after: u64,
     #[serde(default)]
     pub upstream_failed: u64,
+    /// Answered with a plain success without reaching moto (see [`FaultProxy::ignore`]).
+    #[serde(default)]
+    pub ignored: u64,
 }
 
 impl Counts {
     /// Every request the client made (each SDK attempt is one).
     pub fn attempts(&self) -> u64 {
-        self.forwarded + self.throttled + self.error + self.reset + self.upstream_failed
+        self.forwarded
+            + self.throttled
+            + self.error
+            + self.reset
+            + self.upstream_failed
+            + self.ignored
     }
 
     pub fn injected(&self) -> u64 {
@@ -83,6 +91,7 @@ impl Counts {
         self.reset += other.reset;
         self.reset_after += other.reset_after;
         self.upstream_failed += other.upstream_failed;
+        self.ignored += other.ignored;
     }
 }
 
@@ -134,6 +143,7 @@ impl Stats {
                     counts.reset -= before.reset.min(counts.reset);
                     counts.reset_after -= before.reset_after.min(counts.reset_after);
                     counts.upstream_failed -= before.upstream_failed.min(counts.upstream_failed);
+                    counts.ignored -= before.ignored.min(counts.ignored);
                 }
             }
         }
@@ -226,6 +236,14 @@ impl FaultProxy {
     /// Sets per-service rates (replacing earlier per-service rates); others use the default.
     pub async fn set_services(&self, services: &BTreeMap<String, Faults>) -> anyhow::Result<()> {
         self.post(&serde_json::json!({ "services": services }))
+            .await
+    }
+
+    /// Answers these operations (`service:Operation`, e.g. `s3:PutBucketVersioning`) with a
+    /// plain success without forwarding them: an AWS that accepts a write and never shows it.
+    /// Replaces the earlier list; an empty one ends it.
+    pub async fn ignore(&self, operations: &[&str]) -> anyhow::Result<()> {
+        self.post(&serde_json::json!({ "ignore": operations }))
             .await
     }
 

@@ -840,3 +840,77 @@ async fn an_object_that_never_created_anything_is_deleted_without_aws_calls() ->
     assert!(!env.bucket_exists(&bucket).await);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_aws_accepts_but_never_reflects_is_repeated_three_times_then_held()
+-> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        // Long enough that no resync falls inside the test's windows.
+        resync_period: "5m".into(),
+        aws_faults: Some(kaws_e2e::fault_proxy::Faults::none()),
+        ..Default::default()
+    })
+    .await?;
+    let proxy = env.proxy.as_ref().expect("proxy");
+    let bucket = unique_name("loop");
+    env.apply_ok(&bucket_yaml("loop", &bucket, "", ""));
+    env.wait_condition("loop", "Ready", "True", None).await?;
+
+    // From now on S3 answers PutBucketVersioning with 200 and never applies it.
+    proxy.ignore(&["s3:PutBucketVersioning"]).await?;
+    proxy.reset_counts().await?;
+    env.apply_ok(&bucket_yaml("loop", &bucket, "versioning: Enabled", ""));
+    let held = env
+        .wait_condition("loop", "Synced", "False", Some("NotConverging"))
+        .await?;
+    let synced = condition(&held, "Synced").expect("Synced");
+    let message = synced["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("versioning") && message.contains("3 times"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&held, "Ready").map(|c| c["reason"].clone()),
+        Some("NotConverging".into())
+    );
+    let ignored = |stats: &kaws_e2e::fault_proxy::Stats| {
+        stats
+            .sum(|s, op| s == "s3" && op == "PutBucketVersioning")
+            .attempts()
+    };
+    assert_eq!(ignored(&proxy.stats().await?), 3, "three writes, then held");
+    // Held: no more writes, one Warning, however long it lasts before the resync.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(ignored(&proxy.stats().await?), 3, "no write while held");
+    let warnings = env
+        .event_reasons("loop")
+        .await?
+        .into_iter()
+        .filter(|(r, _)| r == "NotConverging")
+        .collect::<Vec<_>>();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].1.contains("versioning"), "{warnings:?}");
+    assert_eq!(
+        versioning(&env, &bucket).await,
+        None,
+        "S3 never saw a write"
+    );
+
+    // AWS heals; a requested reconcile writes again at once and converges.
+    proxy.ignore(&[]).await?;
+    env.kubectl_ok(&[
+        "annotate",
+        "bucket",
+        "loop",
+        "kaws.io/reconcile-requested-at=after-fix",
+    ]);
+    env.wait_condition("loop", "Ready", "True", None).await?;
+    assert_eq!(
+        versioning(&env, &bucket).await,
+        Some(s3::BucketVersioningStatus::Enabled)
+    );
+    let stats = proxy.stats().await?;
+    let put = stats.sum(|s, op| s == "s3" && op == "PutBucketVersioning");
+    assert_eq!((put.ignored, put.forwarded), (3, 1), "{put:?}");
+    Ok(())
+}
