@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use crate::{
     App, discovery,
-    errors::{ApiError, ApiResult},
+    errors::{ApiError, ApiResult, Cause},
     openapi,
     selectors::{FieldSelector, LabelSelector, Selectors},
-    store::{DeleteOpts, FieldValidation, Target, WriteOpts, Written},
+    store::{DeleteOpts, FieldValidation, Propagation, Target, WriteOpts, Written},
     table, watch,
 };
 
@@ -418,33 +418,78 @@ fn resource(
     }
 }
 
+/// DeleteOptions from the body or, when there is none, from the query (as
+/// kube-apiserver's `DeleteResource`), validated like `ValidateDeleteOptions`.
 fn delete_opts(q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<DeleteOpts> {
-    let mut o = DeleteOpts {
-        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
-        ..Default::default()
-    };
-    if body.iter().any(|b| !b.is_ascii_whitespace()) {
+    let v: Value = if body.iter().any(|b| !b.is_ascii_whitespace()) {
         // client-go (e.g. Helm's release storage) sends DeleteOptions as protobuf.
-        let v: Value = if content_type(headers).contains("protobuf") || body.starts_with(b"k8s\0") {
-            crate::protobuf::decode(body).unwrap_or(Value::Null)
+        if content_type(headers).contains("protobuf") || body.starts_with(b"k8s\0") {
+            crate::protobuf::decode(body)?
         } else {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
-        };
-        o.uid = v
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(String::from);
-        o.resource_version = v
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(String::from);
-        if v.get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|x| x == "All"))
-        {
-            o.dry_run = true;
         }
+    } else {
+        let mut v = json!({});
+        if let Some(d) = q.get("dryRun") {
+            v["dryRun"] = json!([d]);
+        }
+        if let Some(p) = q.get("propagationPolicy") {
+            v["propagationPolicy"] = json!(p);
+        }
+        if let Some(o) = q.get("orphanDependents") {
+            let b: bool = o.parse().map_err(|_| {
+                ApiError::bad_request(format!("strconv.ParseBool: parsing {o:?}: invalid syntax"))
+            })?;
+            v["orphanDependents"] = json!(b);
+        }
+        v
+    };
+    let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
+    let policy = text("/propagationPolicy");
+    let orphan_dependents = v.get("orphanDependents").and_then(Value::as_bool);
+    let mut causes = Vec::new();
+    if let (Some(p), Some(_)) = (&policy, orphan_dependents) {
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!(
+                "Invalid value: {p:?}: orphanDependents and deletionPropagation cannot be both set"
+            ),
+            field: "propagationPolicy".into(),
+        });
     }
-    Ok(o)
+    let propagation = match policy.as_deref() {
+        None => None,
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some("Orphan") => Some(Propagation::Orphan),
+        Some(other) => {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported".into(),
+                message: format!(
+                    "Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                ),
+                field: "propagationPolicy".into(),
+            });
+            None
+        }
+    };
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "DeleteOptions",
+            "",
+            causes,
+        ));
+    }
+    Ok(DeleteOpts {
+        uid: text("/preconditions/uid"),
+        resource_version: text("/preconditions/resourceVersion"),
+        dry_run: v
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x == "All")),
+        propagation,
+        orphan_dependents,
+    })
 }

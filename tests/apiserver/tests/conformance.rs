@@ -1820,3 +1820,324 @@ async fn apply_conflicts_name_keyed_list_items_and_status_managers() {
         "Apply failed with 1 conflict: conflict with \"kaws\" with subresource \"status\": .status.conditions[type=\"Ready\"].status"
     );
 }
+
+type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+fn crd_condition(crd: &Crd, kind: &str) -> Option<(String, String)> {
+    crd.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+async fn create_held_widget(c: &kube::Client, name: &str) {
+    let o = serde_json::from_value(json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget",
+        "metadata": {"name": name, "finalizers": ["test.kaws.io/cleanup"]}, "spec": {"bucketName": "abc"}}))
+    .unwrap();
+    dyn_api(c).create(&PostParams::default(), &o).await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_crd_keeps_it_terminating_until_instance_finalizers_are_removed() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_held_widget(&c, "held").await;
+    create_widget(&c, "plain", json!({"bucketName": "abc"})).await;
+    let crds: Api<Crd> = Api::all(c.clone());
+    let name = "widgets.test.kaws.io";
+    let answered = crds
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("the CRD is returned, not a Status");
+    assert!(answered.metadata.deletion_timestamp.is_some());
+    assert!(
+        answered
+            .finalizers()
+            .contains(&"customresourcecleanup.apiextensions.k8s.io".to_string())
+    );
+
+    let crd = crds.get(name).await.unwrap();
+    assert_eq!(
+        crd_condition(&crd, "Terminating"),
+        Some(("True".into(), "InstanceDeletionInProgress".into()))
+    );
+    assert_eq!(crd_condition(&crd, "Established").unwrap().0, "True");
+    // Instances are deleted: the one without finalizers is gone, the held
+    // one is marked and can still be read, listed and patched.
+    let api = dyn_api(&c);
+    assert_eq!(api_err(api.get("plain").await.unwrap_err()).code, 404);
+    let held = api.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    // Creates are refused, as the custom resource handler does.
+    let o: DynamicObject =
+        serde_json::from_value(widget_json("late", json!({"bucketName": "abc"}))).unwrap();
+    let st = api_err(api.create(&PostParams::default(), &o).await.unwrap_err());
+    assert_eq!(
+        (st.code, st.reason.as_str(), st.message.as_str()),
+        (
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating"
+        )
+    );
+    let (code, _, body) = raw(&s.url(), "GET", "/apis/test.kaws.io/v1", &[], "").await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        list["resources"][0]["verbs"],
+        json!(["delete", "deletecollection", "get", "list", "watch"])
+    );
+    // A second DELETE changes nothing.
+    crds.delete(name, &DeleteParams::default()).await.unwrap();
+    assert!(crds.get_opt(name).await.unwrap().is_some());
+
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(crds.get_opt(name).await.unwrap().is_none());
+    assert_eq!(
+        api_err(api.list(&ListParams::default()).await.unwrap_err()).code,
+        404
+    );
+    let (code, _, _) = raw(&s.url(), "GET", "/apis/test.kaws.io/v1", &[], "").await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn a_crd_with_its_own_finalizer_outlives_its_instances() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let crds: Api<Crd> = Api::all(c.clone());
+    let name = "widgets.test.kaws.io";
+    crds.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/keep"]}})),
+    )
+    .await
+    .unwrap();
+    crds.delete(name, &DeleteParams::default()).await.unwrap();
+    let crd = crds.get(name).await.unwrap();
+    assert_eq!(crd.finalizers(), ["example.com/keep"]);
+    assert_eq!(
+        crd_condition(&crd, "Terminating"),
+        Some(("False".into(), "InstanceDeletionCompleted".into()))
+    );
+    assert_eq!(api_err(dyn_api(&c).get("w").await.unwrap_err()).code, 404);
+    crds.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(crds.get_opt(name).await.unwrap().is_none());
+}
+
+/// A ConfigMap owned by `owners` (uid, blockOwnerDeletion), with `finalizers`.
+async fn dependent(
+    c: &kube::Client,
+    name: &str,
+    owners: &[(&DynamicObject, bool)],
+    finalizers: &[&str],
+) {
+    let refs: Vec<Value> = owners
+        .iter()
+        .map(|(o, block)| {
+            json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "name": o.name_any(),
+            "uid": o.uid().unwrap(), "blockOwnerDeletion": block})
+        })
+        .collect();
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": name, "ownerReferences": refs, "finalizers": finalizers}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+fn owner_names(cm: &ConfigMap) -> Vec<String> {
+    cm.owner_references()
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn foreground_deletion_deletes_dependents_first_and_waits_for_blocking_ones() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let owner = create_widget(&c, "owner", json!({"bucketName": "abc"})).await;
+    let other = create_widget(&c, "other", json!({"bucketName": "abc"})).await;
+    dependent(&c, "blocker", &[(&owner, true)], &["test.kaws.io/hold"]).await;
+    dependent(&c, "loose", &[(&owner, false)], &["test.kaws.io/hold"]).await;
+    dependent(&c, "plain", &[(&owner, true)], &[]).await;
+    dependent(&c, "shared", &[(&owner, true), (&other, false)], &[]).await;
+    let api = dyn_api(&c);
+    let answered = api
+        .delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert!(answered.metadata.deletion_timestamp.is_some());
+    assert_eq!(answered.finalizers(), ["foregroundDeletion"]);
+
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    assert!(cms.get_opt("plain").await.unwrap().is_none());
+    for held in ["blocker", "loose"] {
+        let cm = cms.get(held).await.unwrap();
+        assert!(cm.metadata.deletion_timestamp.is_some(), "{held}");
+    }
+    // A dependent with another live owner only loses its reference.
+    let shared = cms.get("shared").await.unwrap();
+    assert!(shared.metadata.deletion_timestamp.is_none());
+    assert_eq!(owner_names(&shared), ["other"]);
+    // The owner waits for the blocking dependent, not for the loose one.
+    let waiting = api.get("owner").await.unwrap();
+    assert_eq!(waiting.finalizers(), ["foregroundDeletion"]);
+    let release = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    cms.patch("blocker", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    assert!(cms.get_opt("blocker").await.unwrap().is_none());
+    assert!(api.get_opt("owner").await.unwrap().is_none());
+    assert!(
+        cms.get("loose")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    cms.patch("loose", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    assert!(cms.get_opt("loose").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn orphan_deletion_removes_owner_references_and_keeps_dependents() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let owner = create_widget(&c, "owner", json!({"bucketName": "abc"})).await;
+    let other = create_widget(&c, "other", json!({"bucketName": "abc"})).await;
+    dependent(&c, "only", &[(&owner, true)], &[]).await;
+    dependent(&c, "shared", &[(&owner, false), (&other, false)], &[]).await;
+    let api = dyn_api(&c);
+    let answered = api
+        .delete("owner", &DeleteParams::orphan())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(answered.finalizers(), ["orphan"]);
+    assert!(api.get_opt("owner").await.unwrap().is_none());
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let only = cms.get("only").await.unwrap();
+    assert!(only.metadata.deletion_timestamp.is_none());
+    assert!(owner_names(&only).is_empty());
+    assert_eq!(owner_names(&cms.get("shared").await.unwrap()), ["other"]);
+
+    // The orphan finalizer waits behind the owner's own finalizers; the
+    // deprecated orphanDependents=true means the same.
+    create_held_widget(&c, "held").await;
+    let held = api.get("held").await.unwrap();
+    dependent(&c, "kept", &[(&held, false)], &[]).await;
+    let path = "/apis/test.kaws.io/v1/namespaces/default/widgets/held";
+    let (code, _, body) = raw(
+        &s.url(),
+        "DELETE",
+        path,
+        &[("Content-Type", "application/json")],
+        r#"{"orphanDependents": true}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let held = api.get("held").await.unwrap();
+    assert_eq!(held.finalizers(), ["test.kaws.io/cleanup"]);
+    assert!(owner_names(&cms.get("kept").await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn propagation_policy_comes_from_the_query_without_a_body() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let owner = create_widget(&c, "owner", json!({"bucketName": "abc"})).await;
+    dependent(&c, "dep", &[(&owner, true)], &[]).await;
+    let path = "/apis/test.kaws.io/v1/namespaces/default/widgets/owner?propagationPolicy=Orphan";
+    let (code, _, body) = raw(&s.url(), "DELETE", path, &[], "").await;
+    assert_eq!(code, 200, "{body}");
+    let answered: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answered["metadata"]["finalizers"], json!(["orphan"]));
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    assert!(owner_names(&cms.get("dep").await.unwrap()).is_empty());
+    // Background (the default) deletes the dependents after the owner.
+    let owner = create_widget(&c, "owner2", json!({"bucketName": "abc"})).await;
+    dependent(&c, "dep2", &[(&owner, true)], &[]).await;
+    let answered = dyn_api(&c)
+        .delete("owner2", &DeleteParams::background())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert!(answered.finalizers().is_empty());
+    assert!(cms.get_opt("dep2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn invalid_delete_options_are_422() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let path = "/apis/test.kaws.io/v1/namespaces/default/widgets/w";
+    let json_ct = [("Content-Type", "application/json")];
+    let (code, _, body) = raw(
+        &s.url(),
+        "DELETE",
+        path,
+        &json_ct,
+        r#"{"propagationPolicy": "Sideways"}"#,
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        st["message"],
+        "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Sideways\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+    );
+    let (code, _, body) = raw(
+        &s.url(),
+        "DELETE",
+        path,
+        &json_ct,
+        r#"{"propagationPolicy": "Foreground", "orphanDependents": true}"#,
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        st["message"],
+        "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: \"Foreground\": orphanDependents and deletionPropagation cannot be both set"
+    );
+    assert!(dyn_api(&c).get_opt("w").await.unwrap().is_some());
+}
