@@ -159,6 +159,10 @@ fn route(
                     .ok_or_else(ApiError::no_route)?,
             )
         }
+        ["openapi", "v2"] => {
+            get_only()?;
+            openapi_v2(app, headers)
+        }
         ["openapi", "v3"] => ok(&openapi::root(&app.store.lock())),
         ["openapi", "v3", "api", "v1"] => {
             ok(&openapi::group_version(&app.store.lock(), "", "v1")
@@ -171,6 +175,59 @@ fn route(
         ["apis", g, v, rest @ ..] => resource(app, method, g, v, rest, q, headers, body),
         _ => Err(ApiError::no_route()),
     }
+}
+
+/// `/openapi/v2` negotiated as kube-openapi's handler does: the first Accept
+/// clause matching JSON or the gnostic protobuf wins (`*/*` and no Accept
+/// mean JSON); nothing matching → 406 with an empty body.
+fn openapi_v2(app: &App, headers: &HeaderMap) -> ApiResult<Response> {
+    const PB: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or("*/*");
+    let mut clauses: Vec<(f32, String)> = accept
+        .split(',')
+        .map(|c| {
+            let mut parts = c.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.parse().ok())
+                .unwrap_or(1.0);
+            (q, media)
+        })
+        .filter(|(q, _)| *q > 0.0)
+        .collect();
+    clauses.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let protobuf = |m: &str| {
+        matches!(
+            m,
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+                | "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        )
+    };
+    for (_, media) in clauses {
+        let (body, content_type) = match media.as_str() {
+            "application/json" | "application/*" | "*/*" => (
+                openapi::v2(&app.store.lock()).to_string().into_bytes(),
+                "application/json",
+            ),
+            m if protobuf(m) => (
+                crate::openapi_pb::encode(&openapi::v2(&app.store.lock())),
+                PB,
+            ),
+            _ => continue,
+        };
+        let mut resp = (StatusCode::OK, body).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+        return Ok(resp);
+    }
+    Ok((StatusCode::NOT_ACCEPTABLE, "").into_response())
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {

@@ -2141,3 +2141,112 @@ async fn invalid_delete_options_are_422() {
     );
     assert!(dyn_api(&c).get_opt("w").await.unwrap().is_some());
 }
+
+/// Every `$ref` in `v` names a key of `defs` (after `prefix`).
+fn refs_resolve(v: &Value, prefix: &str, defs: &serde_json::Map<String, Value>) -> bool {
+    match v {
+        Value::Object(m) => m.iter().all(|(k, x)| {
+            if k == "$ref" {
+                x.as_str()
+                    .and_then(|r| r.strip_prefix(prefix))
+                    .is_some_and(|n| defs.contains_key(n))
+            } else {
+                refs_resolve(x, prefix, defs)
+            }
+        }),
+        Value::Array(a) => a.iter().all(|x| refs_resolve(x, prefix, defs)),
+        _ => true,
+    }
+}
+
+fn gvks(defs: &serde_json::Map<String, Value>) -> std::collections::BTreeSet<String> {
+    defs.values()
+        .filter_map(|d| d.pointer("/x-kubernetes-group-version-kind/0"))
+        .map(|g| {
+            format!(
+                "{}/{}/{}",
+                g["group"].as_str().unwrap(),
+                g["version"].as_str().unwrap(),
+                g["kind"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn openapi_v2_has_the_v3_definitions_as_json_and_protobuf() {
+    let s = server().await;
+    let get = |accept: &'static str| {
+        let url = s.url();
+        async move { raw(&url, "GET", "/openapi/v2", &[("Accept", accept)], "").await }
+    };
+    let (code, head, body) = get("application/json").await;
+    assert_eq!(code, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["swagger"], "2.0");
+    let defs = doc["definitions"].as_object().unwrap();
+    let widget = &defs["io.kaws.test.v1.Widget"];
+    assert_eq!(
+        widget["x-kubernetes-group-version-kind"],
+        json!([{"group": "test.kaws.io", "version": "v1", "kind": "Widget"}])
+    );
+    assert_eq!(
+        widget.pointer("/properties/spec/properties/bucketName/description"),
+        Some(&json!("Name of the bucket; immutable."))
+    );
+    assert_eq!(
+        widget["properties"]["metadata"]["$ref"],
+        "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    assert!(refs_resolve(&doc, "#/definitions/", defs));
+    assert!(!body.contains("nullable") && !body.contains("#/components/"));
+    let patch =
+        &doc["paths"]["/apis/test.kaws.io/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    assert!(
+        patch["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"),
+        "{patch}"
+    );
+
+    // The same kinds as the v3 documents.
+    let (_, _, root) = raw(&s.url(), "GET", "/openapi/v3", &[], "").await;
+    let root: Value = serde_json::from_str(&root).unwrap();
+    let mut v3 = std::collections::BTreeSet::new();
+    for entry in root["paths"].as_object().unwrap().values() {
+        let url = entry["serverRelativeURL"].as_str().unwrap();
+        let (_, _, gv) = raw(&s.url(), "GET", url, &[], "").await;
+        let gv: Value = serde_json::from_str(&gv).unwrap();
+        v3.extend(gvks(gv["components"]["schemas"].as_object().unwrap()));
+    }
+    assert_eq!(gvks(defs), v3);
+    assert!(v3.contains("/v1/Secret") && v3.contains("test.kaws.io/v1/Widget"));
+
+    // What client-go's OpenAPISchema() asks for.
+    let (code, head, body) =
+        get("application/com.github.proto-openapi.spec.v2@v1.0+protobuf").await;
+    assert_eq!(code, 200);
+    assert!(
+        head.contains("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+        "{head}"
+    );
+    assert!(body.starts_with("\n\u{3}2.0"), "{:?}", &body[..10]);
+    assert!(body.contains("io.kaws.test.v1.Widget"));
+    let (code, _, _) = get("text/plain").await;
+    assert_eq!(code, 406);
+
+    // A CRD that is gone leaves the document.
+    let crds: Api<Crd> = Api::all(s.client().await.unwrap());
+    crds.delete("widgets.test.kaws.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (_, _, body) = get("application/json").await;
+    assert!(!body.contains("io.kaws.test.v1.Widget"));
+}

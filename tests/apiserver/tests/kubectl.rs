@@ -672,3 +672,31 @@ async fn kubectl_delete_cascade_orphan_keeps_the_dependent() {
     let out = kubectl(&s, &["get", "configmap", "dep2"]).await;
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn kubectl_explain_reads_the_protobuf_openapi_v2_document() {
+    let s = server().await;
+    let out = stdout_ok(
+        &kubectl(
+            &s,
+            &["explain", "widgets.spec", "--output=plaintext-openapiv2"],
+        )
+        .await,
+    );
+    assert!(
+        out.contains("bucketName") && out.contains("Name of the bucket; immutable."),
+        "{out}"
+    );
+    let out = stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "explain",
+                "widgets.metadata",
+                "--output=plaintext-openapiv2",
+            ],
+        )
+        .await,
+    );
+    assert!(out.contains("finalizers"), "{out}");
+}
