@@ -171,6 +171,8 @@ pub struct State {
     uids: HashMap<String, ObjRef>,
     /// Objects being deleted with the orphan or foregroundDeletion finalizer.
     gc_pending: BTreeSet<ObjRef>,
+    /// Objects written with a reference to an owner that does not exist.
+    gc_dangling: BTreeSet<ObjRef>,
 }
 
 /// Shared handle: the state behind one lock, plus a channel that carries the
@@ -418,6 +420,7 @@ impl Store {
             owners: HashMap::new(),
             uids: HashMap::new(),
             gc_pending: BTreeSet::new(),
+            gc_dangling: BTreeSet::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let t = state.target("", "namespaces", None);
@@ -674,9 +677,18 @@ impl State {
                 .iter()
                 .any(|f| f == ORPHAN_FINALIZER || f == FOREGROUND_FINALIZER)
         {
-            self.gc_pending.insert(me);
+            self.gc_pending.insert(me.clone());
         } else {
             self.gc_pending.remove(&me);
+        }
+        let dangling = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|r| !self.uids.contains_key(r["uid"].as_str().unwrap_or("")));
+        if dangling {
+            self.gc_dangling.insert(me);
         }
         let arc = Arc::new(obj.clone());
         self.buckets
@@ -752,6 +764,9 @@ impl State {
             for owner in pending {
                 self.process_deleting_owner(&owner);
             }
+            for dep in std::mem::take(&mut self.gc_dangling) {
+                self.attempt_to_delete(&dep);
+            }
             self.finalize_crds();
             if self.rv == before {
                 break;
@@ -826,7 +841,8 @@ impl State {
     }
 
     /// The garbage collector's `attemptToDeleteItem` for a dependent whose
-    /// owner went away or waits for its dependents (Foreground): with
+    /// owner is absent (gone, or never existed with that uid) or waits for
+    /// its dependents (Foreground): with
     /// another live owner it only loses the references to the absent and
     /// waiting owners; otherwise it is deleted (in Foreground when an owner
     /// waits and it has dependents itself, else with its own finalizers
@@ -866,10 +882,12 @@ impl State {
                 Some(_) => solid = true,
             }
         }
+        if dropped.is_empty() {
+            // Every owner is alive (or there is none): not garbage.
+            return;
+        }
         if solid {
-            if !dropped.is_empty() {
-                self.remove_owner_refs(dep, &dropped);
-            }
+            self.remove_owner_refs(dep, &dropped);
             return;
         }
         let has_dependents = self

@@ -2250,3 +2250,31 @@ async fn openapi_v2_has_the_v3_definitions_as_json_and_protobuf() {
     let (_, _, body) = get("application/json").await;
     assert!(!body.contains("io.kaws.test.v1.Widget"));
 }
+
+#[tokio::test]
+async fn a_dependent_whose_owners_do_not_exist_is_collected() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let live = create_widget(&c, "live", json!({"bucketName": "abc"})).await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let gone = json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "name": "gone",
+        "uid": "00000000-0000-0000-0000-000000000000"});
+    let mine = json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "name": "live",
+        "uid": live.uid().unwrap()});
+    for (name, refs) in [("orphaned", json!([gone])), ("mixed", json!([gone, mine]))] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": refs}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    // As the real garbage collector: no live owner → deleted; a live one
+    // left → only the dangling reference goes.
+    assert!(cms.get_opt("orphaned").await.unwrap().is_none());
+    assert_eq!(owner_names(&cms.get("mixed").await.unwrap()), ["live"]);
+    let plain: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "plain"}})).unwrap();
+    cms.create(&PostParams::default(), &plain).await.unwrap();
+    assert!(cms.get_opt("plain").await.unwrap().is_some());
+}
