@@ -481,7 +481,7 @@ fn delete_opts(q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<DeleteO
     let v: Value = if body.iter().any(|b| !b.is_ascii_whitespace()) {
         // client-go (e.g. Helm's release storage) sends DeleteOptions as protobuf.
         if content_type(headers).contains("protobuf") || body.starts_with(b"k8s\0") {
-            crate::protobuf::decode(body)?
+            crate::protobuf::decode_delete_options(body)?
         } else {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?

@@ -190,6 +190,22 @@ fn delete_options(raw: &[u8]) -> Option<Value> {
     Some(v)
 }
 
+/// A DELETE body: the envelope's object read as DeleteOptions whatever
+/// TypeMeta it carries (nothing else can come with a DELETE).
+pub fn decode_delete_options(body: &[u8]) -> ApiResult<Value> {
+    let malformed = || ApiError::bad_request("malformed protobuf DeleteOptions");
+    let rest = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
+    let raw = fields(rest)
+        .ok_or_else(malformed)?
+        .into_iter()
+        .find_map(|(n, f)| match (n, f) {
+            (2, Field::Bytes(x)) => Some(x),
+            _ => None,
+        })
+        .unwrap_or(&[]);
+    delete_options(raw).ok_or_else(malformed)
+}
+
 /// Decodes a protobuf request body (runtime.Unknown envelope) of a kind we
 /// understand into its JSON form.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
@@ -275,6 +291,9 @@ mod tests {
         let tm = [ld(1, b"v1"), ld(2, b"DeleteOptions")].concat();
         let body = [MAGIC.to_vec(), ld(1, &tm), ld(2, &opts)].concat();
         let v = decode(&body).unwrap();
+        // Whatever the TypeMeta says, a DELETE body is DeleteOptions.
+        let untyped = [MAGIC.to_vec(), ld(2, &opts)].concat();
+        assert_eq!(decode_delete_options(&untyped).unwrap(), v);
         assert_eq!(
             v["preconditions"],
             json!({"uid": "u-1", "resourceVersion": "7"})

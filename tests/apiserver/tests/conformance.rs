@@ -2278,3 +2278,39 @@ async fn a_dependent_whose_owners_do_not_exist_is_collected() {
     cms.create(&PostParams::default(), &plain).await.unwrap();
     assert!(cms.get_opt("plain").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn protobuf_delete_options_carry_the_propagation_policy() {
+    // What client-go's typed clients (Helm) send: a runtime.Unknown envelope
+    // around metav1.DeleteOptions{propagationPolicy: "Orphan"}.
+    let ld = |num: u8, payload: &[u8]| {
+        let mut v = vec![(num << 3) | 2, payload.len() as u8];
+        v.extend_from_slice(payload);
+        v
+    };
+    let type_meta = [ld(1, b"v1"), ld(2, b"DeleteOptions")].concat();
+    let body = [
+        b"k8s\0".to_vec(),
+        ld(1, &type_meta),
+        ld(2, &ld(4, b"Orphan")),
+    ]
+    .concat();
+    let body = String::from_utf8(body).unwrap();
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let owner = create_widget(&c, "owner", json!({"bucketName": "abc"})).await;
+    dependent(&c, "dep", &[(&owner, true)], &[]).await;
+    let (code, _, answer) = raw(
+        &s.url(),
+        "DELETE",
+        "/apis/test.kaws.io/v1/namespaces/default/widgets/owner",
+        &[("Content-Type", "application/vnd.kubernetes.protobuf")],
+        &body,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["metadata"]["finalizers"], json!(["orphan"]));
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    assert!(owner_names(&cms.get("dep").await.unwrap()).is_empty());
+}
