@@ -2314,3 +2314,42 @@ async fn protobuf_delete_options_carry_the_propagation_policy() {
     let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
     assert!(owner_names(&cms.get("dep").await.unwrap()).is_empty());
 }
+
+#[tokio::test]
+async fn watches_of_a_deleted_crd_end_after_the_last_deletion() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_held_widget(&c, "held").await;
+    let api = dyn_api(&c);
+    let mut stream = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let first = stream.try_next().await.unwrap();
+    assert!(matches!(first, Some(WatchEvent::Added(_))), "{first:?}");
+    let crds: Api<Crd> = Api::all(c.clone());
+    crds.delete("widgets.test.kaws.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Terminating: the watch goes on and shows the instance being deleted.
+    let marked = stream.try_next().await.unwrap();
+    assert!(
+        matches!(&marked, Some(WatchEvent::Modified(o)) if o.metadata.deletion_timestamp.is_some()),
+        "{marked:?}"
+    );
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(5), stream.collect::<Vec<_>>())
+        .await
+        .expect("the watch ends once the CRD is gone");
+    assert!(
+        matches!(events.as_slice(), [Ok(WatchEvent::Deleted(_))]),
+        "{events:?}"
+    );
+}
