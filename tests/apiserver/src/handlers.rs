@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use crate::{
     App, discovery,
-    errors::{ApiError, ApiResult},
+    errors::{ApiError, ApiResult, Cause},
     openapi,
     selectors::{FieldSelector, LabelSelector, Selectors},
-    store::{DeleteOpts, FieldValidation, Target, WriteOpts, Written},
+    store::{DeleteOpts, FieldValidation, Propagation, Target, WriteOpts, Written},
     table, watch,
 };
 
@@ -159,6 +159,10 @@ fn route(
                     .ok_or_else(ApiError::no_route)?,
             )
         }
+        ["openapi", "v2"] => {
+            get_only()?;
+            openapi_v2(app, headers)
+        }
         ["openapi", "v3"] => ok(&openapi::root(&app.store.lock())),
         ["openapi", "v3", "api", "v1"] => {
             ok(&openapi::group_version(&app.store.lock(), "", "v1")
@@ -171,6 +175,59 @@ fn route(
         ["apis", g, v, rest @ ..] => resource(app, method, g, v, rest, q, headers, body),
         _ => Err(ApiError::no_route()),
     }
+}
+
+/// `/openapi/v2` negotiated as kube-openapi's handler does: the first Accept
+/// clause matching JSON or the gnostic protobuf wins (`*/*` and no Accept
+/// mean JSON); nothing matching → 406 with an empty body.
+fn openapi_v2(app: &App, headers: &HeaderMap) -> ApiResult<Response> {
+    const PB: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or("*/*");
+    let mut clauses: Vec<(f32, String)> = accept
+        .split(',')
+        .map(|c| {
+            let mut parts = c.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.parse().ok())
+                .unwrap_or(1.0);
+            (q, media)
+        })
+        .filter(|(q, _)| *q > 0.0)
+        .collect();
+    clauses.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let protobuf = |m: &str| {
+        matches!(
+            m,
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+                | "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        )
+    };
+    for (_, media) in clauses {
+        let (body, content_type) = match media.as_str() {
+            "application/json" | "application/*" | "*/*" => (
+                openapi::v2(&app.store.lock()).to_string().into_bytes(),
+                "application/json",
+            ),
+            m if protobuf(m) => (
+                crate::openapi_pb::encode(&openapi::v2(&app.store.lock())),
+                PB,
+            ),
+            _ => continue,
+        };
+        let mut resp = (StatusCode::OK, body).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+        return Ok(resp);
+    }
+    Ok((StatusCode::NOT_ACCEPTABLE, "").into_response())
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
@@ -418,33 +475,78 @@ fn resource(
     }
 }
 
+/// DeleteOptions from the body or, when there is none, from the query (as
+/// kube-apiserver's `DeleteResource`), validated like `ValidateDeleteOptions`.
 fn delete_opts(q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<DeleteOpts> {
-    let mut o = DeleteOpts {
-        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
-        ..Default::default()
-    };
-    if body.iter().any(|b| !b.is_ascii_whitespace()) {
+    let v: Value = if body.iter().any(|b| !b.is_ascii_whitespace()) {
         // client-go (e.g. Helm's release storage) sends DeleteOptions as protobuf.
-        let v: Value = if content_type(headers).contains("protobuf") || body.starts_with(b"k8s\0") {
-            crate::protobuf::decode(body).unwrap_or(Value::Null)
+        if content_type(headers).contains("protobuf") || body.starts_with(b"k8s\0") {
+            crate::protobuf::decode_delete_options(body)?
         } else {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
-        };
-        o.uid = v
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(String::from);
-        o.resource_version = v
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(String::from);
-        if v.get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|x| x == "All"))
-        {
-            o.dry_run = true;
         }
+    } else {
+        let mut v = json!({});
+        if let Some(d) = q.get("dryRun") {
+            v["dryRun"] = json!([d]);
+        }
+        if let Some(p) = q.get("propagationPolicy") {
+            v["propagationPolicy"] = json!(p);
+        }
+        if let Some(o) = q.get("orphanDependents") {
+            let b: bool = o.parse().map_err(|_| {
+                ApiError::bad_request(format!("strconv.ParseBool: parsing {o:?}: invalid syntax"))
+            })?;
+            v["orphanDependents"] = json!(b);
+        }
+        v
+    };
+    let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
+    let policy = text("/propagationPolicy");
+    let orphan_dependents = v.get("orphanDependents").and_then(Value::as_bool);
+    let mut causes = Vec::new();
+    if let (Some(p), Some(_)) = (&policy, orphan_dependents) {
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!(
+                "Invalid value: {p:?}: orphanDependents and deletionPropagation cannot be both set"
+            ),
+            field: "propagationPolicy".into(),
+        });
     }
-    Ok(o)
+    let propagation = match policy.as_deref() {
+        None => None,
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some("Orphan") => Some(Propagation::Orphan),
+        Some(other) => {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported".into(),
+                message: format!(
+                    "Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                ),
+                field: "propagationPolicy".into(),
+            });
+            None
+        }
+    };
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "DeleteOptions",
+            "",
+            causes,
+        ));
+    }
+    Ok(DeleteOpts {
+        uid: text("/preconditions/uid"),
+        resource_version: text("/preconditions/resourceVersion"),
+        dry_run: v
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x == "All")),
+        propagation,
+        orphan_dependents,
+    })
 }

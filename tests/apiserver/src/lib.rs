@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod kubeconfig;
 pub mod managed;
 pub mod openapi;
+pub mod openapi_pb;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;

@@ -1,7 +1,10 @@
-//! OpenAPI v3 documents built from the served resources. kubectl 1.32 needs
-//! them to decide that the server does field validation (it looks for the
+//! OpenAPI v3 documents built from the served resources, and the OpenAPI v2
+//! (Swagger 2.0) document with the same definitions. kubectl 1.32 needs v3
+//! to decide that the server does field validation (it looks for the
 //! `fieldValidation` parameter on the PATCH operation of the kind) and for
-//! `kubectl explain`.
+//! `kubectl explain`; client-go's `OpenAPISchema()` (Argo CD's cluster
+//! cache, `kubectl explain --output=plaintext-openapiv2`) reads v2 as
+//! protobuf, see `openapi_pb`.
 
 use serde_json::{Map, Value, json};
 
@@ -65,16 +68,29 @@ fn object_meta() -> Value {
 }
 
 fn kind_schema(def: &ResourceDef, version: &str) -> Value {
+    kind_schema_for(def, version, false)
+}
+
+/// The kind's schema, for v3 or (`v2`) converted as kube-apiserver's
+/// `ToStructuralOpenAPIV2` does before the type meta properties are added.
+fn kind_schema_for(def: &ResourceDef, version: &str, v2: bool) -> Value {
     let mut s = def
         .version(version)
         .and_then(|v| v.schema.clone())
         .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if v2 {
+        s = to_v2(s);
+    }
     if !s.get("properties").is_some_and(Value::is_object) {
         s["properties"] = json!({});
     }
     s["properties"]["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
     s["properties"]["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
-    s["properties"]["metadata"] = json!({"allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}], "description": "Standard object's metadata."});
+    s["properties"]["metadata"] = if v2 {
+        json!({"$ref": format!("#/definitions/{OBJECT_META}"), "description": "Standard object's metadata."})
+    } else {
+        json!({"allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}], "description": "Standard object's metadata."})
+    };
     s["x-kubernetes-group-version-kind"] =
         json!([{"group": def.group, "version": version, "kind": def.kind}]);
     s
@@ -184,4 +200,159 @@ pub fn group_version(st: &State, group: &str, version: &str) -> Option<Value> {
         "paths": paths,
         "components": {"schemas": schemas},
     }))
+}
+
+/// OpenAPI v3 → v2 for a CRD schema (`ToStructuralOpenAPIV2`): no
+/// allOf/anyOf/oneOf/not, no nullable (a nullable field loses its type,
+/// items and properties and is no longer required), no items or properties
+/// under `x-kubernetes-preserve-unknown-fields`, no `type: array` without
+/// items.
+fn to_v2(mut s: Value) -> Value {
+    let Some(m) = s.as_object_mut() else {
+        return s;
+    };
+    for k in ["allOf", "anyOf", "oneOf", "not"] {
+        m.remove(k);
+    }
+    if m.remove("nullable") == Some(Value::Bool(true)) {
+        m.remove("type");
+        m.remove("items");
+        m.remove("properties");
+    }
+    if m.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        m.remove("items");
+        m.remove("properties");
+    }
+    if m.get("type").and_then(Value::as_str) == Some("array") && !m.contains_key("items") {
+        m.remove("type");
+    }
+    if let Some(Value::Object(props)) = m.remove("properties") {
+        let nullable: Vec<String> = props
+            .iter()
+            .filter(|(_, p)| p.get("nullable") == Some(&Value::Bool(true)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Some(Value::Array(req)) = m.get_mut("required") {
+            req.retain(|r| !nullable.iter().any(|n| r == n.as_str()));
+            if req.is_empty() {
+                m.remove("required");
+            }
+        }
+        let props: Map<String, Value> = props.into_iter().map(|(k, v)| (k, to_v2(v))).collect();
+        m.insert("properties".into(), Value::Object(props));
+    }
+    if let Some(items) = m.remove("items") {
+        m.insert("items".into(), to_v2(items));
+    }
+    if let Some(ap) = m.remove("additionalProperties") {
+        let ap = if ap.is_object() { to_v2(ap) } else { ap };
+        m.insert("additionalProperties".into(), ap);
+    }
+    s
+}
+
+fn v2_query(name: &str) -> Value {
+    json!({"name": name, "in": "query", "type": "string", "uniqueItems": true})
+}
+
+fn v2_op(
+    def: &ResourceDef,
+    version: &str,
+    action: &str,
+    mut params: Vec<Value>,
+    body: bool,
+) -> Value {
+    let reference = json!({"$ref": format!("#/definitions/{}", schema_name(def, version))});
+    if body {
+        params.insert(
+            0,
+            json!({"name": "body", "in": "body", "required": true, "schema": reference}),
+        );
+    }
+    let mut o = json!({
+        "operationId": format!("{action}{}", def.kind),
+        "consumes": ["*/*"],
+        "produces": ["application/json", "application/yaml"],
+        "schemes": ["https"],
+        "parameters": params,
+        "responses": {"200": {"description": "OK", "schema": reference}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": def.group, "version": version, "kind": def.kind},
+    });
+    if action == "patch" {
+        o["consumes"] = json!([
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml"
+        ]);
+    }
+    o
+}
+
+/// `/openapi/v2`: every served kind's definition (the same schemas as v3,
+/// converted) with `x-kubernetes-group-version-kind`, ObjectMeta, and the
+/// paths with the parameters kubectl's v2 validation looks for.
+pub fn v2(st: &State) -> Value {
+    let mut paths = Map::new();
+    let mut definitions = Map::new();
+    definitions.insert(OBJECT_META.into(), object_meta());
+    for (group, version) in discovery::group_versions(st) {
+        let base = format!("/{}", gv_path(&group, &version));
+        for def in st
+            .defs
+            .values()
+            .filter(|d| d.group == group && d.version(&version).is_some())
+        {
+            definitions.insert(
+                schema_name(def, &version),
+                kind_schema_for(def, &version, true),
+            );
+            let write = vec![
+                v2_query("dryRun"),
+                v2_query("fieldManager"),
+                v2_query("fieldValidation"),
+            ];
+            let mut patch_params = write.clone();
+            patch_params.push(v2_query("force"));
+            let collection = if def.namespaced {
+                format!("{base}/namespaces/{{namespace}}/{}", def.plural)
+            } else {
+                format!("{base}/{}", def.plural)
+            };
+            let v = version.as_str();
+            paths.insert(
+                collection.clone(),
+                json!({
+                    "get": v2_op(def, v, "list", vec![v2_query("labelSelector"), v2_query("fieldSelector"), v2_query("limit"), v2_query("continue"), v2_query("watch")], false),
+                    "post": v2_op(def, v, "post", write.clone(), true),
+                    "delete": v2_op(def, v, "deletecollection", vec![v2_query("propagationPolicy")], false),
+                }),
+            );
+            paths.insert(
+                format!("{collection}/{{name}}"),
+                json!({
+                    "get": v2_op(def, v, "get", vec![], false),
+                    "put": v2_op(def, v, "put", write.clone(), true),
+                    "patch": v2_op(def, v, "patch", patch_params.clone(), true),
+                    "delete": v2_op(def, v, "delete", vec![v2_query("dryRun"), v2_query("propagationPolicy")], false),
+                }),
+            );
+            if def.has_status(v) {
+                paths.insert(
+                    format!("{collection}/{{name}}/status"),
+                    json!({
+                        "get": v2_op(def, v, "get", vec![], false),
+                        "put": v2_op(def, v, "put", write.clone(), true),
+                        "patch": v2_op(def, v, "patch", patch_params, true),
+                    }),
+                );
+            }
+        }
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "definitions": definitions,
+    })
 }

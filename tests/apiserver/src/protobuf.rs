@@ -160,6 +160,52 @@ fn decode_kind(kind: &str, raw: &[u8]) -> Option<Value> {
     Some(obj)
 }
 
+/// metav1.DeleteOptions: preconditions (2: uid 1, resourceVersion 2),
+/// orphanDependents (3), propagationPolicy (4), dryRun (5).
+fn delete_options(raw: &[u8]) -> Option<Value> {
+    let mut v = json!({"kind": "DeleteOptions"});
+    let mut dry_run = Vec::new();
+    for (n, f) in fields(raw)? {
+        match (n, f) {
+            (2, Field::Bytes(p)) => {
+                for (m, g) in fields(p)? {
+                    match (m, g) {
+                        (1, Field::Bytes(x)) => v["preconditions"]["uid"] = json!(text(x)),
+                        (2, Field::Bytes(x)) => {
+                            v["preconditions"]["resourceVersion"] = json!(text(x))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            (3, Field::Varint(b)) => v["orphanDependents"] = json!(b != 0),
+            (4, Field::Bytes(x)) => v["propagationPolicy"] = json!(text(x)),
+            (5, Field::Bytes(x)) => dry_run.push(json!(text(x))),
+            _ => {}
+        }
+    }
+    if !dry_run.is_empty() {
+        v["dryRun"] = Value::Array(dry_run);
+    }
+    Some(v)
+}
+
+/// A DELETE body: the envelope's object read as DeleteOptions whatever
+/// TypeMeta it carries (nothing else can come with a DELETE).
+pub fn decode_delete_options(body: &[u8]) -> ApiResult<Value> {
+    let malformed = || ApiError::bad_request("malformed protobuf DeleteOptions");
+    let rest = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
+    let raw = fields(rest)
+        .ok_or_else(malformed)?
+        .into_iter()
+        .find_map(|(n, f)| match (n, f) {
+            (2, Field::Bytes(x)) => Some(x),
+            _ => None,
+        })
+        .unwrap_or(&[]);
+    delete_options(raw).ok_or_else(malformed)
+}
+
 /// Decodes a protobuf request body (runtime.Unknown envelope) of a kind we
 /// understand into its JSON form.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
@@ -187,6 +233,10 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             (2, Field::Bytes(x)) => raw = x,
             _ => {}
         }
+    }
+    if kind == "DeleteOptions" {
+        // Registered in every group version, so any apiVersion.
+        return delete_options(raw).ok_or_else(|| ApiError::bad_request("malformed protobuf body"));
     }
     if api_version != "v1" || !matches!(kind.as_str(), "Secret" | "ConfigMap" | "Namespace") {
         return Err(unsupported());
@@ -226,6 +276,31 @@ mod tests {
         let v = decode(body).unwrap();
         assert_eq!(v["metadata"]["name"], "x");
         assert_eq!(v["data"], json!({"a": "Yg=="}));
+    }
+
+    #[test]
+    fn decodes_delete_options() {
+        let pre = [ld(1, b"u-1"), ld(2, b"7")].concat();
+        let opts = [
+            ld(2, &pre),
+            vec![3 << 3, 1],
+            ld(4, b"Foreground"),
+            ld(5, b"All"),
+        ]
+        .concat();
+        let tm = [ld(1, b"v1"), ld(2, b"DeleteOptions")].concat();
+        let body = [MAGIC.to_vec(), ld(1, &tm), ld(2, &opts)].concat();
+        let v = decode(&body).unwrap();
+        // Whatever the TypeMeta says, a DELETE body is DeleteOptions.
+        let untyped = [MAGIC.to_vec(), ld(2, &opts)].concat();
+        assert_eq!(decode_delete_options(&untyped).unwrap(), v);
+        assert_eq!(
+            v["preconditions"],
+            json!({"uid": "u-1", "resourceVersion": "7"})
+        );
+        assert_eq!(v["orphanDependents"], true);
+        assert_eq!(v["propagationPolicy"], "Foreground");
+        assert_eq!(v["dryRun"], json!(["All"]));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct ResourceDef {
     /// Storage shared with another resource (`events.k8s.io` Events are
     /// core/v1 Events); `None`: its own, `group/plural`.
     pub shared_storage: Option<String>,
+    /// The CRD's `Terminating` condition is True: creates are refused and
+    /// discovery lists only delete, deletecollection, get, list, watch.
+    pub terminating: bool,
 }
 
 impl ResourceDef {
@@ -119,6 +122,11 @@ impl ResourceDef {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.terminating {
+            // apiextensions-apiserver's discovery controller for a CRD
+            // being deleted.
+            return vec!["delete", "deletecollection", "get", "list", "watch"];
+        }
         vec![
             "create",
             "delete",
@@ -162,6 +170,7 @@ fn builtin(
         custom: false,
         shared_storage: (group == crate::events::EVENTS_GROUP && plural == "events")
             .then(|| crate::events::STORAGE_KEY.to_string()),
+        terminating: false,
     }
 }
 
@@ -398,5 +407,12 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, Vec<(String, String)>> {
         versions,
         custom: true,
         shared_storage: None,
+        terminating: crd
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Terminating" && c["status"] == "True")
+            }),
     })
 }

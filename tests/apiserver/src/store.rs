@@ -4,7 +4,7 @@
 //! object semantics that controllers depend on.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -116,13 +116,40 @@ pub struct Target {
     pub namespace: Option<String>,
 }
 
+/// `DeleteOptions.propagationPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
+}
+
 /// Options from a DeleteOptions body / query.
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOpts {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// `None`: the object's own orphan / foregroundDeletion finalizer
+    /// decides, else Background (the default of every kind served here).
+    pub propagation: Option<Propagation>,
+    /// The deprecated `orphanDependents`; never set together with `propagation`.
+    pub orphan_dependents: Option<bool>,
 }
+
+/// The garbage collector's finalizers (`metav1.FinalizerOrphanDependents`,
+/// `metav1.FinalizerDeleteDependents`) and apiextensions' cleanup finalizer.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+pub const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+const CRD_KEY: &str = "apiextensions.k8s.io/customresourcedefinitions";
+/// The manager the controllers inside this server write as
+/// (`prefixFromUserAgent` of kube-controller-manager / kube-apiserver).
+const GC_MANAGER: &str = "kube-controller-manager";
+const CRD_MANAGER: &str = "kube-apiserver";
+
+/// An object by storage key, namespace and name.
+type ObjRef = (String, String, String);
 
 /// Result of a successful write: the stored object plus `Warning` headers.
 pub struct Written {
@@ -139,7 +166,13 @@ pub struct State {
     /// Changes whenever the set of served resources changes (OpenAPI/discovery hashes).
     pub epoch: u64,
     /// owner uid → dependents, for garbage collection.
-    owners: HashMap<String, HashSet<(String, String, String)>>,
+    owners: HashMap<String, HashSet<ObjRef>>,
+    /// uid → object, for the garbage collector's owner lookups.
+    uids: HashMap<String, ObjRef>,
+    /// Objects being deleted with the orphan or foregroundDeletion finalizer.
+    gc_pending: BTreeSet<ObjRef>,
+    /// Objects written with a reference to an owner that does not exist.
+    gc_dangling: BTreeSet<ObjRef>,
 }
 
 /// Shared handle: the state behind one lock, plus a channel that carries the
@@ -160,6 +193,72 @@ pub fn present(t: &Target, obj: &Value) -> Value {
     v["apiVersion"] = json!(t.def.api_version(&t.version));
     v["kind"] = json!(t.def.kind);
     v
+}
+
+/// Sets a status condition as apiextensions' `SetCRDCondition` does: the
+/// transition time changes only with the status.
+fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
+    if !obj["status"].get("conditions").is_some_and(Value::is_array) {
+        obj["status"]["conditions"] = json!([]);
+    }
+    let Some(conds) = obj["status"]["conditions"].as_array_mut() else {
+        return;
+    };
+    let fresh = json!({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": now()});
+    match conds.iter_mut().find(|c| c["type"] == kind) {
+        Some(c) => {
+            if c["status"] != status {
+                c["lastTransitionTime"] = fresh["lastTransitionTime"].clone();
+            }
+            c["status"] = json!(status);
+            c["reason"] = json!(reason);
+            c["message"] = json!(message);
+        }
+        None => conds.push(fresh),
+    }
+}
+
+fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The finalizers a DELETE leaves on the object: the registry's
+/// `deletionFinalizersForGarbageCollection` (explicit orphanDependents, then
+/// propagationPolicy, then an orphan / foregroundDeletion finalizer already
+/// present, then the kind's default, Background for everything served here).
+fn gc_finalizers(current: &[String], opts: &DeleteOpts) -> Vec<String> {
+    let (orphan, foreground) = match (opts.orphan_dependents, opts.propagation) {
+        (Some(o), _) => (o, false),
+        (None, Some(Propagation::Orphan)) => (true, false),
+        (None, Some(Propagation::Foreground)) => (false, true),
+        (None, Some(Propagation::Background)) => (false, false),
+        (None, None) => {
+            let first = current
+                .iter()
+                .find(|f| *f == ORPHAN_FINALIZER || *f == FOREGROUND_FINALIZER)
+                .map(String::as_str);
+            (
+                first == Some(ORPHAN_FINALIZER),
+                first == Some(FOREGROUND_FINALIZER),
+            )
+        }
+    };
+    let mut out: Vec<String> = current
+        .iter()
+        .filter(|f| *f != ORPHAN_FINALIZER && *f != FOREGROUND_FINALIZER)
+        .cloned()
+        .collect();
+    if orphan {
+        out.push(ORPHAN_FINALIZER.into());
+    }
+    if foreground {
+        out.push(FOREGROUND_FINALIZER.into());
+    }
+    let same = out.len() == current.len() && out.iter().all(|f| current.contains(f));
+    if same { current.to_vec() } else { out }
 }
 
 pub fn now() -> String {
@@ -319,6 +418,9 @@ impl Store {
             validator: kube_cel::Validator::new(),
             epoch: 1,
             owners: HashMap::new(),
+            uids: HashMap::new(),
+            gc_pending: BTreeSet::new(),
+            gc_dangling: BTreeSet::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let t = state.target("", "namespaces", None);
@@ -343,11 +445,13 @@ impl Store {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs a state mutation and wakes watchers afterwards.
+    /// Runs a state mutation, lets the server's own controllers (garbage
+    /// collector, CRD finalizer) react to it, and wakes watchers afterwards.
     pub fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let (out, rv) = {
             let mut st = self.lock();
             let out = f(&mut st);
+            st.settle();
             (out, st.rv)
         };
         self.notify.send_if_modified(|v| {
@@ -564,6 +668,28 @@ impl State {
             self.index_owners(&key, o, false);
         }
         self.index_owners(&key, &obj, true);
+        let me = (key.clone(), okey.0.clone(), okey.1.clone());
+        self.uids
+            .insert(meta_str(&obj, "uid").to_string(), me.clone());
+        let fins = finalizers(&obj);
+        if obj.pointer("/metadata/deletionTimestamp").is_some()
+            && fins
+                .iter()
+                .any(|f| f == ORPHAN_FINALIZER || f == FOREGROUND_FINALIZER)
+        {
+            self.gc_pending.insert(me.clone());
+        } else {
+            self.gc_pending.remove(&me);
+        }
+        let dangling = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|r| !self.uids.contains_key(r["uid"].as_str().unwrap_or("")));
+        if dangling {
+            self.gc_dangling.insert(me);
+        }
         let arc = Arc::new(obj.clone());
         self.buckets
             .entry(key.clone())
@@ -597,6 +723,9 @@ impl State {
         if let Some(o) = &old {
             self.index_owners(&key, o, false);
         }
+        self.uids.remove(meta_str(&obj, "uid"));
+        self.gc_pending
+            .remove(&(key.clone(), okey.0.clone(), okey.1.clone()));
         let arc = Arc::new(obj.clone());
         self.log_event(&key, EventType::Deleted, arc, old);
         if key == "apiextensions.k8s.io/customresourcedefinitions" {
@@ -608,65 +737,306 @@ impl State {
         obj
     }
 
-    /// Deleting a CRD deletes every object of its resource (immediately;
-    /// finalizers on those objects are not waited for) and stops serving it.
+    /// A CRD that is gone stops being served. Instances left behind (only
+    /// when someone removed the cleanup finalizer by hand) stay in storage,
+    /// as in etcd, and are served again if the CRD comes back.
     fn remove_crd_resource(&mut self, crd: &Value) {
-        let Ok(def) = resources::from_crd(crd) else {
-            return;
-        };
-        let Some(t) = self.target(&def.group, &def.plural, None) else {
-            return;
-        };
-        let objs: Vec<Arc<Value>> = self
-            .buckets
-            .get(&def.key())
-            .map(|b| b.objects.values().cloned().collect())
-            .unwrap_or_default();
-        for o in objs {
-            let mut t = t.clone();
-            t.namespace = Some(namespace_of(&o).to_string()).filter(|s| !s.is_empty());
-            self.commit_remove(&t, (*o).clone());
+        let id = format!(
+            "{}/{}",
+            str_at(crd, "/spec/group"),
+            str_at(crd, "/spec/names/plural")
+        );
+        if self.defs.get(&id).is_some_and(|d| d.custom) {
+            self.defs.remove(&id);
+            self.epoch += 1;
         }
-        self.defs.remove(&def.id());
-        self.epoch += 1;
     }
 
-    /// Background-deletes dependents whose owners are all gone.
-    fn collect_garbage(&mut self, uid: &str) {
-        let Some(deps) = self.owners.remove(uid) else {
-            return;
-        };
-        for (key, ns, name) in deps {
-            let Some(def) = self.defs.get(&key).cloned() else {
-                continue;
-            };
-            let t = Target {
-                version: def.storage_version().to_string(),
-                def,
-                namespace: Some(ns).filter(|s| !s.is_empty()),
-            };
-            let Some(obj) = self.get_raw(&t, &name) else {
-                continue;
-            };
-            let live_owner = obj
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.get("uid").and_then(Value::as_str))
-                .any(|u| u != uid && self.uid_exists(u));
-            if !live_owner {
-                let _ = self.delete(&t, &name, &DeleteOpts::default());
+    // ---- the server's own controllers ----------------------------------------
+
+    /// Runs the garbage collector and the CRD finalizer until nothing
+    /// changes, so a request's consequences are visible when it returns
+    /// (kube-controller-manager would get there a moment later).
+    pub fn settle(&mut self) {
+        for _ in 0..100 {
+            let before = self.rv;
+            let pending: Vec<ObjRef> = self.gc_pending.iter().cloned().collect();
+            for owner in pending {
+                self.process_deleting_owner(&owner);
+            }
+            for dep in std::mem::take(&mut self.gc_dangling) {
+                self.attempt_to_delete(&dep);
+            }
+            self.finalize_crds();
+            if self.rv == before {
+                break;
             }
         }
     }
 
-    fn uid_exists(&self, uid: &str) -> bool {
-        self.buckets.values().any(|b| {
-            b.objects
-                .values()
-                .any(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid))
+    fn target_for(&self, key: &str, ns: &str) -> Option<Target> {
+        let def = self.defs.get(key)?.clone();
+        Some(Target {
+            version: def.storage_version().to_string(),
+            def,
+            namespace: Some(ns.to_string()).filter(|s| !s.is_empty()),
         })
+    }
+
+    fn lookup(&self, r: &ObjRef) -> Option<(Target, Arc<Value>)> {
+        let t = self.target_for(&r.0, &r.1)?;
+        let obj = self.get_raw(&t, &r.2)?;
+        Some((t, obj))
+    }
+
+    /// A write by one of the server's controllers: no admission (they only
+    /// remove finalizers and owner references or set conditions), ownership
+    /// recorded under `manager`, removal when the last finalizer goes.
+    fn controller_write(
+        &mut self,
+        t: &Target,
+        old: Arc<Value>,
+        mut new: Value,
+        manager: &str,
+        sub: Option<&str>,
+    ) {
+        normalize_meta(&mut new);
+        self.track_update(t, Some(&old), &mut new, manager, sub);
+        if without_rv(&new) == without_rv(&old) {
+            return;
+        }
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        if deleting && finalizers(&new).is_empty() && t.def.plural != "namespaces" {
+            self.commit_remove(t, new);
+        } else {
+            self.commit_put(t, new, Some(old));
+        }
+    }
+
+    fn remove_finalizer(&mut self, t: &Target, old: Arc<Value>, finalizer: &str) {
+        let mut new = (*old).clone();
+        let fins: Vec<String> = finalizers(&new)
+            .into_iter()
+            .filter(|f| f != finalizer)
+            .collect();
+        meta_mut(&mut new).insert("finalizers".into(), json!(fins));
+        self.controller_write(t, old, new, GC_MANAGER, None);
+    }
+
+    fn remove_owner_refs(&mut self, dep: &ObjRef, uids: &[String]) {
+        let Some((t, old)) = self.lookup(dep) else {
+            return;
+        };
+        let mut new = (*old).clone();
+        let refs: Vec<Value> = new
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|r| !uids.iter().any(|u| r["uid"] == u.as_str()))
+            .cloned()
+            .collect();
+        meta_mut(&mut new).insert("ownerReferences".into(), json!(refs));
+        self.controller_write(&t, old, new, GC_MANAGER, None);
+    }
+
+    /// The garbage collector's `attemptToDeleteItem` for a dependent whose
+    /// owner is absent (gone, or never existed with that uid) or waits for
+    /// its dependents (Foreground): with
+    /// another live owner it only loses the references to the absent and
+    /// waiting owners; otherwise it is deleted (in Foreground when an owner
+    /// waits and it has dependents itself, else with its own finalizers
+    /// deciding the policy).
+    fn attempt_to_delete(&mut self, dep: &ObjRef) {
+        let Some((t, obj)) = self.lookup(dep) else {
+            return;
+        };
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return;
+        }
+        let mut solid = false;
+        let mut waiting = false;
+        let mut dropped = Vec::new();
+        for r in obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
+            let owner = self
+                .uids
+                .get(uid)
+                .cloned()
+                .and_then(|o| self.lookup(&o))
+                .map(|(_, o)| o);
+            match owner {
+                None => dropped.push(uid.to_string()),
+                Some(o)
+                    if o.pointer("/metadata/deletionTimestamp").is_some()
+                        && finalizers(&o).iter().any(|f| f == FOREGROUND_FINALIZER) =>
+                {
+                    waiting = true;
+                    dropped.push(uid.to_string());
+                }
+                Some(_) => solid = true,
+            }
+        }
+        if dropped.is_empty() {
+            // Every owner is alive (or there is none): not garbage.
+            return;
+        }
+        if solid {
+            self.remove_owner_refs(dep, &dropped);
+            return;
+        }
+        let has_dependents = self
+            .owners
+            .get(meta_str(&obj, "uid"))
+            .is_some_and(|d| !d.is_empty());
+        let opts = DeleteOpts {
+            propagation: (waiting && has_dependents).then_some(Propagation::Foreground),
+            ..DeleteOpts::default()
+        };
+        let _ = self.delete(&t, &dep.2, &opts);
+    }
+
+    /// An owner being deleted with the orphan finalizer (dependents lose
+    /// their references to it, then the finalizer goes) or the
+    /// foregroundDeletion finalizer (dependents are deleted; the finalizer
+    /// goes once no dependent with `blockOwnerDeletion: true` is left).
+    fn process_deleting_owner(&mut self, owner: &ObjRef) {
+        let Some((t, obj)) = self.lookup(owner) else {
+            self.gc_pending.remove(owner);
+            return;
+        };
+        let uid = meta_str(&obj, "uid").to_string();
+        let dependents = |st: &Self| -> Vec<ObjRef> {
+            st.owners
+                .get(&uid)
+                .map(|d| d.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        let fins = finalizers(&obj);
+        if fins.iter().any(|f| f == ORPHAN_FINALIZER) {
+            for dep in dependents(self) {
+                self.remove_owner_refs(&dep, std::slice::from_ref(&uid));
+            }
+            if let Some(obj) = self.get_raw(&t, &owner.2) {
+                self.remove_finalizer(&t, obj, ORPHAN_FINALIZER);
+            }
+        } else if fins.iter().any(|f| f == FOREGROUND_FINALIZER) {
+            for dep in dependents(self) {
+                self.attempt_to_delete(&dep);
+            }
+            let blocked = dependents(self).iter().any(|d| {
+                self.lookup(d).is_some_and(|(_, o)| {
+                    o.pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .any(|r| r["uid"] == uid.as_str() && r["blockOwnerDeletion"] == true)
+                })
+            });
+            if !blocked && let Some(obj) = self.get_raw(&t, &owner.2) {
+                self.remove_finalizer(&t, obj, FOREGROUND_FINALIZER);
+            }
+        } else {
+            self.gc_pending.remove(owner);
+        }
+    }
+
+    /// Background garbage collection once an owner is gone.
+    fn collect_garbage(&mut self, uid: &str) {
+        let Some(deps) = self.owners.remove(uid) else {
+            return;
+        };
+        for dep in deps {
+            self.attempt_to_delete(&dep);
+        }
+    }
+
+    /// apiextensions' CRD finalizer controller: for every CRD being deleted
+    /// with the cleanup finalizer, delete its instances (each honouring its
+    /// own finalizers) and, once none is left, drop the finalizer (and with
+    /// it the CRD, unless it has finalizers of its own).
+    fn finalize_crds(&mut self) {
+        let Some(crdt) = self.target("apiextensions.k8s.io", "customresourcedefinitions", None)
+        else {
+            return;
+        };
+        let crds: Vec<Arc<Value>> = self
+            .buckets
+            .get(CRD_KEY)
+            .map(|b| {
+                b.objects
+                    .values()
+                    .filter(|c| {
+                        c.pointer("/metadata/deletionTimestamp").is_some()
+                            && finalizers(c).iter().any(|f| f == CRD_CLEANUP_FINALIZER)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for crd in crds {
+            let name = name_of(&crd).to_string();
+            let id = format!(
+                "{}/{}",
+                str_at(&crd, "/spec/group"),
+                str_at(&crd, "/spec/names/plural")
+            );
+            let mut marked = (*crd).clone();
+            set_condition(
+                &mut marked,
+                "Terminating",
+                "True",
+                "InstanceDeletionInProgress",
+                "CustomResource deletion is in progress",
+            );
+            self.controller_write(&crdt, crd, marked, CRD_MANAGER, Some("status"));
+            let instances: Vec<Arc<Value>> = match self.defs.get(&id) {
+                Some(def) if def.custom => self
+                    .buckets
+                    .get(&def.key())
+                    .map(|b| b.objects.values().cloned().collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let mut left = 0;
+            for o in instances {
+                if o.pointer("/metadata/deletionTimestamp").is_none()
+                    && let Some(t) = self.target_for(&id, namespace_of(&o))
+                {
+                    let _ = self.delete(&t, name_of(&o), &DeleteOpts::default());
+                }
+                if let Some(t) = self.target_for(&id, namespace_of(&o))
+                    && self.get_raw(&t, name_of(&o)).is_some()
+                {
+                    left += 1;
+                }
+            }
+            if left > 0 {
+                continue;
+            }
+            let Some(crd) = self.get_raw(&crdt, &name) else {
+                continue;
+            };
+            let mut done = (*crd).clone();
+            set_condition(
+                &mut done,
+                "Terminating",
+                "False",
+                "InstanceDeletionCompleted",
+                "removed all instances",
+            );
+            let fins: Vec<String> = finalizers(&done)
+                .into_iter()
+                .filter(|f| f != CRD_CLEANUP_FINALIZER)
+                .collect();
+            meta_mut(&mut done).insert("finalizers".into(), json!(fins));
+            self.controller_write(&crdt, crd, done, CRD_MANAGER, Some("status"));
+        }
     }
 
     // ---- admission -----------------------------------------------------------
@@ -835,6 +1205,16 @@ impl State {
     // ---- verbs ---------------------------------------------------------------
 
     pub fn create(&mut self, t: &Target, body: Value, opts: &WriteOpts) -> ApiResult<Written> {
+        if t.def.terminating {
+            // The custom resource handler refuses only `create` (an apply
+            // that creates still passes, as on a real server).
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "create not allowed while custom resource definition is terminating",
+            )
+            .with_details(json!({"group": t.def.group, "kind": t.def.plural})));
+        }
         let manager = opts.update_manager();
         self.create_tracked(t, body, opts, Track::Update(&manager))
     }
@@ -1447,16 +1827,56 @@ impl State {
             )
             .with_details(json!({"name": name, "kind": "namespaces"})));
         }
-        if is_ns || !finalizers(&old).is_empty() {
-            if old.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok(self.present(t, &old));
+        let deleting = old.pointer("/metadata/deletionTimestamp").is_some();
+        if t.def.key() == CRD_KEY && !deleting {
+            // apiextensions' REST Delete: the first DELETE only marks the CRD
+            // and adds the cleanup finalizer (DeleteOptions' propagation is
+            // not consulted); `finalize_crds` deletes the instances.
+            let mut new = (*old).clone();
+            meta_mut(&mut new).insert("deletionTimestamp".into(), json!(now()));
+            let mut fins = finalizers(&new);
+            if !fins.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
+                fins.push(CRD_CLEANUP_FINALIZER.into());
+            }
+            meta_mut(&mut new).insert("finalizers".into(), json!(fins));
+            set_condition(
+                &mut new,
+                "Terminating",
+                "True",
+                "InstanceDeletionPending",
+                "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+            );
+            if opts.dry_run {
+                return Ok(self.present(t, &new));
+            }
+            let stored = self.commit_put(t, new, Some(old));
+            return Ok(self.present(t, &stored));
+        }
+        let fins = finalizers(&old);
+        let new_fins = gc_finalizers(&fins, opts);
+        if is_ns || !new_fins.is_empty() {
+            if deleting {
+                // A repeated DELETE may only switch the GC finalizers.
+                if new_fins == fins {
+                    return Ok(self.present(t, &old));
+                }
+                let mut new = (*old).clone();
+                meta_mut(&mut new).insert("finalizers".into(), json!(new_fins));
+                normalize_meta(&mut new);
+                if opts.dry_run {
+                    return Ok(self.present(t, &new));
+                }
+                let stored = self.commit_put(t, new, Some(old));
+                return Ok(self.present(t, &stored));
             }
             let mut new = (*old).clone();
             {
                 let m = meta_mut(&mut new);
                 m.insert("deletionTimestamp".into(), json!(now()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                m.insert("finalizers".into(), json!(new_fins));
             }
+            normalize_meta(&mut new);
             if t.def.tracks_generation() {
                 let g = old
                     .pointer("/metadata/generation")
@@ -1551,11 +1971,17 @@ impl State {
                 for o in self.snapshot(&t, &Selectors::default()) {
                     remaining += 1;
                     if o.pointer("/metadata/deletionTimestamp").is_none() {
-                        let _ = self.delete(&t, name_of(&o), &DeleteOpts::default());
+                        // The namespace controller deletes with Background.
+                        let opts = DeleteOpts {
+                            propagation: Some(Propagation::Background),
+                            ..DeleteOpts::default()
+                        };
+                        let _ = self.delete(&t, name_of(&o), &opts);
                     }
                 }
             }
-            if remaining == 0 {
+            // metadata.finalizers (e.g. the GC's orphan) hold it like any object.
+            if remaining == 0 && finalizers(&ns).is_empty() {
                 self.commit_remove(&nst, ns);
             }
         }

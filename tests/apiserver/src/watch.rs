@@ -82,9 +82,13 @@ pub fn serve(app: Arc<App>, t: Target, p: WatchParams, render: Render) -> Respon
         let mut tick = tokio::time::interval(bookmark_interval);
         tick.tick().await;
         loop {
-            let batch = {
+            let (batch, served) = {
                 let st = app.store.lock();
-                st.events_since(&key, last).map(|evs| (evs, st.rv))
+                // A custom resource whose CRD is gone: its storage is torn
+                // down and the watch ends, as in apiextensions-apiserver.
+                let served =
+                    !t.def.custom || st.find(&t.def.group, &t.version, &t.def.plural).is_some();
+                (st.events_since(&key, last).map(|evs| (evs, st.rv)), served)
             };
             let (events, upto) = match batch {
                 Ok(b) => b,
@@ -117,6 +121,9 @@ pub fn serve(app: Arc<App>, t: Target, p: WatchParams, render: Render) -> Respon
                 }
             }
             last = last.max(upto);
+            if !served {
+                return;
+            }
             tokio::select! {
                 r = rv_rx.changed() => if r.is_err() { return },
                 _ = tick.tick(), if p.bookmarks => {

@@ -1820,3 +1820,536 @@ async fn apply_conflicts_name_keyed_list_items_and_status_managers() {
         "Apply failed with 1 conflict: conflict with \"kaws\" with subresource \"status\": .status.conditions[type=\"Ready\"].status"
     );
 }
+
+type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+fn crd_condition(crd: &Crd, kind: &str) -> Option<(String, String)> {
+    crd.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+async fn create_held_widget(c: &kube::Client, name: &str) {
+    let o = serde_json::from_value(json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget",
+        "metadata": {"name": name, "finalizers": ["test.kaws.io/cleanup"]}, "spec": {"bucketName": "abc"}}))
+    .unwrap();
+    dyn_api(c).create(&PostParams::default(), &o).await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_crd_keeps_it_terminating_until_instance_finalizers_are_removed() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_held_widget(&c, "held").await;
+    create_widget(&c, "plain", json!({"bucketName": "abc"})).await;
+    let crds: Api<Crd> = Api::all(c.clone());
+    let name = "widgets.test.kaws.io";
+    let answered = crds
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("the CRD is returned, not a Status");
+    assert!(answered.metadata.deletion_timestamp.is_some());
+    assert!(
+        answered
+            .finalizers()
+            .contains(&"customresourcecleanup.apiextensions.k8s.io".to_string())
+    );
+
+    let crd = crds.get(name).await.unwrap();
+    assert_eq!(
+        crd_condition(&crd, "Terminating"),
+        Some(("True".into(), "InstanceDeletionInProgress".into()))
+    );
+    assert_eq!(crd_condition(&crd, "Established").unwrap().0, "True");
+    // Instances are deleted: the one without finalizers is gone, the held
+    // one is marked and can still be read, listed and patched.
+    let api = dyn_api(&c);
+    assert_eq!(api_err(api.get("plain").await.unwrap_err()).code, 404);
+    let held = api.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    // Creates are refused, as the custom resource handler does.
+    let o: DynamicObject =
+        serde_json::from_value(widget_json("late", json!({"bucketName": "abc"}))).unwrap();
+    let st = api_err(api.create(&PostParams::default(), &o).await.unwrap_err());
+    assert_eq!(
+        (st.code, st.reason.as_str(), st.message.as_str()),
+        (
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating"
+        )
+    );
+    let (code, _, body) = raw(&s.url(), "GET", "/apis/test.kaws.io/v1", &[], "").await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        list["resources"][0]["verbs"],
+        json!(["delete", "deletecollection", "get", "list", "watch"])
+    );
+    // A second DELETE changes nothing.
+    crds.delete(name, &DeleteParams::default()).await.unwrap();
+    assert!(crds.get_opt(name).await.unwrap().is_some());
+
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(crds.get_opt(name).await.unwrap().is_none());
+    assert_eq!(
+        api_err(api.list(&ListParams::default()).await.unwrap_err()).code,
+        404
+    );
+    let (code, _, _) = raw(&s.url(), "GET", "/apis/test.kaws.io/v1", &[], "").await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn a_crd_with_its_own_finalizer_outlives_its_instances() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let crds: Api<Crd> = Api::all(c.clone());
+    let name = "widgets.test.kaws.io";
+    crds.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/keep"]}})),
+    )
+    .await
+    .unwrap();
+    crds.delete(name, &DeleteParams::default()).await.unwrap();
+    let crd = crds.get(name).await.unwrap();
+    assert_eq!(crd.finalizers(), ["example.com/keep"]);
+    assert_eq!(
+        crd_condition(&crd, "Terminating"),
+        Some(("False".into(), "InstanceDeletionCompleted".into()))
+    );
+    assert_eq!(api_err(dyn_api(&c).get("w").await.unwrap_err()).code, 404);
+    crds.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(crds.get_opt(name).await.unwrap().is_none());
+}
+
+/// A ConfigMap owned by `owners` (uid, blockOwnerDeletion), with `finalizers`.
+async fn dependent(
+    c: &kube::Client,
+    name: &str,
+    owners: &[(&DynamicObject, bool)],
+    finalizers: &[&str],
+) {
+    let refs: Vec<Value> = owners
+        .iter()
+        .map(|(o, block)| {
+            json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "name": o.name_any(),
+            "uid": o.uid().unwrap(), "blockOwnerDeletion": block})
+        })
+        .collect();
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": name, "ownerReferences": refs, "finalizers": finalizers}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+fn owner_names(cm: &ConfigMap) -> Vec<String> {
+    cm.owner_references()
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn foreground_deletion_deletes_dependents_first_and_waits_for_blocking_ones() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let owner = create_widget(&c, "owner", json!({"bucketName": "abc"})).await;
+    let other = create_widget(&c, "other", json!({"bucketName": "abc"})).await;
+    dependent(&c, "blocker", &[(&owner, true)], &["test.kaws.io/hold"]).await;
+    dependent(&c, "loose", &[(&owner, false)], &["test.kaws.io/hold"]).await;
+    dependent(&c, "plain", &[(&owner, true)], &[]).await;
+    dependent(&c, "shared", &[(&owner, true), (&other, false)], &[]).await;
+    let api = dyn_api(&c);
+    let answered = api
+        .delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert!(answered.metadata.deletion_timestamp.is_some());
+    assert_eq!(answered.finalizers(), ["foregroundDeletion"]);
+
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    assert!(cms.get_opt("plain").await.unwrap().is_none());
+    for held in ["blocker", "loose"] {
+        let cm = cms.get(held).await.unwrap();
+        assert!(cm.metadata.deletion_timestamp.is_some(), "{held}");
+    }
+    // A dependent with another live owner only loses its reference.
+    let shared = cms.get("shared").await.unwrap();
+    assert!(shared.metadata.deletion_timestamp.is_none());
+    assert_eq!(owner_names(&shared), ["other"]);
+    // The owner waits for the blocking dependent, not for the loose one.
+    let waiting = api.get("owner").await.unwrap();
+    assert_eq!(waiting.finalizers(), ["foregroundDeletion"]);
+    let release = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    cms.patch("blocker", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    assert!(cms.get_opt("blocker").await.unwrap().is_none());
+    assert!(api.get_opt("owner").await.unwrap().is_none());
+    assert!(
+        cms.get("loose")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    cms.patch("loose", &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    assert!(cms.get_opt("loose").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn orphan_deletion_removes_owner_references_and_keeps_dependents() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let owner = create_widget(&c, "owner", json!({"bucketName": "abc"})).await;
+    let other = create_widget(&c, "other", json!({"bucketName": "abc"})).await;
+    dependent(&c, "only", &[(&owner, true)], &[]).await;
+    dependent(&c, "shared", &[(&owner, false), (&other, false)], &[]).await;
+    let api = dyn_api(&c);
+    let answered = api
+        .delete("owner", &DeleteParams::orphan())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(answered.finalizers(), ["orphan"]);
+    assert!(api.get_opt("owner").await.unwrap().is_none());
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let only = cms.get("only").await.unwrap();
+    assert!(only.metadata.deletion_timestamp.is_none());
+    assert!(owner_names(&only).is_empty());
+    assert_eq!(owner_names(&cms.get("shared").await.unwrap()), ["other"]);
+
+    // The orphan finalizer waits behind the owner's own finalizers; the
+    // deprecated orphanDependents=true means the same.
+    create_held_widget(&c, "held").await;
+    let held = api.get("held").await.unwrap();
+    dependent(&c, "kept", &[(&held, false)], &[]).await;
+    let path = "/apis/test.kaws.io/v1/namespaces/default/widgets/held";
+    let (code, _, body) = raw(
+        &s.url(),
+        "DELETE",
+        path,
+        &[("Content-Type", "application/json")],
+        r#"{"orphanDependents": true}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let held = api.get("held").await.unwrap();
+    assert_eq!(held.finalizers(), ["test.kaws.io/cleanup"]);
+    assert!(owner_names(&cms.get("kept").await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn propagation_policy_comes_from_the_query_without_a_body() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let owner = create_widget(&c, "owner", json!({"bucketName": "abc"})).await;
+    dependent(&c, "dep", &[(&owner, true)], &[]).await;
+    let path = "/apis/test.kaws.io/v1/namespaces/default/widgets/owner?propagationPolicy=Orphan";
+    let (code, _, body) = raw(&s.url(), "DELETE", path, &[], "").await;
+    assert_eq!(code, 200, "{body}");
+    let answered: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answered["metadata"]["finalizers"], json!(["orphan"]));
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    assert!(owner_names(&cms.get("dep").await.unwrap()).is_empty());
+    // Background (the default) deletes the dependents after the owner.
+    let owner = create_widget(&c, "owner2", json!({"bucketName": "abc"})).await;
+    dependent(&c, "dep2", &[(&owner, true)], &[]).await;
+    let answered = dyn_api(&c)
+        .delete("owner2", &DeleteParams::background())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert!(answered.finalizers().is_empty());
+    assert!(cms.get_opt("dep2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn invalid_delete_options_are_422() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_widget(&c, "w", json!({"bucketName": "abc"})).await;
+    let path = "/apis/test.kaws.io/v1/namespaces/default/widgets/w";
+    let json_ct = [("Content-Type", "application/json")];
+    let (code, _, body) = raw(
+        &s.url(),
+        "DELETE",
+        path,
+        &json_ct,
+        r#"{"propagationPolicy": "Sideways"}"#,
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        st["message"],
+        "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Sideways\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+    );
+    let (code, _, body) = raw(
+        &s.url(),
+        "DELETE",
+        path,
+        &json_ct,
+        r#"{"propagationPolicy": "Foreground", "orphanDependents": true}"#,
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        st["message"],
+        "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: \"Foreground\": orphanDependents and deletionPropagation cannot be both set"
+    );
+    assert!(dyn_api(&c).get_opt("w").await.unwrap().is_some());
+}
+
+/// Every `$ref` in `v` names a key of `defs` (after `prefix`).
+fn refs_resolve(v: &Value, prefix: &str, defs: &serde_json::Map<String, Value>) -> bool {
+    match v {
+        Value::Object(m) => m.iter().all(|(k, x)| {
+            if k == "$ref" {
+                x.as_str()
+                    .and_then(|r| r.strip_prefix(prefix))
+                    .is_some_and(|n| defs.contains_key(n))
+            } else {
+                refs_resolve(x, prefix, defs)
+            }
+        }),
+        Value::Array(a) => a.iter().all(|x| refs_resolve(x, prefix, defs)),
+        _ => true,
+    }
+}
+
+fn gvks(defs: &serde_json::Map<String, Value>) -> std::collections::BTreeSet<String> {
+    defs.values()
+        .filter_map(|d| d.pointer("/x-kubernetes-group-version-kind/0"))
+        .map(|g| {
+            format!(
+                "{}/{}/{}",
+                g["group"].as_str().unwrap(),
+                g["version"].as_str().unwrap(),
+                g["kind"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn openapi_v2_has_the_v3_definitions_as_json_and_protobuf() {
+    let s = server().await;
+    let get = |accept: &'static str| {
+        let url = s.url();
+        async move { raw(&url, "GET", "/openapi/v2", &[("Accept", accept)], "").await }
+    };
+    let (code, head, body) = get("application/json").await;
+    assert_eq!(code, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["swagger"], "2.0");
+    let defs = doc["definitions"].as_object().unwrap();
+    let widget = &defs["io.kaws.test.v1.Widget"];
+    assert_eq!(
+        widget["x-kubernetes-group-version-kind"],
+        json!([{"group": "test.kaws.io", "version": "v1", "kind": "Widget"}])
+    );
+    assert_eq!(
+        widget.pointer("/properties/spec/properties/bucketName/description"),
+        Some(&json!("Name of the bucket; immutable."))
+    );
+    assert_eq!(
+        widget["properties"]["metadata"]["$ref"],
+        "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    assert!(refs_resolve(&doc, "#/definitions/", defs));
+    assert!(!body.contains("nullable") && !body.contains("#/components/"));
+    let patch =
+        &doc["paths"]["/apis/test.kaws.io/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    assert!(
+        patch["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"),
+        "{patch}"
+    );
+
+    // The same kinds as the v3 documents.
+    let (_, _, root) = raw(&s.url(), "GET", "/openapi/v3", &[], "").await;
+    let root: Value = serde_json::from_str(&root).unwrap();
+    let mut v3 = std::collections::BTreeSet::new();
+    for entry in root["paths"].as_object().unwrap().values() {
+        let url = entry["serverRelativeURL"].as_str().unwrap();
+        let (_, _, gv) = raw(&s.url(), "GET", url, &[], "").await;
+        let gv: Value = serde_json::from_str(&gv).unwrap();
+        v3.extend(gvks(gv["components"]["schemas"].as_object().unwrap()));
+    }
+    assert_eq!(gvks(defs), v3);
+    assert!(v3.contains("/v1/Secret") && v3.contains("test.kaws.io/v1/Widget"));
+
+    // What client-go's OpenAPISchema() asks for.
+    let (code, head, body) =
+        get("application/com.github.proto-openapi.spec.v2@v1.0+protobuf").await;
+    assert_eq!(code, 200);
+    assert!(
+        head.contains("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+        "{head}"
+    );
+    assert!(body.starts_with("\n\u{3}2.0"), "{:?}", &body[..10]);
+    assert!(body.contains("io.kaws.test.v1.Widget"));
+    let (code, _, _) = get("text/plain").await;
+    assert_eq!(code, 406);
+
+    // A CRD that is gone leaves the document.
+    let crds: Api<Crd> = Api::all(s.client().await.unwrap());
+    crds.delete("widgets.test.kaws.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (_, _, body) = get("application/json").await;
+    assert!(!body.contains("io.kaws.test.v1.Widget"));
+}
+
+#[tokio::test]
+async fn a_dependent_whose_owners_do_not_exist_is_collected() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let live = create_widget(&c, "live", json!({"bucketName": "abc"})).await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let gone = json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "name": "gone",
+        "uid": "00000000-0000-0000-0000-000000000000"});
+    let mine = json!({"apiVersion": "test.kaws.io/v1", "kind": "Widget", "name": "live",
+        "uid": live.uid().unwrap()});
+    for (name, refs) in [("orphaned", json!([gone])), ("mixed", json!([gone, mine]))] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": refs}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    // As the real garbage collector: no live owner → deleted; a live one
+    // left → only the dangling reference goes.
+    assert!(cms.get_opt("orphaned").await.unwrap().is_none());
+    assert_eq!(owner_names(&cms.get("mixed").await.unwrap()), ["live"]);
+    let plain: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "plain"}})).unwrap();
+    cms.create(&PostParams::default(), &plain).await.unwrap();
+    assert!(cms.get_opt("plain").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn protobuf_delete_options_carry_the_propagation_policy() {
+    // What client-go's typed clients (Helm) send: a runtime.Unknown envelope
+    // around metav1.DeleteOptions{propagationPolicy: "Orphan"}.
+    let ld = |num: u8, payload: &[u8]| {
+        let mut v = vec![(num << 3) | 2, payload.len() as u8];
+        v.extend_from_slice(payload);
+        v
+    };
+    let type_meta = [ld(1, b"v1"), ld(2, b"DeleteOptions")].concat();
+    let body = [
+        b"k8s\0".to_vec(),
+        ld(1, &type_meta),
+        ld(2, &ld(4, b"Orphan")),
+    ]
+    .concat();
+    let body = String::from_utf8(body).unwrap();
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let owner = create_widget(&c, "owner", json!({"bucketName": "abc"})).await;
+    dependent(&c, "dep", &[(&owner, true)], &[]).await;
+    let (code, _, answer) = raw(
+        &s.url(),
+        "DELETE",
+        "/apis/test.kaws.io/v1/namespaces/default/widgets/owner",
+        &[("Content-Type", "application/vnd.kubernetes.protobuf")],
+        &body,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["metadata"]["finalizers"], json!(["orphan"]));
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    assert!(owner_names(&cms.get("dep").await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn watches_of_a_deleted_crd_end_after_the_last_deletion() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    create_held_widget(&c, "held").await;
+    let api = dyn_api(&c);
+    let mut stream = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let first = stream.try_next().await.unwrap();
+    assert!(matches!(first, Some(WatchEvent::Added(_))), "{first:?}");
+    let crds: Api<Crd> = Api::all(c.clone());
+    crds.delete("widgets.test.kaws.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Terminating: the watch goes on and shows the instance being deleted.
+    let marked = stream.try_next().await.unwrap();
+    assert!(
+        matches!(&marked, Some(WatchEvent::Modified(o)) if o.metadata.deletion_timestamp.is_some()),
+        "{marked:?}"
+    );
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(5), stream.collect::<Vec<_>>())
+        .await
+        .expect("the watch ends once the CRD is gone");
+    assert!(
+        matches!(events.as_slice(), [Ok(WatchEvent::Deleted(_))]),
+        "{events:?}"
+    );
+}

@@ -422,3 +422,281 @@ async fn kubectl_server_side_apply_conflicts_until_forced() {
         "{yaml}"
     );
 }
+
+fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn kubectl_delete_crd_waits_while_an_instance_has_a_finalizer() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let held = write_file(
+        dir.path(),
+        "held.yaml",
+        "apiVersion: test.kaws.io/v1\nkind: Widget\nmetadata:\n  name: held\n  finalizers: [test.kaws.io/cleanup]\nspec:\n  bucketName: abc\n",
+    );
+    stdout_ok(&kubectl(&s, &["apply", "-f", &held]).await);
+    let mut child = kubectl_cmd(
+        &s,
+        &["delete", "crd", "widgets.test.kaws.io", "--timeout=60s"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kubectl must wait while the CRD is terminating"
+    );
+    let terminating = stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "get",
+                "crd",
+                "widgets.test.kaws.io",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Terminating\")].status} {.metadata.finalizers}",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(
+        terminating,
+        "True [\"customresourcecleanup.apiextensions.k8s.io\"]"
+    );
+    let stamp = stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "get",
+                "widget",
+                "held",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ],
+        )
+        .await,
+    );
+    assert!(!stamp.is_empty());
+    let late = write_file(
+        dir.path(),
+        "late.yaml",
+        "apiVersion: test.kaws.io/v1\nkind: Widget\nmetadata:\n  name: late\nspec:\n  bucketName: abc\n",
+    );
+    let out = kubectl(&s, &["create", "-f", &late]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("create not allowed while custom resource definition is terminating"),
+        "{out:?}"
+    );
+    // What a controller does once its cleanup is done.
+    stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "patch",
+                "widget",
+                "held",
+                "--type=merge",
+                "-p",
+                "{\"metadata\":{\"finalizers\":null}}",
+            ],
+        )
+        .await,
+    );
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = stdout_ok(&out);
+    assert!(
+        text.contains(
+            "customresourcedefinition.apiextensions.k8s.io \"widgets.test.kaws.io\" deleted"
+        ),
+        "{text}"
+    );
+    // Served no more: NotFound (through kubectl's cached discovery) or an
+    // unknown resource type (after it refreshed).
+    let out = kubectl(&s, &["get", "widgets"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server could not find the requested resource")
+            || err.contains("the server doesn't have a resource type \"widgets\""),
+        "{err}"
+    );
+}
+
+/// Widget `owner` and ConfigMap `dep` it owns (blockOwnerDeletion), the
+/// ConfigMap held by a finalizer when `held`.
+async fn owner_and_dependent(s: &TestServer, owner: &str, dep: &str, held: bool) {
+    let c = s.client().await.unwrap();
+    let w = create_widget(&c, owner, json!({"bucketName": "abc"})).await;
+    let finalizers: Vec<&str> = if held {
+        vec!["test.kaws.io/hold"]
+    } else {
+        vec![]
+    };
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::default_namespaced(c);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": dep, "finalizers": finalizers,
+            "ownerReferences": [{"apiVersion": "test.kaws.io/v1", "kind": "Widget", "name": owner,
+                "uid": w.metadata.uid, "blockOwnerDeletion": true, "controller": true}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn kubectl_delete_cascade_foreground_waits_for_the_dependent() {
+    let s = server().await;
+    owner_and_dependent(&s, "owner", "dep", true).await;
+    let mut child = kubectl_cmd(
+        &s,
+        &[
+            "delete",
+            "widget",
+            "owner",
+            "--cascade=foreground",
+            "--timeout=60s",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kubectl must wait for the blocking dependent"
+    );
+    let fins = stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "get",
+                "widget",
+                "owner",
+                "-o",
+                "jsonpath={.metadata.finalizers}",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(fins, "[\"foregroundDeletion\"]");
+    let stamp = stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "get",
+                "configmap",
+                "dep",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ],
+        )
+        .await,
+    );
+    assert!(!stamp.is_empty());
+    stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "patch",
+                "configmap",
+                "dep",
+                "--type=merge",
+                "-p",
+                "{\"metadata\":{\"finalizers\":null}}",
+            ],
+        )
+        .await,
+    );
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = stdout_ok(&out);
+    assert!(
+        text.contains("widget.test.kaws.io \"owner\" deleted"),
+        "{text}"
+    );
+    let out = kubectl(&s, &["get", "configmap", "dep"]).await;
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn kubectl_delete_cascade_orphan_keeps_the_dependent() {
+    let s = server().await;
+    owner_and_dependent(&s, "owner", "dep", false).await;
+    let text = stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "delete",
+                "widget",
+                "owner",
+                "--cascade=orphan",
+                "--timeout=30s",
+            ],
+        )
+        .await,
+    );
+    assert!(
+        text.contains("widget.test.kaws.io \"owner\" deleted"),
+        "{text}"
+    );
+    let refs = stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "get",
+                "configmap",
+                "dep",
+                "-o",
+                "jsonpath={.metadata.name}:{.metadata.ownerReferences}",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(refs, "dep:");
+    // And the default cascade (background) takes the dependent along.
+    owner_and_dependent(&s, "owner2", "dep2", false).await;
+    stdout_ok(&kubectl(&s, &["delete", "widget", "owner2"]).await);
+    let out = kubectl(&s, &["get", "configmap", "dep2"]).await;
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn kubectl_explain_reads_the_protobuf_openapi_v2_document() {
+    let s = server().await;
+    let out = stdout_ok(
+        &kubectl(
+            &s,
+            &["explain", "widgets.spec", "--output=plaintext-openapiv2"],
+        )
+        .await,
+    );
+    assert!(
+        out.contains("bucketName") && out.contains("Name of the bucket; immutable."),
+        "{out}"
+    );
+    let out = stdout_ok(
+        &kubectl(
+            &s,
+            &[
+                "explain",
+                "widgets.metadata",
+                "--output=plaintext-openapiv2",
+            ],
+        )
+        .await,
+    );
+    assert!(out.contains("finalizers"), "{out}");
+}
