@@ -83,13 +83,15 @@ test: tools lint
 ## leader, same-name races, shared Secrets, API-server faults. Prints a figures table (also
 ## target/chaos/report.json); fails on any leaked, duplicated, foreign-modified or stuck count.
 chaos: tools
-	$(CARGO) build -p kaws
-	KAWS_CHAOS=full $(CARGO) test -p kaws-e2e --test chaos -- --nocapture
+	$(CARGO) build --workspace --all-targets
+	KAWS_CHAOS=full $(CARGO) test --workspace --test chaos -- --nocapture
 
-## The bounded chaos variant (~2.5 min here), the one `make test` runs.
+## The bounded chaos variant (~2.5 min here), the one `make test` runs. Builds with the same
+## `--workspace` selection as `make test`: a `-p` selection recompiles the AWS SDKs with other
+## features (10+ minutes).
 chaos-quick: tools
-	$(CARGO) build -p kaws
-	$(CARGO) test -p kaws-e2e --test chaos -- --nocapture
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --test chaos -- --nocapture
 
 sandbox: tools
 	./scripts/sandbox.sh up
