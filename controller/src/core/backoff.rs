@@ -65,9 +65,13 @@ fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(max)
 }
 
-/// `period` give or take 10%, so objects created together do not resync together.
+/// How far a resync may fall from its period, in percent either way.
+pub const RESYNC_JITTER_PERCENT: u32 = 10;
+
+/// `period` give or take [`RESYNC_JITTER_PERCENT`], so objects created together do not resync
+/// together.
 pub fn jittered(period: Duration) -> Duration {
-    let spread = period / 10;
+    let spread = period * RESYNC_JITTER_PERCENT / 100;
     let low = period.saturating_sub(spread);
     low + rand::rng().random_range(Duration::ZERO..=spread * 2)
 }

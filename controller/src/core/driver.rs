@@ -336,7 +336,8 @@ fn is_paused<K: Resource>(obj: &K) -> bool {
     annotation(obj, annotations::PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-fn resync_period<K: ManagedObject>(obj: &K, default: Duration) -> Duration {
+/// The object's drift-check period: its `kaws.io/resync-period` annotation, else `default`.
+pub fn resync_period<K: ManagedObject>(obj: &K, default: Duration) -> Duration {
     annotation(obj, annotations::RESYNC_PERIOD)
         .and_then(|v| humantime::parse_duration(v).ok())
         .filter(|d| *d >= Duration::from_secs(1))

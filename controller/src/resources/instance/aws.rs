@@ -30,8 +30,9 @@ use super::{
 use crate::{
     aws::{self, CallMetrics, RegionalClients, classify, partition},
     core::{
+        backoff::RESYNC_JITTER_PERCENT,
         conditions::is_true,
-        driver::{Availability, Created, DeleteProgress, External, Target},
+        driver::{self, Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
         names::{conditions, tags},
         ownership::tag_changes,
@@ -46,10 +47,13 @@ pub struct Ec2 {
     ec2: RegionalClients<Client>,
     kube: kube::Client,
     index: InstanceIndex,
+    /// The controller's resync period, for objects without `kaws.io/resync-period`.
+    resync_period: Duration,
 }
 
 impl Ec2 {
-    /// `resync_period` sizes the batch: a snapshot serves the resyncs of a quarter period.
+    /// `resync_period` (or an object's `kaws.io/resync-period`) sizes the batch: see
+    /// [`max_snapshot_age`].
     pub fn new(
         sdk: SdkConfig,
         metrics: SharedMetrics,
@@ -60,7 +64,8 @@ impl Ec2 {
         Self {
             ec2: RegionalClients::new(sdk, metrics, build_client),
             kube,
-            index: InstanceIndex::new(cluster_id, snapshot_lifetime(resync_period)),
+            index: InstanceIndex::new(cluster_id),
+            resync_period,
         }
     }
 }
@@ -73,10 +78,15 @@ fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Clien
     Client::from_conf(conf)
 }
 
-/// Resyncs are jittered by ±10%, so objects that resync together fall within a fifth of the
-/// period; a snapshot living a quarter period serves all of them.
-fn snapshot_lifetime(resync_period: Duration) -> Duration {
-    (resync_period / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
+/// How old a snapshot may be to serve `obj`'s resync: resyncs are jittered by
+/// ±[`RESYNC_JITTER_PERCENT`], so objects that resync together fall within twice that share of
+/// their period; a snapshot living that share and a little more (a quarter period at ±10%)
+/// serves all of them. Sized by the object's own period (`kaws.io/resync-period`), so an object
+/// checked more often than the controller's default never gets an older view than it asked for.
+fn max_snapshot_age(obj: &Instance, default_resync: Duration) -> Duration {
+    let period = driver::resync_period(obj, default_resync);
+    (period * (2 * RESYNC_JITTER_PERCENT + 5) / 100)
+        .clamp(Duration::from_secs(1), Duration::from_secs(300))
 }
 
 /// EC2 errors that heal by themselves: a state race (start while stopping) and the short
@@ -115,7 +125,6 @@ struct Snapshot {
 struct InstanceIndex {
     /// `tag:kaws.io/owner` filter value matching every object of this cluster.
     owner_filter: String,
-    lifetime: Duration,
     /// A lock per region, so that concurrent reconciles share one refresh.
     regions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Snapshot>>>>>,
     /// Last write kaws made to each instance.
@@ -123,10 +132,9 @@ struct InstanceIndex {
 }
 
 impl InstanceIndex {
-    fn new(cluster_id: &str, lifetime: Duration) -> Self {
+    fn new(cluster_id: &str) -> Self {
         Self {
             owner_filter: format!("{cluster_id}/*"),
-            lifetime,
             regions: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
         }
@@ -147,13 +155,14 @@ impl InstanceIndex {
             .is_some_and(|w| *w >= when)
     }
 
-    /// The instance from a current snapshot (refreshing it when it is too old); `None` when the
-    /// snapshot cannot answer for it (not in it, or changed by kaws since).
+    /// The instance from a snapshot at most `max_age` old (refreshing it when it is older);
+    /// `None` when the snapshot cannot answer for it (not in it, or changed by kaws since).
     async fn get(
         &self,
         client: &Client,
         region: &str,
         id: &str,
+        max_age: Duration,
     ) -> Result<Option<ObservedInstance>> {
         let slot = self
             .regions
@@ -165,7 +174,7 @@ impl InstanceIndex {
         let mut snapshot = slot.lock().await;
         let stale = snapshot
             .as_ref()
-            .is_none_or(|s| s.started.elapsed() >= self.lifetime);
+            .is_none_or(|s| s.started.elapsed() >= max_age);
         if stale {
             let started = Instant::now();
             let filter = ec2::Filter::builder()
@@ -393,7 +402,8 @@ impl Ec2 {
         let uid = obj.uid().unwrap_or_default();
         if let Some(id) = obj.known_instance_id() {
             let batched = if steady(obj) {
-                self.index.get(&client, &target.region, id).await?
+                let max_age = max_snapshot_age(obj, self.resync_period);
+                self.index.get(&client, &target.region, id, max_age).await?
             } else {
                 None
             };
@@ -1103,4 +1113,45 @@ async fn set_profile(client: &Client, id: &str, wanted: Option<&IamInstanceProfi
         (None, None) => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::names::annotations;
+
+    fn instance(resync_annotation: Option<&str>) -> Instance {
+        let spec = serde_saphyr::from_str("imageId: ami-12c6146b\ninstanceType: t3.micro\n")
+            .expect("fixture spec parses");
+        let mut obj = Instance::new("web", spec);
+        if let Some(period) = resync_annotation {
+            obj.annotations_mut()
+                .insert(annotations::RESYNC_PERIOD.into(), period.into());
+        }
+        obj
+    }
+
+    #[test]
+    fn a_snapshot_is_never_older_than_a_share_of_the_objects_own_resync_period() {
+        let default = Duration::from_secs(600);
+        // The controller's period: a quarter of it (resyncs spread ±10%).
+        assert_eq!(
+            max_snapshot_age(&instance(None), default),
+            Duration::from_secs(150)
+        );
+        // An object checked every 30 s must not be served a 150 s old view.
+        assert_eq!(
+            max_snapshot_age(&instance(Some("30s")), default),
+            Duration::from_millis(7500)
+        );
+        // Bounds: at least 1 s, at most 5 min.
+        assert_eq!(
+            max_snapshot_age(&instance(Some("2s")), default),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            max_snapshot_age(&instance(Some("24h")), default),
+            Duration::from_secs(300)
+        );
+    }
 }
