@@ -495,25 +495,7 @@ async fn kubectl_delete_crd_waits_while_an_instance_has_a_finalizer() {
         "{out:?}"
     );
     // What a controller does once its cleanup is done.
-    stdout_ok(
-        &kubectl(
-            &s,
-            &[
-                "patch",
-                "widget",
-                "held",
-                "--type=merge",
-                "-p",
-                "{\"metadata\":{\"finalizers\":null}}",
-            ],
-        )
-        .await,
-    );
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let text = stdout_ok(&out);
+    let text = release_and_wait(&s, "widget", "held", child).await;
     assert!(
         text.contains(
             "customresourcedefinition.apiextensions.k8s.io \"widgets.test.kaws.io\" deleted"
@@ -534,6 +516,23 @@ async fn kubectl_delete_crd_waits_while_an_instance_has_a_finalizer() {
 
 /// Widget `owner` and ConfigMap `dep` it owns (blockOwnerDeletion), the
 /// ConfigMap held by a finalizer when `held`.
+/// Removes the finalizers of `kind/name` with kubectl, as a controller does once its cleanup is
+/// done, and returns what the waiting `kubectl delete` (`child`) printed.
+async fn release_and_wait(
+    s: &TestServer,
+    kind: &str,
+    name: &str,
+    child: tokio::process::Child,
+) -> String {
+    let patch = "{\"metadata\":{\"finalizers\":null}}";
+    stdout_ok(&kubectl(s, &["patch", kind, name, "--type=merge", "-p", patch]).await);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    stdout_ok(&out)
+}
+
 async fn owner_and_dependent(s: &TestServer, owner: &str, dep: &str, held: bool) {
     let c = s.client().await.unwrap();
     let w = create_widget(&c, owner, json!({"bucketName": "abc"})).await;
@@ -604,25 +603,7 @@ async fn kubectl_delete_cascade_foreground_waits_for_the_dependent() {
         .await,
     );
     assert!(!stamp.is_empty());
-    stdout_ok(
-        &kubectl(
-            &s,
-            &[
-                "patch",
-                "configmap",
-                "dep",
-                "--type=merge",
-                "-p",
-                "{\"metadata\":{\"finalizers\":null}}",
-            ],
-        )
-        .await,
-    );
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let text = stdout_ok(&out);
+    let text = release_and_wait(&s, "configmap", "dep", child).await;
     assert!(
         text.contains("widget.test.kaws.io \"owner\" deleted"),
         "{text}"
