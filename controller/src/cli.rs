@@ -106,8 +106,8 @@ pub struct RunArgs {
     #[arg(long, env = "KAWS_CLUSTER_ID")]
     pub cluster_id: Option<String>,
 
-    /// Objects of one kind reconciled at the same time.
-    #[arg(long, env = "KAWS_CONCURRENCY", default_value_t = 4)]
+    /// Objects of one kind reconciled at the same time, over all watched namespaces together.
+    #[arg(long, env = "KAWS_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
     /// Log format.

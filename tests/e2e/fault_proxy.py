@@ -43,6 +43,12 @@ operation as counted) makes the proxy answer those operations with the protocol'
 without forwarding them (counted as `ignored`): an AWS that accepts a write and never shows it,
 for the update-loop guard's tests. `{"ignore": []}` ends it.
 
+`GET /__faults` also reports `peak_in_flight`: per service, the most requests held in their added
+latency at once since the last count reset — with latency set, how many calls a client had
+outstanding, e.g. to check a concurrency limit. Only the latency window counts: a client's next
+call can arrive a moment before the thread that relayed the previous answer has finished, and
+sequential calls must not look concurrent.
+
 Bodies are streamed both ways: `Content-Length` request bodies (including the SDK's
 `aws-chunked` content encoding, opaque framing inside a Content-Length body) are relayed piece by
 piece, and `Transfer-Encoding: chunked` request bodies chunk by chunk with their framing;
@@ -335,6 +341,19 @@ class State:
         self.rng = random.Random(seed)
         self.record = False
         self.writes: list[dict] = []
+        # Requests of each service between arrival and answer, and the most seen at once.
+        self.in_flight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    def enter(self, service: str) -> None:
+        with self.lock:
+            n = self.in_flight.get(service, 0) + 1
+            self.in_flight[service] = n
+            self.peak[service] = max(self.peak.get(service, 0), n)
+
+    def leave(self, service: str) -> None:
+        with self.lock:
+            self.in_flight[service] = self.in_flight.get(service, 1) - 1
 
     def rules(self, service: str) -> dict:
         with self.lock:
@@ -383,13 +402,14 @@ class State:
         with self.lock:
             counts = copy.deepcopy(self.counts)
             config = copy.deepcopy(self.config)
+            peak = dict(self.peak)
         totals: dict[str, dict[str, int]] = {}
         for service, ops in counts.items():
             per = totals.setdefault(service, {})
             for numbers in ops.values():
                 for what, n in numbers.items():
                     per[what] = per.get(what, 0) + n
-        return {"config": config, "counts": counts, "totals": totals}
+        return {"config": config, "counts": counts, "totals": totals, "peak_in_flight": peak}
 
     def update(self, patch: dict) -> None:
         with self.lock:
@@ -402,6 +422,7 @@ class State:
             if patch.get("reset_counts"):
                 self.counts = {}
                 self.writes = []
+                self.peak = dict(self.in_flight)
             if "record" in patch:
                 self.record = bool(patch["record"])
             if "seed" in patch:
@@ -443,7 +464,6 @@ class Proxy(BaseHTTPRequestHandler):
         operation = self.operation(service, url, query, body)
         if service is None:
             return self.forward(body, "unknown", operation)
-
         if self.state.ignored(service, operation):
             answer = accepted_response(service, operation, str(uuid.uuid4()))
             if answer is not None:
@@ -455,7 +475,11 @@ class Proxy(BaseHTTPRequestHandler):
         rules = self.state.rules(service)
         fault, latency = self.state.draw(rules)
         if latency > 0:
-            time.sleep(latency)
+            self.state.enter(service)
+            try:
+                time.sleep(latency)
+            finally:
+                self.state.leave(service)
         if fault is None:
             return self.forward(body, service, operation)
         if fault == "reset_after":

@@ -236,6 +236,9 @@ pub struct Shared {
 pub struct Context<E> {
     pub shared: Arc<Shared>,
     pub external: E,
+    /// `--concurrency`: reconciles of this kind at once, over every watched namespace (the
+    /// runner starts one kube-runtime controller per namespace, each with its own limit).
+    pub in_flight: tokio::sync::Semaphore,
 }
 
 /// How often to look again while AWS is busy with a change.
@@ -281,6 +284,10 @@ where
     K: ManagedObject,
     E: External<K>,
 {
+    let Ok(_permit) = ctx.in_flight.acquire().await else {
+        // Closed only when the controller stops.
+        return Ok(Action::await_change());
+    };
     let started = Instant::now();
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.shared.client.clone(), &ns);

@@ -66,6 +66,7 @@ pub async fn run_kind<K, E>(
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         external,
+        in_flight: tokio::sync::Semaphore::new(options.concurrency.max(1).into()),
     });
     let apis: Vec<Api<K>> = if options.namespaces.is_empty() {
         vec![Api::all(shared.client.clone())]

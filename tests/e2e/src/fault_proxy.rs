@@ -99,6 +99,10 @@ impl Counts {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Stats {
     pub counts: BTreeMap<String, BTreeMap<String, Counts>>,
+    /// Service → the most of its requests held in their added latency at once (since the last
+    /// reset): with latency set, how many calls the client had outstanding.
+    #[serde(default)]
+    pub peak_in_flight: BTreeMap<String, u64>,
 }
 
 /// Whether an AWS operation name is a write (anything but Get/Describe/List/Head).

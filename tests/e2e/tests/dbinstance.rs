@@ -618,3 +618,74 @@ async fn a_connection_secret_owned_by_another_object_is_refused_without_a_loop()
         .await?;
     Ok(())
 }
+
+/// `--concurrency` is per kind, across every watched namespace: with two namespaces and
+/// `--concurrency 1`, AWS never sees two DBInstance reconciles at once. RDS calls of one
+/// reconcile are sequential, so the proxy's peak of outstanding RDS requests is the number of
+/// reconciles in flight (each call held 300 ms, so overlapping reconciles cannot miss each other).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_limits_a_kind_across_all_watched_namespaces() -> anyhow::Result<()> {
+    let other = unique_name("e2e-other");
+    let mut env = Env::start_with(EnvOptions {
+        aws_faults: Some(kaws_e2e::fault_proxy::Faults {
+            latency_ms: 300.0,
+            ..Default::default()
+        }),
+        extra_env: [
+            ("KAWS_CONCURRENCY".to_string(), "1".to_string()),
+            ("KAWS_KINDS".to_string(), "dbinstance".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    })
+    .await?;
+    env.kubectl_ok(&["create", "namespace", &other]);
+    // kaws as started watches only the test's namespace: one on both instead.
+    env.kaws.stop()?;
+    let mut kaws = env
+        .start_kaws(
+            &[(
+                "KAWS_WATCH_NAMESPACES".to_string(),
+                format!("{},{other}", env.namespace),
+            )]
+            .into(),
+        )
+        .await?;
+    let names: Vec<String> = (0..3).map(|i| format!("c{i}")).collect();
+    for ns in [env.namespace.clone(), other.clone()] {
+        let manifest: Vec<String> = names
+            .iter()
+            .map(|n| db_yaml(n, &unique_name("conc"), "", ""))
+            .collect();
+        let path = env.dir.path().join(format!("{ns}.yaml"));
+        std::fs::write(&path, manifest.join("---\n"))?;
+        env.kubectl_ok(&["-n", &ns, "apply", "-f", &path.display().to_string()]);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for ns in [&env.namespace, &other] {
+        let api: kube::Api<DBInstance> = kube::Api::namespaced(env.client.clone(), ns);
+        for name in &names {
+            loop {
+                let obj = serde_json::to_value(api.get(name).await?)?;
+                if ready(&obj) {
+                    break;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "{ns}/{name} not Ready: {obj}\n{}",
+                    kaws.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    let stats = env.proxy.as_ref().expect("proxy").stats().await?;
+    assert_eq!(
+        stats.peak_in_flight.get("rds"),
+        Some(&1),
+        "one DBInstance reconcile at a time across both namespaces: {:?}",
+        stats.peak_in_flight
+    );
+    kaws.stop()?;
+    Ok(())
+}
