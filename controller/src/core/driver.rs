@@ -34,6 +34,7 @@ use super::{
     loop_guard::{self, Attempt, UpdateGuard, Verdict},
     names::{FIELD_MANAGER, FINALIZER, annotations, conditions, reasons},
     ownership::{self, Owner, Ownership},
+    policy::{self, Decision, Facts, Notice, Outcome, Progress, Requeue, Severity},
 };
 use crate::metrics::SharedMetrics;
 
@@ -246,13 +247,6 @@ const POLL_BUSY: Duration = Duration::from_secs(5);
 /// How soon to confirm a create or a tag write just made (updates: [`loop_guard::confirm_after`]).
 const POLL_AFTER_WRITE: Duration = Duration::from_secs(1);
 
-/// What the apply path decided, before it becomes conditions.
-struct Progress {
-    ready: ConditionState,
-    synced: ConditionState,
-    requeue: Option<Duration>,
-}
-
 /// Backoff and metric key: kinds share one backoff table, so the kind is part of the key.
 fn object_key<K: ManagedObject>(obj: &K) -> String {
     format!(
@@ -321,18 +315,19 @@ where
     E: External<K>,
 {
     let key = object_key(obj.as_ref());
-    if err.is_terminal() {
-        return Action::await_change();
+    match policy::retry_after_error(err) {
+        Requeue::AwaitChange => Action::await_change(),
+        Requeue::After(delay) => Action::requeue(delay),
+        Requeue::Resync => Action::requeue(jittered(resync_period(
+            obj.as_ref(),
+            ctx.shared.resync_period,
+        ))),
+        Requeue::Backoff { cap } => {
+            let delay = backoff(&ctx.shared, &key, cap);
+            tracing::debug!(kind = K::KIND, object = %key, ?delay, error = %err, "retrying");
+            Action::requeue(delay)
+        }
     }
-    if let Some(fixed) = err.fixed_retry() {
-        return Action::requeue(fixed);
-    }
-    let delay = match err.backoff_cap() {
-        Some(cap) => ctx.shared.backoffs.next_delay_capped(&key, cap),
-        None => ctx.shared.backoffs.next_delay(&key),
-    };
-    tracing::debug!(kind = K::KIND, object = %key, ?delay, error = %err, "retrying");
-    Action::requeue(delay)
 }
 
 fn annotation<'a, K: Resource>(obj: &'a K, name: &str) -> Option<&'a String> {
@@ -393,15 +388,24 @@ async fn write_status<K: ManagedObject>(api: &Api<K>, obj: &K, status: &K::Statu
 }
 
 /// `Synced=False`, reason `Paused`; `Ready` stays as it was, since nothing was observed.
-async fn write_paused<K: ManagedObject>(
-    api: &Api<K>,
+async fn write_paused<K, E>(
     obj: &K,
+    ctx: &Context<E>,
+    api: &Api<K>,
     status: &mut K::Status,
-    message: String,
-) -> Result<()> {
-    let paused = ConditionState::no(reasons::PAUSED, message);
-    set_conditions(obj, status, None, &paused);
-    write_status(api, obj, status).await
+    deleting: bool,
+) -> Result<Action>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let what = ctx.external.describe(obj);
+    let previous = obj.status();
+    let decision = decide_for(obj, status, previous, &what, Outcome::Paused { deleting });
+    // Paused is not an error: backoff, metrics and `Ready` stay as they were.
+    set_conditions(obj, status, decision.ready.as_ref(), &decision.synced);
+    write_status(api, obj, status).await?;
+    Ok(Action::await_change())
 }
 
 fn set_conditions<K: ManagedObject>(
@@ -442,106 +446,96 @@ where
     let mut status = starting_status(obj);
 
     if is_paused(obj) {
-        let message = format!(
-            "reconciliation is paused by the annotation {}",
-            annotations::PAUSED
-        );
-        write_paused(api, obj, &mut status, message).await?;
-        return Ok(Action::await_change());
+        return write_paused(obj, ctx, api, &mut status, false).await;
     }
 
     let previous = obj.status().cloned();
     let result = apply_inner(obj, ctx, api, &mut status, previous.as_ref()).await;
-    let action = match result {
-        Ok(progress) => {
-            shared.backoffs.reset(&key);
-            set_conditions(obj, &mut status, Some(&progress.ready), &progress.synced);
-            Action::requeue(
-                progress
-                    .requeue
-                    .unwrap_or_else(|| jittered(resync_period(obj, shared.resync_period))),
-            )
-        }
+    let outcome = match &result {
+        Ok(progress) => Outcome::Applied(progress.clone()),
         Err(err) => {
-            let category = err.category();
-            shared.metrics.error(K::KIND, category);
-            tracing::warn!(kind = K::KIND, object = %key, category, error = %err, "reconcile failed");
-            let grace = err.grace_period().map(|grace| {
-                let first = first_failure(
-                    category,
-                    previous.as_ref().map(K::common_status),
-                    K::common_status(&status),
-                    obj.meta().generation,
-                    Timestamp::now(),
-                );
-                (first, grace)
-            });
-            let expired =
-                grace.is_some_and(|(first, grace)| grace_expired(first, grace, Timestamp::now()));
-            let terminal = err.is_terminal() || expired;
-            let message = match grace {
-                Some((_, grace)) if expired => format!(
-                    "{err}; still failing {}s after the first failure, so kaws stops retrying until the object changes",
-                    grace.as_secs()
-                ),
-                _ => err.to_string(),
-            };
-            let synced = ConditionState::no(category, message.clone());
-            let common = K::common_status(&status);
-            let had_ready = common
-                .conditions
-                .iter()
-                .any(|c| c.type_ == conditions::READY);
-            // Terminal errors mean the resource is not what the spec asks for; a transient error
-            // says nothing about the resource, so an existing Ready condition is kept — unless
-            // the spec changed since it was set: with `observedGeneration` moving on, a kept
-            // Ready=True would tell kstatus (Argo CD, Flux, kubectl wait) the change is applied.
-            let spec_changed = common.observed_generation != obj.meta().generation;
-            let ready = (terminal || !had_ready || spec_changed)
-                .then(|| ConditionState::no(category, message.clone()));
-            let changed = !common.conditions.iter().any(|c| {
-                c.type_ == conditions::SYNCED && c.reason == category && c.message == synced.message
-            });
-            set_conditions(obj, &mut status, ready.as_ref(), &synced);
-            if let Some((first, _)) = grace {
-                // The grace period is measured from here; see `first_failure`.
-                let common = K::common_status_mut(&mut status);
-                for c in common
-                    .conditions
-                    .iter_mut()
-                    .filter(|c| c.type_ == conditions::SYNCED)
-                {
-                    c.last_transition_time = Time(first);
-                }
-            }
-            if terminal {
-                if changed {
-                    shared.events.warning(obj, category, message).await;
-                }
-            } else {
-                shared.events.retrying(obj, category, message).await;
-            }
-            if terminal {
-                Action::await_change()
-            } else if let Some(fixed) = err.fixed_retry() {
-                Action::requeue(fixed)
-            } else if let Some(cap) = err.backoff_cap() {
-                Action::requeue(shared.backoffs.next_delay_capped(&key, cap))
-            } else {
-                Action::requeue(shared.backoffs.next_delay(&key))
-            }
+            tracing::warn!(kind = K::KIND, object = %key, category = err.category(), error = %err, "reconcile failed");
+            Outcome::ApplyFailed(err)
         }
     };
-    write_status(api, obj, &status).await?;
-    shared.metrics.object_ready(
-        K::KIND,
-        &key,
-        Some(is_true(
-            &K::common_status(&status).conditions,
-            conditions::READY,
-        )),
-    );
-    Ok(action)
+    let what = ctx.external.describe(obj);
+    let decision = decide_for(obj, &status, previous.as_ref(), &what, outcome);
+    let requeue = decision.requeue;
+    enact(obj, shared, api, &mut status, decision).await?;
+    Ok(match requeue {
+        Requeue::Resync => Action::requeue(jittered(resync_period(obj, shared.resync_period))),
+        Requeue::After(delay) => Action::requeue(delay),
+        Requeue::Backoff { cap } => Action::requeue(backoff(shared, &key, cap)),
+        Requeue::AwaitChange => Action::await_change(),
+    })
+}
+
+/// [`policy::decide`] for this object.
+fn decide_for<K: ManagedObject>(
+    obj: &K,
+    status: &K::Status,
+    previous: Option<&K::Status>,
+    what: &str,
+    outcome: Outcome<'_>,
+) -> Decision {
+    let facts = Facts {
+        previous: previous.map(K::common_status),
+        current: K::common_status(status),
+        generation: obj.meta().generation,
+        now: Timestamp::now(),
+        what,
+    };
+    policy::decide(&facts, outcome)
+}
+
+/// Carries a decision out: metrics, backoff reset, conditions, the Event, the status write.
+/// When to reconcile again is the caller's: `apply` returns it, `cleanup` returns the error,
+/// which [`error_policy`] turns into the same requeue.
+async fn enact<K: ManagedObject>(
+    obj: &K,
+    shared: &Shared,
+    api: &Api<K>,
+    status: &mut K::Status,
+    decision: Decision,
+) -> Result<()> {
+    let key = object_key(obj);
+    if let Some(category) = decision.error {
+        shared.metrics.error(K::KIND, category);
+    }
+    if decision.reset_backoff {
+        shared.backoffs.reset(&key);
+    }
+    set_conditions(obj, status, decision.ready.as_ref(), &decision.synced);
+    if let Some(first) = decision.synced_since {
+        // The grace period is measured from here; see `policy::first_failure`.
+        let common = K::common_status_mut(status);
+        for c in common
+            .conditions
+            .iter_mut()
+            .filter(|c| c.type_ == conditions::SYNCED)
+        {
+            c.last_transition_time = Time(first);
+        }
+    }
+    if let Some(event) = decision.event {
+        let events = &shared.events;
+        match event.severity {
+            Severity::Normal => events.normal(obj, &event.reason, event.message).await,
+            Severity::Warning => events.warning(obj, &event.reason, event.message).await,
+            Severity::Retrying => events.retrying(obj, &event.reason, event.message).await,
+        }
+    }
+    write_status(api, obj, status).await?;
+    let ready = is_true(&K::common_status(status).conditions, conditions::READY);
+    shared.metrics.object_ready(K::KIND, &key, Some(ready));
+    Ok(())
+}
+
+fn backoff(shared: &Shared, key: &str, cap: Option<Duration>) -> Duration {
+    match cap {
+        Some(cap) => shared.backoffs.next_delay_capped(key, cap),
+        None => shared.backoffs.next_delay(key),
+    }
 }
 
 async fn apply_inner<K, E>(
@@ -572,6 +566,7 @@ where
                     "managementPolicy is ObserveOnly: kaws reads but never creates",
                 ),
                 requeue: None,
+                event: None,
             });
         }
         return create(obj, ctx, api, &target, &what, status).await;
@@ -596,6 +591,7 @@ where
                 "managementPolicy is ObserveOnly: status shows AWS, nothing is changed",
             ),
             requeue: None,
+            event: None,
         });
     }
 
@@ -653,6 +649,7 @@ where
                 ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
                 synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "tagged"),
                 requeue: Some(POLL_AFTER_WRITE),
+                event: None,
             });
         }
     }
@@ -665,15 +662,16 @@ where
                 ready: ConditionState::no(&reason, message),
                 synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "waiting for AWS"),
                 requeue: Some(POLL_BUSY),
+                event: None,
             });
         }
         Availability::Failed { reason, message } => {
-            shared.events.warning(obj, &reason, message.clone()).await;
-            let state = ConditionState::no(&reason, message);
+            let state = ConditionState::no(&reason, message.clone());
             return Ok(Progress {
                 ready: state.clone(),
                 synced: state,
                 requeue: None,
+                event: Some(Notice::warning(&reason, message)),
             });
         }
     }
@@ -689,6 +687,7 @@ where
             ),
             synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "AWS matches the spec"),
             requeue: None,
+            event: None,
         });
     }
 
@@ -706,17 +705,12 @@ where
                  kaws stops writing until the next resync, a spec change or the annotation {}",
                 annotations::RECONCILE_REQUESTED_AT
             );
-            if first {
-                shared
-                    .events
-                    .warning(obj, reasons::NOT_CONVERGING, message.clone())
-                    .await;
-            }
-            let state = ConditionState::no(reasons::NOT_CONVERGING, message);
+            let state = ConditionState::no(reasons::NOT_CONVERGING, message.clone());
             return Ok(Progress {
                 ready: state.clone(),
                 synced: state,
                 requeue: None,
+                event: first.then(|| Notice::warning(reasons::NOT_CONVERGING, message)),
             });
         }
     };
@@ -746,7 +740,6 @@ where
     } else {
         (reasons::UPDATED, format!("updated {what}: {fields}"))
     };
-    shared.events.normal(obj, reason, note).await;
     Ok(Progress {
         ready: ConditionState::no(
             reasons::UPDATING,
@@ -761,6 +754,7 @@ where
             format!("applied {fields}"),
         ),
         requeue: Some(loop_guard::confirm_after(write)),
+        event: Some(Notice::normal(reason, note)),
     })
 }
 
@@ -845,6 +839,7 @@ where
             ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
             synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "created"),
             requeue: Some(POLL_AFTER_WRITE),
+            event: None,
         }),
         // Someone else's, most likely (it may still lack its owner's tags): look again once its
         // creator had time to tag it.
@@ -858,37 +853,9 @@ where
                 "create found an existing resource",
             ),
             requeue: Some(POLL_BUSY),
+            event: None,
         }),
     }
-}
-
-/// When an error with a grace period (see [`Error::grace_period`]) first failed: the `Synced`
-/// condition's `lastTransitionTime` when the previous reconcile failed the same way for the same
-/// generation, else `now`. A spec change or a new `kaws.io/reconcile-requested-at` token starts
-/// a new grace period, so fixing the cause and asking again gets a fresh chance.
-fn first_failure(
-    category: &str,
-    previous: Option<&CommonStatus>,
-    current: &CommonStatus,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Timestamp {
-    previous
-        .filter(|p| p.last_handled_reconcile_at == current.last_handled_reconcile_at)
-        .and_then(|p| {
-            p.conditions.iter().find(|c| {
-                c.type_ == conditions::SYNCED
-                    && c.status == "False"
-                    && c.reason == category
-                    && c.observed_generation == generation
-            })
-        })
-        .map_or(now, |c| c.last_transition_time.0)
-}
-
-fn grace_expired(first: Timestamp, grace: Duration, now: Timestamp) -> bool {
-    now.as_second().saturating_sub(first.as_second())
-        >= i64::try_from(grace.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn changed_fields<C: Change>(changes: &[C]) -> String {
@@ -909,11 +876,7 @@ where
     shared.update_guard.converged(&key);
 
     if is_paused(obj) {
-        let message = format!(
-            "deletion of {what} is paused by the annotation {}; the finalizer stays",
-            annotations::PAUSED
-        );
-        write_paused(api, obj, &mut status, message).await?;
+        write_paused(obj, ctx, api, &mut status, true).await?;
         return Err(Error::Paused);
     }
 
@@ -943,21 +906,9 @@ where
             Ok(Action::await_change())
         }
         Err(err) => {
-            let category = err.category();
-            let state = ConditionState::no(category, err.to_string());
-            if matches!(err, Error::StillDeleting(_)) {
-                set_conditions(
-                    obj,
-                    &mut status,
-                    Some(&state),
-                    &ConditionState::yes(reasons::DELETING, "deleting"),
-                );
-            } else {
-                shared.metrics.error(K::KIND, category);
-                shared.events.warning(obj, category, err.to_string()).await;
-                set_conditions(obj, &mut status, Some(&state), &state);
-            }
-            write_status(api, obj, &status).await?;
+            let previous = obj.status();
+            let decision = decide_for(obj, &status, previous, &what, Outcome::CleanupFailed(&err));
+            enact(obj, shared, api, &mut status, decision).await?;
             Err(err)
         }
     }
@@ -1101,87 +1052,6 @@ mod tests {
                 "{why}"
             );
         }
-    }
-
-    #[test]
-    fn an_error_with_a_grace_period_turns_terminal_only_after_it_from_the_first_failure() {
-        let at = |secs| Timestamp::from_second(secs).expect("valid timestamp");
-        let grace = Duration::from_secs(120);
-        let failing = |reason: &str, since: i64, generation: i64| CommonStatus {
-            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-                type_: conditions::SYNCED.into(),
-                status: "False".into(),
-                reason: reason.into(),
-                message: "m".into(),
-                observed_generation: Some(generation),
-                last_transition_time: Time(at(since)),
-            }],
-            ..Default::default()
-        };
-        let current = CommonStatus::default();
-        /// Why, previous status, generation now, now, first failure, terminal.
-        type Case = (&'static str, Option<CommonStatus>, i64, i64, i64, bool);
-        let cases: Vec<Case> = vec![
-            ("first failure: starts now", None, 1, 1000, 1000, false),
-            (
-                "another failure before: this one starts now",
-                Some(failing("DependencyNotReady", 10, 1)),
-                1,
-                1000,
-                1000,
-                false,
-            ),
-            (
-                "same failure within the grace period",
-                Some(failing("InvalidRole", 950, 1)),
-                1,
-                1000,
-                950,
-                false,
-            ),
-            (
-                "same failure past the grace period: terminal",
-                Some(failing("InvalidRole", 800, 1)),
-                1,
-                1000,
-                800,
-                true,
-            ),
-            (
-                "a spec change starts a new grace period",
-                Some(failing("InvalidRole", 800, 1)),
-                2,
-                1000,
-                1000,
-                false,
-            ),
-        ];
-        for (why, previous, generation, now, want_first, want_terminal) in cases {
-            let first = first_failure(
-                "InvalidRole",
-                previous.as_ref(),
-                &current,
-                Some(generation),
-                at(now),
-            );
-            assert_eq!(first, at(want_first), "{why}");
-            assert_eq!(grace_expired(first, grace, at(now)), want_terminal, "{why}");
-        }
-        let asked_again = CommonStatus {
-            last_handled_reconcile_at: Some("retry-1".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            first_failure(
-                "InvalidRole",
-                Some(&failing("InvalidRole", 800, 1)),
-                &asked_again,
-                Some(1),
-                at(1000)
-            ),
-            at(1000),
-            "a new reconcile-requested-at token starts a new grace period"
-        );
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod events;
 pub mod loop_guard;
 pub mod names;
 pub mod ownership;
+pub mod policy;
 pub mod runner;
 pub mod secrets;
