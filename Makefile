@@ -7,9 +7,11 @@ CARGO ?= cargo
 build:
 	$(CARGO) build --workspace --all-targets
 
-## Regenerate crds/ from the code.
-crds:
-	$(CARGO) run -q -p kaws --bin kaws -- crds --out-dir crds
+## Regenerate crds/ and the chart's per-kind data (files/kinds.yaml) from the code. Runs the
+## binary `make build` made: a `-p kaws` build would recompile the AWS SDKs with other features.
+crds: build
+	$${CARGO_TARGET_DIR:-target}/debug/kaws crds --out-dir crds
+	$${CARGO_TARGET_DIR:-target}/debug/kaws kinds > charts/kaws/files/kinds.yaml
 
 ## Chart and manifest tests: helm lint/template matrix, offline schema validation, drift, bad values.
 chart-test: tools

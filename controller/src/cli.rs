@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum, builder::PossibleValuesParser};
 
 use crate::core::api::DeletionPolicy;
 
@@ -23,23 +23,13 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(CrdsArgs),
+    /// Print what the Helm chart needs to know about each kind (charts/kaws/files/kinds.yaml).
+    Kinds,
 }
 
-/// The kinds kaws can serve.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
-pub enum KindName {
-    Bucket,
-    #[value(name = "dbinstance")]
-    DBInstance,
-    Table,
-    Instance,
-    Function,
-}
-
-impl KindName {
-    pub fn all() -> Vec<KindName> {
-        KindName::value_variants().to_vec()
-    }
+/// `--kinds`: one of the registry's kind names (`resources::KINDS`), e.g. `dbinstance`.
+fn kind_name() -> PossibleValuesParser {
+    PossibleValuesParser::new(crate::resources::kind_names())
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -80,8 +70,8 @@ pub struct RunArgs {
     pub aws_endpoint_url: Option<String>,
 
     /// Kinds to run, comma-separated. Default: all.
-    #[arg(long, env = "KAWS_KINDS", value_delimiter = ',', value_enum)]
-    pub kinds: Vec<KindName>,
+    #[arg(long, env = "KAWS_KINDS", value_delimiter = ',', value_parser = kind_name())]
+    pub kinds: Vec<String>,
 
     /// Namespaces to watch, comma-separated. Empty: all namespaces.
     #[arg(long, env = "KAWS_WATCH_NAMESPACES", value_delimiter = ',')]
@@ -145,8 +135,8 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct CrdsArgs {
     /// Kinds to print, comma-separated. Default: all.
-    #[arg(long, value_delimiter = ',', value_enum)]
-    pub kinds: Vec<KindName>,
+    #[arg(long, value_delimiter = ',', value_parser = kind_name())]
+    pub kinds: Vec<String>,
     /// Write one `<crd-name>.yaml` file per CRD into this directory instead of printing.
     #[arg(long)]
     pub out_dir: Option<std::path::PathBuf>,

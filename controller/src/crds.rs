@@ -3,25 +3,12 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
-use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::{
-    cli::KindName,
-    resources::{
-        bucket::Bucket, dbinstance::DBInstance, function::Function, instance::Instance,
-        table::Table,
-    },
-};
+use crate::core::registry::Kind;
 
-pub fn crd(kind: KindName) -> CustomResourceDefinition {
-    let mut crd = match kind {
-        KindName::Bucket => Bucket::crd(),
-        KindName::DBInstance => DBInstance::crd(),
-        KindName::Table => Table::crd(),
-        KindName::Instance => Instance::crd(),
-        KindName::Function => Function::crd(),
-    };
+pub fn crd(kind: &Kind) -> CustomResourceDefinition {
+    let mut crd = kind.crd();
     for version in &mut crd.spec.versions {
         if let Some(schema) = version
             .schema
@@ -67,7 +54,7 @@ fn sorted(value: Value) -> Value {
 }
 
 /// The file name each CRD is kept under in `crds/`.
-pub fn file_name(kind: KindName) -> String {
+pub fn file_name(kind: &Kind) -> String {
     let crd = crd(kind);
     format!("{}.yaml", crd.metadata.name.unwrap_or_default())
 }
@@ -78,11 +65,11 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::S
 }
 
 /// Every selected CRD as a multi-document YAML stream.
-pub fn all_yaml(kinds: &[KindName]) -> Result<String, serde_saphyr::SerializeError> {
+pub fn all_yaml(kinds: &[&Kind]) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
     for kind in kinds {
         out.push_str("---\n");
-        out.push_str(&to_yaml(&crd(*kind))?);
+        out.push_str(&to_yaml(&crd(kind))?);
     }
     Ok(out)
 }

@@ -1,18 +1,18 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use kaws::cli::{Cli, Command, KindName};
+use kaws::{
+    cli::{Cli, Command},
+    core::registry,
+    resources::KINDS,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds(args) => {
-            let kinds = if args.kinds.is_empty() {
-                KindName::all()
-            } else {
-                args.kinds
-            };
+            let kinds = registry::select(KINDS, &args.kinds);
             match args.out_dir {
                 Some(dir) => {
                     for kind in kinds {
@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
                 None => print!("{}", kaws::crds::all_yaml(&kinds)?),
             }
         }
+        Command::Kinds => print!("{}", registry::chart_data(KINDS)),
         Command::Run(args) => {
             kaws::run::init_logging(args.log_format);
             kaws::run::run(*args).await?;

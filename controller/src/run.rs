@@ -9,23 +9,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     aws::{AwsSettings, load_sdk_config},
-    cli::{KindName, LogFormat, RunArgs},
+    cli::{LogFormat, RunArgs},
     core::{
         backoff::Backoffs,
         driver::Shared,
         events::Events,
-        runner::{Readiness, RunOptions, run_kind},
+        registry::{self, Connect},
+        runner::{Readiness, RunOptions},
     },
     fence::Fence,
     leader::{self, Elector, LeaderError, LeaseSettings},
     metrics::Metrics,
-    resources::{
-        bucket::{Bucket, aws::S3},
-        dbinstance::{DBInstance, aws::Rds},
-        function::{Function, aws::Lambda},
-        instance::{Instance, aws::Ec2},
-        table::{Table, aws::DynamoDb},
-    },
+    resources::KINDS,
 };
 
 /// Why `kaws run` could not start.
@@ -151,12 +146,9 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         backoffs: Backoffs::new(Duration::from_secs(2), Duration::from_secs(300)),
         update_guard: Default::default(),
     });
-    let kinds = if args.kinds.is_empty() {
-        KindName::all()
-    } else {
-        args.kinds.clone()
-    };
-    tracing::info!(?kinds, %cluster_id, region = %default_region, "starting kaws");
+    let kinds = registry::select(KINDS, &args.kinds);
+    let names: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();
+    tracing::info!(kinds = ?names, %cluster_id, region = %default_region, "starting kaws");
 
     let shutdown = CancellationToken::new();
     // The HTTP server stops last, so /healthz and /metrics answer while reconciles drain.
@@ -195,61 +187,22 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         namespaces: args.watch_namespaces.clone(),
         concurrency: args.concurrency,
     };
+    let connect = Connect {
+        sdk: &sdk,
+        metrics: &metrics,
+        client: &client,
+        cluster_id: &cluster_id,
+        resync_period: args.resync_period,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for kind in kinds {
-        match kind {
-            KindName::Bucket => {
-                tasks.spawn(run_kind::<Bucket, S3>(
-                    shared.clone(),
-                    S3::new(sdk.clone(), metrics.clone()),
-                    options.clone(),
-                    readiness.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            KindName::DBInstance => {
-                tasks.spawn(run_kind::<DBInstance, Rds>(
-                    shared.clone(),
-                    Rds::new(sdk.clone(), metrics.clone(), client.clone()),
-                    options.clone(),
-                    readiness.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            KindName::Instance => {
-                tasks.spawn(run_kind::<Instance, Ec2>(
-                    shared.clone(),
-                    Ec2::new(
-                        sdk.clone(),
-                        metrics.clone(),
-                        client.clone(),
-                        &cluster_id,
-                        args.resync_period,
-                    ),
-                    options.clone(),
-                    readiness.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            KindName::Function => {
-                tasks.spawn(run_kind::<Function, Lambda>(
-                    shared.clone(),
-                    Lambda::new(sdk.clone(), metrics.clone(), client.clone()),
-                    options.clone(),
-                    readiness.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            KindName::Table => {
-                tasks.spawn(run_kind::<Table, DynamoDb>(
-                    shared.clone(),
-                    DynamoDb::new(sdk.clone(), metrics.clone()),
-                    options.clone(),
-                    readiness.clone(),
-                    shutdown.clone(),
-                ));
-            }
-        }
+        tasks.spawn(kind.start(
+            shared.clone(),
+            &connect,
+            options.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        ));
     }
 
     let lost = async {

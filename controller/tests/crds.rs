@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use kaws::{cli::KindName, crds};
+use kaws::{crds, resources::KINDS};
 
 fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds")
@@ -11,7 +11,7 @@ fn crds_dir() -> PathBuf {
 #[test]
 fn generated_crds_match_the_crds_directory() {
     let mut stale = Vec::new();
-    for kind in KindName::all() {
+    for kind in KINDS {
         let path = crds_dir().join(crds::file_name(kind));
         let want = crds::to_yaml(&crds::crd(kind)).expect("CRD serializes");
         let have = std::fs::read_to_string(&path).unwrap_or_default();
@@ -27,7 +27,7 @@ fn generated_crds_match_the_crds_directory() {
 
 #[test]
 fn every_kind_is_in_category_aws_with_a_short_name() {
-    for kind in KindName::all() {
+    for kind in KINDS {
         let crd = crds::crd(kind);
         let names = &crd.spec.names;
         assert!(
@@ -54,7 +54,8 @@ fn every_kind_is_in_category_aws_with_a_short_name() {
         for col in ["Ready", "Synced", "Age"] {
             assert!(
                 columns.contains(&col),
-                "{kind:?} lacks printer column {col}"
+                "{} lacks printer column {col}",
+                kind.kind()
             );
         }
     }

@@ -1,16 +1,14 @@
 {{/*
-Every kind kaws can run: its API group, plural and the extra access its controller needs.
-Adding a kind is one line here, then `make crds deploy` copies its CRD into the chart and
-deploy/ (make chart-test fails until both are done).
+Every kind kaws can run: its API group, plural, scope and the extra access its controller needs,
+from files/kinds.yaml, which `kaws kinds` derives from the kind registry (`make crds` writes it,
+cargo test fails when it differs). Adding a kind is one line in the registry, then `make crds
+deploy` copies its CRD and this data into the chart and deploy/ (make chart-test checks both).
   secrets: true  -> get/list/watch Secrets it references, create/patch the Secrets it writes
   reads: [...]   -> other kaws kinds it references (get/list/watch), enabled or not
+  iam: <prefix>  -> its statements in deploy/iam/policy.json start with this Sid prefix
 */}}
 {{- define "kaws.kinds" -}}
-bucket:     {group: s3.kaws.io,       plural: buckets}
-table:      {group: dynamodb.kaws.io, plural: tables}
-dbinstance: {group: rds.kaws.io,      plural: dbinstances, secrets: true}
-instance:   {group: ec2.kaws.io,      plural: instances,   secrets: true}
-function:   {group: lambda.kaws.io,   plural: functions,   secrets: true, reads: [{group: s3.kaws.io, plural: buckets}]}
+{{ .Files.Get "files/kinds.yaml" }}
 {{- end }}
 
 {{- define "kaws.name" -}}

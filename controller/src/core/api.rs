@@ -6,6 +6,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Where a kind's AWS resources live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Scope {
+    /// In one region: the spec has `region` (default: the controller's), status reports it.
+    Regional,
+    /// Account-wide (IAM): no `region` in spec or status.
+    Global,
+}
+
 /// What happens to the AWS resource when the Kubernetes object is deleted.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum DeletionPolicy {

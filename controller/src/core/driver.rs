@@ -17,6 +17,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
+    core::ApiResource,
     runtime::{
         controller::Action,
         finalizer::{self, Event as FinalizerEvent},
@@ -26,7 +27,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
 use super::{
-    api::{CommonSpec, CommonStatus, DeletionPolicy, ManagementPolicy},
+    api::{CommonSpec, CommonStatus, DeletionPolicy, ManagementPolicy, Scope},
     backoff::{Backoffs, jittered},
     conditions::{ConditionState, is_true, set_condition},
     error::{Error, Result},
@@ -69,14 +70,41 @@ pub trait ManagedObject:
         Vec::new()
     }
 
-    /// Other kaws objects in the same namespace this object depends on, as (kind, name) pairs
-    /// (e.g. a Function's `code.bucketRef`). The runner watches those kinds (see `runner.rs`)
-    /// and reconciles this object when one of them changes, not only at resync.
-    /// Kinds named in [`ManagedObject::referenced_objects`]: the runner watches these.
-    const DEPENDS_ON: &'static [&'static str] = &[];
+    /// Regional resources live in `spec.region` (default: the controller's region) and report
+    /// `status.region`; global ones (IAM) have neither.
+    const SCOPE: Scope;
 
-    fn referenced_objects(&self) -> Vec<(&'static str, String)> {
+    /// Other kaws kinds whose objects (same namespace) objects of this kind reference, e.g. a
+    /// Function's `code.bucketRef`: `vec![Dependency::on::<Bucket>(|f| …names…)]`. The runner
+    /// watches each and reconciles the referencing objects when one changes, not only at
+    /// resync; the chart grants read access to them.
+    fn dependencies() -> Vec<Dependency<Self>> {
         Vec::new()
+    }
+}
+
+/// Objects of another kaws kind that objects of kind `K` reference by name in their namespace.
+pub struct Dependency<K> {
+    /// The referenced kind's API.
+    pub api: ApiResource,
+    /// The names of the referenced objects, read from a `K` object's spec.
+    pub names: fn(&K) -> Vec<String>,
+}
+
+impl<K> Dependency<K> {
+    /// `K` objects reference `D` objects named `names(k)`.
+    pub fn on<D: Resource<DynamicType = ()>>(names: fn(&K) -> Vec<String>) -> Self {
+        Self {
+            api: ApiResource::erase::<D>(&()),
+            names,
+        }
+    }
+
+    pub fn api_ref(&self) -> super::registry::ApiRef {
+        super::registry::ApiRef {
+            group: self.api.group.clone(),
+            plural: self.api.plural.clone(),
+        }
     }
 }
 
@@ -134,6 +162,14 @@ pub enum DeleteProgress {
 pub trait External<K: ManagedObject>: Send + Sync + 'static {
     type Observed: Send + Sync;
     type Change: Change;
+
+    /// The `Sid` prefix of this kind's statements in `deploy/iam/policy.json` (e.g. `S3`).
+    const IAM_STATEMENTS: &'static str;
+
+    /// Builds the client `kaws run` starts the kind with.
+    fn connect(connect: &super::registry::Connect<'_>) -> Self
+    where
+        Self: Sized;
 
     /// How Events and messages name the AWS resource, e.g. `S3 bucket "logs"`.
     fn describe(&self, obj: &K) -> String;

@@ -11,5 +11,6 @@ pub mod loop_guard;
 pub mod names;
 pub mod ownership;
 pub mod policy;
+pub mod registry;
 pub mod runner;
 pub mod secrets;

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
-    core::PartialObjectMeta,
+    core::{DynamicObject, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
@@ -19,8 +19,7 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{self, Context, External, ManagedObject, Shared};
-use crate::resources::bucket::Bucket;
+use super::driver::{self, Context, Dependency, External, ManagedObject, Shared};
 
 const READY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -102,19 +101,14 @@ pub async fn run_kind<K, E>(
         });
         let token = shutdown.clone();
         let mut controller = Controller::for_stream(stream, reader.clone());
-        for kind in K::DEPENDS_ON {
-            controller = match *kind {
-                k if k == Bucket::KIND => watch_dependency::<K, Bucket>(
-                    controller,
-                    &shared.client,
-                    scope.as_deref(),
-                    reader.clone(),
-                ),
-                other => {
-                    tracing::warn!(kind = K::KIND, dependency = other, "no watch for this kind");
-                    controller
-                }
-            };
+        for dependency in K::dependencies() {
+            controller = watch_dependency(
+                controller,
+                &shared.client,
+                scope.as_deref(),
+                reader.clone(),
+                dependency,
+            );
         }
         if K::WATCHES_SECRETS {
             // Metadata only: kaws never caches Secret content. Same scope as the kind's watch.
@@ -164,36 +158,39 @@ fn objects_referencing<K: ManagedObject>(
         .collect()
 }
 
-/// Reconciles the objects of kind `K` that reference an object of kind `D` (same namespace, named
-/// in [`ManagedObject::referenced_objects`]) whenever that object changes, status included.
+/// Reconciles the objects of kind `K` that reference an object of `dependency`'s kind (same
+/// namespace, named by [`Dependency::names`]) whenever that object changes, status included.
 /// Metadata only: a change is enough of a trigger, the reconcile reads the object itself.
-fn watch_dependency<K: ManagedObject, D: ManagedObject>(
+fn watch_dependency<K: ManagedObject>(
     controller: Controller<K>,
     client: &Client,
     scope: Option<&str>,
     store: Store<K>,
+    dependency: Dependency<K>,
 ) -> Controller<K> {
-    let api: Api<PartialObjectMeta<D>> = match scope {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let Dependency {
+        api: resource,
+        names,
+    } = dependency;
+    let api: Api<PartialObjectMeta<DynamicObject>> = match scope {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
     };
     let changes = watcher(api, watcher::Config::default())
         .default_backoff()
         .touched_objects();
-    controller.watches_stream(changes, move |dep: PartialObjectMeta<D>| {
-        let name = dep.name_any();
-        let ns = dep.namespace();
-        store
-            .state()
-            .iter()
-            .filter(|obj| {
-                obj.namespace() == ns
-                    && obj
-                        .referenced_objects()
-                        .iter()
-                        .any(|(kind, n)| *kind == D::KIND && *n == name)
-            })
-            .map(|obj| ObjectRef::from(obj.as_ref()))
-            .collect::<Vec<_>>()
-    })
+    controller.watches_stream_with(
+        changes,
+        move |dep: PartialObjectMeta<DynamicObject>| {
+            let name = dep.name_any();
+            let ns = dep.namespace();
+            store
+                .state()
+                .iter()
+                .filter(|obj| obj.namespace() == ns && names(obj).contains(&name))
+                .map(|obj| ObjectRef::from(obj.as_ref()))
+                .collect::<Vec<_>>()
+        },
+        resource,
+    )
 }

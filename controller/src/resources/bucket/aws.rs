@@ -24,6 +24,7 @@ use crate::{
     core::{
         driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
+        registry::Connect,
     },
     metrics::SharedMetrics,
 };
@@ -413,6 +414,11 @@ impl S3 {
 impl External<Bucket> for S3 {
     type Observed = ObservedBucket;
     type Change = BucketChange;
+    const IAM_STATEMENTS: &'static str = "S3";
+
+    fn connect(c: &Connect<'_>) -> Self {
+        Self::new(c.sdk.clone(), c.metrics.clone())
+    }
 
     fn describe(&self, obj: &Bucket) -> String {
         format!("S3 bucket {:?}", obj.spec.bucket_name)

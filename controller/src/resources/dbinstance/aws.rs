@@ -20,6 +20,7 @@ use crate::{
         driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
         ownership::{TagChanges, tag_changes},
+        registry::Connect,
     },
     metrics::SharedMetrics,
 };
@@ -248,6 +249,11 @@ fn final_snapshot_identifier(obj: &DBInstance) -> String {
 impl External<DBInstance> for Rds {
     type Observed = ObservedDb;
     type Change = DbChange;
+    const IAM_STATEMENTS: &'static str = "RDS";
+
+    fn connect(c: &Connect<'_>) -> Self {
+        Self::new(c.sdk.clone(), c.metrics.clone(), c.client.clone())
+    }
 
     fn describe(&self, obj: &DBInstance) -> String {
         format!("RDS DB instance {:?}", identifier(obj))

@@ -30,6 +30,7 @@ use crate::{
         error::{Error, Result},
         names::{conditions, reasons},
         ownership::{TagChanges, tag_changes},
+        registry::Connect,
     },
     metrics::SharedMetrics,
     resources::bucket::Bucket,
@@ -526,6 +527,11 @@ fn architectures(obj: &Function) -> Option<Vec<lambda::Architecture>> {
 impl External<Function> for Lambda {
     type Observed = ObservedFunction;
     type Change = FunctionChange;
+    const IAM_STATEMENTS: &'static str = "Lambda";
+
+    fn connect(c: &Connect<'_>) -> Self {
+        Self::new(c.sdk.clone(), c.metrics.clone(), c.client.clone())
+    }
 
     fn describe(&self, obj: &Function) -> String {
         format!("Lambda function {:?}", obj.spec.function_name)

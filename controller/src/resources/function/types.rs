@@ -7,7 +7,13 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::core::api::{CommonSpec, CommonStatus};
+use crate::{
+    core::{
+        api::{CommonSpec, CommonStatus, Scope},
+        driver::Dependency,
+    },
+    resources::bucket::Bucket,
+};
 
 /// A Lambda function managed by kaws. Code changes are deployed: a changed `zipFile`, a new
 /// object uploaded at the same S3 key, or a changed `imageUri` triggers `UpdateFunctionCode`.
@@ -292,13 +298,10 @@ pub struct FunctionStatus {
     pub code_source: Option<CodeSource>,
 }
 
-/// The kind name of the kaws `Bucket`, as referenced by `code.bucketRef`.
-pub const BUCKET_KIND: &str = "Bucket";
-
 impl crate::core::driver::ManagedObject for Function {
     type Status = FunctionStatus;
     const KIND: &'static str = "Function";
-    const DEPENDS_ON: &'static [&'static str] = &[BUCKET_KIND];
+    const SCOPE: Scope = Scope::Regional;
 
     fn common_spec(&self) -> &CommonSpec {
         &self.spec.common
@@ -321,12 +324,14 @@ impl crate::core::driver::ManagedObject for Function {
             .flat_map(|e| e.from_secrets.iter().map(|s| s.secret_key_ref.name.clone()))
             .collect()
     }
-    fn referenced_objects(&self) -> Vec<(&'static str, String)> {
-        self.spec
-            .code
-            .bucket_ref
-            .iter()
-            .map(|r| (BUCKET_KIND, r.name.clone()))
-            .collect()
+    fn dependencies() -> Vec<Dependency<Self>> {
+        vec![Dependency::on::<Bucket>(|f| {
+            f.spec
+                .code
+                .bucket_ref
+                .iter()
+                .map(|r| r.name.clone())
+                .collect()
+        })]
     }
 }

@@ -36,6 +36,7 @@ use crate::{
         error::{Error, Result},
         names::{conditions, tags},
         ownership::tag_changes,
+        registry::Connect,
         secrets::{self, Redacted},
     },
     metrics::SharedMetrics,
@@ -641,6 +642,17 @@ fn block_devices(
 impl External<Instance> for Ec2 {
     type Observed = ObservedInstance;
     type Change = InstanceChange;
+    const IAM_STATEMENTS: &'static str = "EC2";
+
+    fn connect(c: &Connect<'_>) -> Self {
+        Self::new(
+            c.sdk.clone(),
+            c.metrics.clone(),
+            c.client.clone(),
+            c.cluster_id,
+            c.resync_period,
+        )
+    }
 
     fn describe(&self, obj: &Instance) -> String {
         match obj.known_instance_id() {

@@ -28,6 +28,7 @@ use crate::{
         driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
         ownership::{TagChanges, tag_changes},
+        registry::Connect,
     },
     metrics::SharedMetrics,
 };
@@ -708,6 +709,11 @@ pub fn availability_of(observed: &ObservedTable) -> Availability {
 impl External<Table> for DynamoDb {
     type Observed = ObservedTable;
     type Change = TableChange;
+    const IAM_STATEMENTS: &'static str = "DynamoDB";
+
+    fn connect(c: &Connect<'_>) -> Self {
+        Self::new(c.sdk.clone(), c.metrics.clone())
+    }
 
     fn describe(&self, obj: &Table) -> String {
         format!("DynamoDB table {:?}", obj.spec.table_name)
