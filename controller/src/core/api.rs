@@ -1,10 +1,10 @@
 //! API fields every kind shares: the common spec fields and the common status fields.
 
-use std::{collections::BTreeMap, sync::LazyLock};
+use std::{collections::BTreeMap, fmt::Debug, sync::LazyLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Where a kind's AWS resources live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -35,14 +35,105 @@ pub enum ManagementPolicy {
     ObserveOnly,
 }
 
-/// Spec fields shared by every kind (flattened into each kind's spec).
+/// The fields a kind's [`Scope`] adds to its spec and status: [`Regional`] or [`Global`].
+pub trait Placement:
+    Clone
+    + Debug
+    + Default
+    + Serialize
+    + DeserializeOwned
+    + JsonSchema
+    + PartialEq
+    + Send
+    + Sync
+    + 'static
+{
+    const SCOPE: Scope;
+    /// What it adds to the status.
+    type Status: Clone
+        + Debug
+        + Default
+        + Serialize
+        + DeserializeOwned
+        + JsonSchema
+        + PartialEq
+        + Send
+        + Sync
+        + 'static;
+
+    /// `spec.region`, when the kind has one and it is set.
+    fn region(&self) -> Option<&str>;
+    /// Pure checks of the placement fields.
+    fn validate(&self) -> Result<(), String>;
+    /// Records where the resource lives in the status (nothing for a global kind).
+    fn record(status: &mut Self::Status, region: &str);
+}
+
+/// Spec fields of a regional kind (flattened into [`CommonSpec`]).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CommonSpec {
+pub struct Regional {
     /// AWS region of the resource, e.g. `eu-west-1`. Defaults to the controller's region. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = REGION_PATTERN))]
     pub region: Option<String>,
+}
+
+/// Status fields of a regional kind (flattened into [`CommonStatus`]).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct RegionStatus {
+    /// Region the AWS resource lives in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl Placement for Regional {
+    const SCOPE: Scope = Scope::Regional;
+    type Status = RegionStatus;
+
+    fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The region, when given, must look like an AWS region: a made-up one would only fail at
+    /// the first AWS call (an endpoint that does not resolve), retried forever.
+    fn validate(&self) -> Result<(), String> {
+        match &self.region {
+            Some(region) if !REGION.is_match(region) => Err(format!(
+                "spec.region {region:?} is not an AWS region name (e.g. eu-west-1, us-gov-west-1)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn record(status: &mut RegionStatus, region: &str) {
+        status.region = Some(region.to_string());
+    }
+}
+
+/// A global kind (IAM) adds nothing: no `region` in spec or status. Its AWS calls go to the
+/// service's global endpoint through a client built for the controller's region.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct Global {}
+
+impl Placement for Global {
+    const SCOPE: Scope = Scope::Global;
+    type Status = Global;
+
+    fn region(&self) -> Option<&str> {
+        None
+    }
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn record(_: &mut Global, _: &str) {}
+}
+
+/// Spec fields shared by every kind (flattened into each kind's spec); `P` adds the scope's.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonSpec<P = Regional> {
+    #[serde(flatten)]
+    pub placement: P,
     /// `Delete` (default: the controller's `--default-deletion-policy`) deletes the AWS resource
     /// with the object; `Retain` leaves it in AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +181,7 @@ fn regex(pattern: &str) -> regex::Regex {
 static REGION: LazyLock<regex::Regex> = LazyLock::new(|| regex(REGION_PATTERN));
 static TAG_CHARS: LazyLock<regex::Regex> = LazyLock::new(|| regex(TAG_CHARS_PATTERN));
 
-impl CommonSpec {
+impl<P: Placement> CommonSpec<P> {
     pub fn management_policy(&self) -> ManagementPolicy {
         self.management_policy.unwrap_or_default()
     }
@@ -108,15 +199,9 @@ impl CommonSpec {
         self.validate_tags_within(MAX_USER_TAGS.saturating_sub(own_tags))
     }
 
-    /// The region, when given, must look like an AWS region: a made-up one would only fail at
-    /// the first AWS call (an endpoint that does not resolve), retried forever.
+    /// The placement fields ([`Placement::validate`]).
     pub fn validate_region(&self) -> Result<(), String> {
-        match &self.region {
-            Some(region) if !REGION.is_match(region) => Err(format!(
-                "spec.region {region:?} is not an AWS region name (e.g. eu-west-1, us-gov-west-1)"
-            )),
-            _ => Ok(()),
-        }
+        self.placement.validate()
     }
 
     /// The user's tags as all five services accept them: at most 48 (the default), keys of
@@ -173,10 +258,11 @@ fn check_tag(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Status fields shared by every kind (flattened into each kind's status).
+/// Status fields shared by every kind (flattened into each kind's status); `R` adds the scope's
+/// ([`Placement::Status`]).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct CommonStatus {
+pub struct CommonStatus<R = RegionStatus> {
     /// The `metadata.generation` the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -188,9 +274,8 @@ pub struct CommonStatus {
     /// ARN of the AWS resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    /// Region the AWS resource lives in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
+    #[serde(flatten)]
+    pub placement: R,
     /// The last `kaws.io/reconcile-requested-at` annotation value that was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
@@ -321,6 +406,38 @@ mod tests {
             .validate_reserving(1)
             .expect_err("48 + 3 kaws tags > 50");
         assert!(msg.contains("at most 47"), "{msg}");
+    }
+
+    #[test]
+    fn a_global_kind_has_no_region_in_spec_or_status() {
+        let props = |schema: schemars::Schema| {
+            let mut keys: Vec<String> = schema
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            keys.sort();
+            keys
+        };
+        let regional = props(schemars::schema_for!(CommonSpec<Regional>));
+        let global = props(schemars::schema_for!(CommonSpec<Global>));
+        assert!(regional.contains(&"region".to_string()), "{regional:?}");
+        assert!(!global.contains(&"region".to_string()), "{global:?}");
+        assert_eq!(regional.len(), global.len() + 1);
+        let status = props(schemars::schema_for!(CommonStatus<Global>));
+        assert!(!status.contains(&"region".to_string()), "{status:?}");
+        assert!(props(schemars::schema_for!(CommonStatus)).contains(&"region".to_string()));
+
+        // A region sent to a global kind anyway is not part of its spec (the API server prunes
+        // it; kaws never reads it), and recording a region in its status writes nothing.
+        let spec: CommonSpec<Global> =
+            serde_saphyr::from_str("region: eu-west-1\ntags: {a: b}").expect("parses");
+        assert_eq!(spec.placement.region(), None);
+        assert_eq!(spec.validate(), Ok(()));
+        let mut status = CommonStatus::<Global>::default();
+        Global::record(&mut status.placement, "eu-west-1");
+        let json = serde_json::to_value(&status).expect("serializes");
+        assert!(json.get("region").is_none(), "{json}");
     }
 
     #[test]

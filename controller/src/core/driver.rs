@@ -27,7 +27,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
 use super::{
-    api::{CommonSpec, CommonStatus, DeletionPolicy, ManagementPolicy, Scope},
+    api::{CommonSpec, CommonStatus, DeletionPolicy, ManagementPolicy, Placement, Scope},
     backoff::{Backoffs, jittered},
     conditions::{ConditionState, is_true, set_condition},
     error::{Error, Result},
@@ -55,10 +55,14 @@ pub trait ManagedObject:
     /// The kind's name in metrics, logs and Events.
     const KIND: &'static str;
 
-    fn common_spec(&self) -> &CommonSpec;
+    /// [`Regional`](super::api::Regional) (`spec.region`, `status.region`) or
+    /// [`Global`](super::api::Global) (neither).
+    type Placement: Placement;
+
+    fn common_spec(&self) -> &CommonSpec<Self::Placement>;
     fn status(&self) -> Option<&Self::Status>;
-    fn common_status(status: &Self::Status) -> &CommonStatus;
-    fn common_status_mut(status: &mut Self::Status) -> &mut CommonStatus;
+    fn common_status(status: &Self::Status) -> &CommonStatusOf<Self>;
+    fn common_status_mut(status: &mut Self::Status) -> &mut CommonStatusOf<Self>;
 
     /// Whether objects of this kind reference Secrets. When true the runner watches the metadata
     /// of Secrets in the watched namespaces (RBAC: `list`/`watch` on `secrets`) and reconciles
@@ -72,7 +76,7 @@ pub trait ManagedObject:
 
     /// Regional resources live in `spec.region` (default: the controller's region) and report
     /// `status.region`; global ones (IAM) have neither.
-    const SCOPE: Scope;
+    const SCOPE: Scope = <Self::Placement as Placement>::SCOPE;
 
     /// Other kaws kinds whose objects (same namespace) objects of this kind reference, e.g. a
     /// Function's `code.bucketRef`: `vec![Dependency::on::<Bucket>(|f| …names…)]`. The runner
@@ -107,6 +111,9 @@ impl<K> Dependency<K> {
         }
     }
 }
+
+/// The shared status fields of kind `K`, with its scope's.
+pub type CommonStatusOf<K> = CommonStatus<<<K as ManagedObject>::Placement as Placement>::Status>;
 
 /// A change the diff found; `field` names it in Events (`DriftCorrected: versioning, tags`).
 pub trait Change: Debug + Send + Sync {
@@ -387,9 +394,9 @@ fn target<K: ManagedObject>(obj: &K, shared: &Shared) -> Target {
     Target {
         region: obj
             .common_spec()
-            .region
-            .clone()
-            .unwrap_or_else(|| shared.default_region.clone()),
+            .placement
+            .region()
+            .map_or_else(|| shared.default_region.clone(), str::to_string),
         owner: Owner::new(
             &shared.cluster_id,
             meta.namespace.as_deref().unwrap_or_default(),
@@ -609,7 +616,7 @@ where
     };
 
     external.fill_status(obj, &target, &observed, status);
-    K::common_status_mut(status).region = Some(target.region.clone());
+    K::Placement::record(&mut K::common_status_mut(status).placement, &target.region);
     let availability = external.availability(&observed);
     if observe_only {
         let ready = match availability {
@@ -835,7 +842,7 @@ where
     E: External<K>,
 {
     let common = K::common_status_mut(status);
-    common.region = Some(target.region.clone());
+    K::Placement::record(&mut common.placement, &target.region);
     // Set by an earlier attempt whose outcome is unknown: keep its time and never clear it here,
     // since that attempt may have created the resource.
     if common.create_pending_since.is_none() {

@@ -78,11 +78,11 @@ pub enum Outcome<'a> {
 
 /// What the policy reads besides the outcome.
 #[derive(Clone, Copy, Debug)]
-pub struct Facts<'a> {
+pub struct Facts<'a, R> {
     /// The status the object carried when the reconcile started.
-    pub previous: Option<&'a CommonStatus>,
+    pub previous: Option<&'a CommonStatus<R>>,
     /// The status as this reconcile built it so far (the handled reconcile token recorded).
-    pub current: &'a CommonStatus,
+    pub current: &'a CommonStatus<R>,
     /// `metadata.generation`.
     pub generation: Option<i64>,
     pub now: Timestamp,
@@ -122,7 +122,7 @@ pub struct Decision {
 }
 
 /// The decision for one reconcile.
-pub fn decide(facts: &Facts<'_>, outcome: Outcome<'_>) -> Decision {
+pub fn decide<R>(facts: &Facts<'_, R>, outcome: Outcome<'_>) -> Decision {
     match outcome {
         Outcome::Applied(progress) => Decision {
             ready: Some(progress.ready),
@@ -202,7 +202,7 @@ pub fn retry_after_error(err: &Error) -> Requeue {
     }
 }
 
-fn apply_failed(facts: &Facts<'_>, err: &Error) -> Decision {
+fn apply_failed<R>(facts: &Facts<'_, R>, err: &Error) -> Decision {
     let category = err.category();
     let grace = err.grace_period().map(|grace| {
         let first = first_failure(
@@ -264,10 +264,10 @@ fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
 /// condition's `lastTransitionTime` when the previous reconcile failed the same way for the same
 /// generation, else `now`. A spec change or a new `kaws.io/reconcile-requested-at` token starts
 /// a new grace period, so fixing the cause and asking again gets a fresh chance.
-fn first_failure(
+fn first_failure<R>(
     category: &str,
-    previous: Option<&CommonStatus>,
-    current: &CommonStatus,
+    previous: Option<&CommonStatus<R>>,
+    current: &CommonStatus<R>,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Timestamp {

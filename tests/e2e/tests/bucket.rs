@@ -112,7 +112,7 @@ async fn example_bucket_becomes_ready_and_follows_manifest_changes() -> anyhow::
         status.common.arn.as_deref(),
         Some("arn:aws:s3:::kaws-example-app-logs")
     );
-    assert_eq!(status.common.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(status.common.placement.region.as_deref(), Some("eu-west-1"));
     assert_eq!(status.versioning.as_deref(), Some("Enabled"));
     assert_eq!(status.common.observed_generation, obj.metadata.generation);
     let table = env.kubectl_ok(&["get", "bkt"]);

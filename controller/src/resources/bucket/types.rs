@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::core::api::{CommonSpec, CommonStatus, Scope};
+use crate::core::api::{CommonSpec, CommonStatus, Regional};
 
 /// An S3 bucket managed by kaws. Secure by default: all public access blocked and default
 /// encryption (SSE-S3) on.
@@ -249,7 +249,7 @@ pub struct BucketStatus {
 impl crate::core::driver::ManagedObject for Bucket {
     type Status = BucketStatus;
     const KIND: &'static str = "Bucket";
-    const SCOPE: Scope = Scope::Regional;
+    type Placement = Regional;
 
     fn common_spec(&self) -> &CommonSpec {
         &self.spec.common

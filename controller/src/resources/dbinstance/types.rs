@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::core::api::{CommonSpec, CommonStatus, Scope};
+use crate::core::api::{CommonSpec, CommonStatus, Regional};
 
 /// Makes an optional field immutable: it may be neither added, removed nor changed.
 macro_rules! create_only {
@@ -268,7 +268,7 @@ pub struct DBInstanceStatus {
 impl crate::core::driver::ManagedObject for DBInstance {
     type Status = DBInstanceStatus;
     const KIND: &'static str = "DBInstance";
-    const SCOPE: Scope = Scope::Regional;
+    type Placement = Regional;
     const WATCHES_SECRETS: bool = true;
 
     fn common_spec(&self) -> &CommonSpec {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     core::{
-        api::{CommonSpec, CommonStatus, Scope},
+        api::{CommonSpec, CommonStatus, Regional},
         driver::Dependency,
     },
     resources::bucket::Bucket,
@@ -301,7 +301,7 @@ pub struct FunctionStatus {
 impl crate::core::driver::ManagedObject for Function {
     type Status = FunctionStatus;
     const KIND: &'static str = "Function";
-    const SCOPE: Scope = Scope::Regional;
+    type Placement = Regional;
 
     fn common_spec(&self) -> &CommonSpec {
         &self.spec.common

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::core::api::{CommonSpec, CommonStatus, Scope};
+use crate::core::api::{CommonSpec, CommonStatus, Regional};
 
 /// An EC2 instance managed by kaws. EC2 assigns the instance id; kaws creates exactly one instance
 /// per object (the `RunInstances` client token comes from the object's UID) and keeps its power
@@ -375,7 +375,7 @@ impl Instance {
 impl crate::core::driver::ManagedObject for Instance {
     type Status = InstanceStatus;
     const KIND: &'static str = "Instance";
-    const SCOPE: Scope = Scope::Regional;
+    type Placement = Regional;
     const WATCHES_SECRETS: bool = true;
 
     fn common_spec(&self) -> &CommonSpec {

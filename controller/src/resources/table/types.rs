@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::core::api::{CommonSpec, CommonStatus, Scope};
+use crate::core::api::{CommonSpec, CommonStatus, Regional};
 
 /// DynamoDB's table and index names: letters, digits, `_`, `-` and `.`.
 pub const NAME_PATTERN: &str = r"^[a-zA-Z0-9_.-]+$";
@@ -388,7 +388,7 @@ pub struct TableStatus {
 impl crate::core::driver::ManagedObject for Table {
     type Status = TableStatus;
     const KIND: &'static str = "Table";
-    const SCOPE: Scope = Scope::Regional;
+    type Placement = Regional;
 
     fn common_spec(&self) -> &CommonSpec {
         &self.spec.common
