@@ -169,6 +169,8 @@ pub enum DeleteProgress {
 pub trait External<K: ManagedObject>: Send + Sync + 'static {
     type Observed: Send + Sync;
     type Change: Change;
+    /// What [`External::resolve`] read; `()` for a kind that references nothing.
+    type Resolved: Send + Sync;
 
     /// The `Sid` prefix of this kind's statements in `deploy/iam/policy.json` (e.g. `S3`).
     const IAM_STATEMENTS: &'static str;
@@ -182,8 +184,19 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     fn describe(&self, obj: &K) -> String;
     /// Pure checks of the spec; the message goes into the `Synced` condition.
     fn validate(&self, obj: &K) -> std::result::Result<(), String>;
-    /// Reads the AWS resource; `Ok(None)` when it does not exist.
-    async fn observe(&self, obj: &K, target: &Target) -> Result<Option<Self::Observed>>;
+    /// The resolve step: reads what the spec references outside AWS (Secrets, other kaws objects
+    /// and what they point to) for the steps that act on it. The driver runs it before `observe`
+    /// on every apply reconcile — never on delete, never under `ObserveOnly`, never cached — so
+    /// `SecretNotFound` and `DependencyNotReady` come from here only.
+    async fn resolve(&self, obj: &K, target: &Target) -> Result<Self::Resolved>;
+    /// Reads the AWS resource; `Ok(None)` when it does not exist. AWS calls only: it runs on
+    /// delete and under `ObserveOnly` too, where `resolved` is `None`.
+    async fn observe(
+        &self,
+        obj: &K,
+        target: &Target,
+        resolved: Option<&Self::Resolved>,
+    ) -> Result<Option<Self::Observed>>;
     /// Tags of the observed resource, for the ownership check.
     fn observed_tags<'a>(&self, observed: &'a Self::Observed) -> &'a BTreeMap<String, String>;
     fn availability(&self, observed: &Self::Observed) -> Availability;
@@ -195,6 +208,7 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         _obj: &K,
         _target: &Target,
         _observed: &Self::Observed,
+        _resolved: &Self::Resolved,
     ) -> Result<()> {
         Ok(())
     }
@@ -203,6 +217,7 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         &self,
         obj: &K,
         observed: &Self::Observed,
+        resolved: &Self::Resolved,
         tags: &BTreeMap<String, String>,
     ) -> Vec<Self::Change>;
     /// Creates the resource with `tags`; records its identity in `status`. Makes no other
@@ -211,6 +226,7 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         &self,
         obj: &K,
         target: &Target,
+        resolved: &Self::Resolved,
         tags: &BTreeMap<String, String>,
         status: &mut K::Status,
     ) -> Result<Created>;
@@ -226,6 +242,7 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         obj: &K,
         target: &Target,
         observed: &Self::Observed,
+        resolved: &Self::Resolved,
         changes: &[Self::Change],
     ) -> Result<()>;
     /// Checks that may block deletion (e.g. deletion protection), then deletes.
@@ -245,10 +262,12 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         obj: &K,
         target: &Target,
         observed: &Self::Observed,
+        resolved: &Self::Resolved,
         changes: &[Self::Change],
         status: &mut K::Status,
     ) -> Result<()> {
-        self.update(obj, target, observed, changes).await?;
+        self.update(obj, target, observed, resolved, changes)
+            .await?;
         self.after_update(obj, changes, status);
         Ok(())
     }
@@ -581,6 +600,47 @@ fn backoff(shared: &Shared, key: &str, cap: Option<Duration>) -> Duration {
     }
 }
 
+/// `managementPolicy: ObserveOnly`: reads the resource into status and never writes; nothing the
+/// spec references is needed, since nothing is created or changed.
+async fn observe_only<K, E>(
+    obj: &K,
+    ctx: &Context<E>,
+    target: &Target,
+    what: &str,
+    status: &mut K::Status,
+) -> Result<Progress>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let external = &ctx.external;
+    let observed_only = |ready| Progress {
+        ready,
+        synced: ConditionState::yes(
+            reasons::OBSERVED,
+            "managementPolicy is ObserveOnly: kaws reads AWS into status and never writes",
+        ),
+        requeue: None,
+        event: None,
+    };
+    let Some(observed) = external.observe(obj, target, None).await? else {
+        return Ok(observed_only(ConditionState::no(
+            reasons::NOT_FOUND,
+            format!("{what} does not exist"),
+        )));
+    };
+    external.fill_status(obj, target, &observed, status);
+    K::Placement::record(&mut K::common_status_mut(status).placement, &target.region);
+    Ok(observed_only(match external.availability(&observed) {
+        Availability::Available => {
+            ConditionState::yes(reasons::AVAILABLE, format!("{what} is available"))
+        }
+        Availability::Busy { reason, message } | Availability::Failed { reason, message } => {
+            ConditionState::no(&reason, message)
+        }
+    }))
+}
+
 async fn apply_inner<K, E>(
     obj: &K,
     ctx: &Context<E>,
@@ -597,46 +657,18 @@ where
     external.validate(obj).map_err(Error::InvalidSpec)?;
     let target = target(obj, shared);
     let what = external.describe(obj);
-    let observed = external.observe(obj, &target).await?;
-    let observe_only = obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly;
-
-    let Some(observed) = observed else {
-        if observe_only {
-            return Ok(Progress {
-                ready: ConditionState::no(reasons::NOT_FOUND, format!("{what} does not exist")),
-                synced: ConditionState::yes(
-                    reasons::OBSERVED,
-                    "managementPolicy is ObserveOnly: kaws reads but never creates",
-                ),
-                requeue: None,
-                event: None,
-            });
-        }
-        return create(obj, ctx, api, &target, &what, status).await;
+    if obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly {
+        return observe_only(obj, ctx, &target, &what, status).await;
+    }
+    // Before observe, on every apply (never on delete, never cached): what the spec references.
+    let resolved = external.resolve(obj, &target).await?;
+    let Some(observed) = external.observe(obj, &target, Some(&resolved)).await? else {
+        return create(obj, ctx, api, &target, &resolved, &what, status).await;
     };
 
     external.fill_status(obj, &target, &observed, status);
     K::Placement::record(&mut K::common_status_mut(status).placement, &target.region);
     let availability = external.availability(&observed);
-    if observe_only {
-        let ready = match availability {
-            Availability::Available => {
-                ConditionState::yes(reasons::AVAILABLE, format!("{what} is available"))
-            }
-            Availability::Busy { reason, message } | Availability::Failed { reason, message } => {
-                ConditionState::no(&reason, message)
-            }
-        };
-        return Ok(Progress {
-            ready,
-            synced: ConditionState::yes(
-                reasons::OBSERVED,
-                "managementPolicy is ObserveOnly: status shows AWS, nothing is changed",
-            ),
-            requeue: None,
-            event: None,
-        });
-    }
 
     let mut create_pending = K::common_status(status).create_pending_since.is_some();
     if !create_pending
@@ -685,7 +717,9 @@ where
             // Tags only: every other write waits until the next observe shows our owner tag,
             // so two objects racing for one name can never both configure it.
             if let Some(change) = external.tags_change(&observed, &tags) {
-                external.update(obj, &target, &observed, &[change]).await?;
+                external
+                    .update(obj, &target, &observed, &resolved, &[change])
+                    .await?;
             }
             tracing::info!(kind = K::KIND, object = %object_key(obj), "tagged {what}, created by this object before its owner tags were on");
             return Ok(Progress {
@@ -696,7 +730,9 @@ where
             });
         }
     }
-    external.after_observe(obj, &target, &observed).await?;
+    external
+        .after_observe(obj, &target, &observed, &resolved)
+        .await?;
 
     match availability {
         Availability::Available => {}
@@ -719,7 +755,7 @@ where
         }
     }
 
-    let changes = external.diff(obj, &observed, &tags);
+    let changes = external.diff(obj, &observed, &resolved, &tags);
     let key = object_key(obj);
     if changes.is_empty() {
         shared.update_guard.converged(&key);
@@ -758,7 +794,7 @@ where
         }
     };
     external
-        .apply_changes(obj, &target, &observed, &changes, status)
+        .apply_changes(obj, &target, &observed, &resolved, &changes, status)
         .await?;
     // The spec this status describes was already applied and converged (Ready), or a drift
     // correction is still under way: what differs now was changed outside Kubernetes. Kinds that
@@ -834,6 +870,7 @@ async fn create<K, E>(
     ctx: &Context<E>,
     api: &Api<K>,
     target: &Target,
+    resolved: &E::Resolved,
     what: &str,
     status: &mut K::Status,
 ) -> Result<Progress>
@@ -855,7 +892,10 @@ where
         write_status(api, obj, status).await?;
     }
     let tags = target.owner.desired_tags(&obj.common_spec().tags);
-    let created = ctx.external.create(obj, target, &tags, status).await;
+    let created = ctx
+        .external
+        .create(obj, target, resolved, &tags, status)
+        .await;
     // Whether AWS's answer proves this call created nothing: it said the resource exists, or
     // refused the request (throttling is a refusal too). A timeout, a reset connection or a 5xx
     // leave it open, so the intent stays recorded.
@@ -979,7 +1019,7 @@ where
             .await;
         return Ok(());
     }
-    let observed = match ctx.external.observe(obj, &target).await {
+    let observed = match ctx.external.observe(obj, &target, None).await {
         // AWS refuses to even look the identity up (e.g. a name it does not accept): nothing of
         // that identity can exist, unless kaws recorded a create for it.
         Err(err @ Error::AwsRejected { .. }) if !may_exist => {

@@ -414,6 +414,7 @@ impl S3 {
 impl External<Bucket> for S3 {
     type Observed = ObservedBucket;
     type Change = BucketChange;
+    type Resolved = ();
     const IAM_STATEMENTS: &'static str = "S3";
 
     fn connect(c: &Connect<'_>) -> Self {
@@ -428,7 +429,17 @@ impl External<Bucket> for S3 {
         diff::validate(&obj.spec)
     }
 
-    async fn observe(&self, obj: &Bucket, target: &Target) -> Result<Option<ObservedBucket>> {
+    /// References nothing outside AWS.
+    async fn resolve(&self, _obj: &Bucket, _target: &Target) -> Result<()> {
+        Ok(())
+    }
+
+    async fn observe(
+        &self,
+        obj: &Bucket,
+        target: &Target,
+        _resolved: Option<&()>,
+    ) -> Result<Option<ObservedBucket>> {
         let s3c = self.clients.get(&target.region);
         let b = obj.spec.bucket_name.as_str();
         let head = match s3c.head_bucket().bucket(b).send().await {
@@ -545,6 +556,7 @@ impl External<Bucket> for S3 {
         &self,
         obj: &Bucket,
         observed: &ObservedBucket,
+        _resolved: &(),
         tags: &BTreeMap<String, String>,
     ) -> Vec<BucketChange> {
         diff::diff(&obj.spec, observed, tags)
@@ -554,6 +566,7 @@ impl External<Bucket> for S3 {
         &self,
         obj: &Bucket,
         target: &Target,
+        _resolved: &(),
         tags: &BTreeMap<String, String>,
         status: &mut BucketStatus,
     ) -> Result<Created> {
@@ -612,6 +625,7 @@ impl External<Bucket> for S3 {
         obj: &Bucket,
         target: &Target,
         _observed: &ObservedBucket,
+        _resolved: &(),
         changes: &[BucketChange],
     ) -> Result<()> {
         let s3c = self.clients.get(&target.region);

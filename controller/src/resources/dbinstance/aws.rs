@@ -56,7 +56,7 @@ fn identifier(obj: &DBInstance) -> String {
     obj.spec.db_instance_identifier.to_ascii_lowercase()
 }
 
-/// Reads the instance from RDS; `Ok(None)` when it does not exist. Credentials are left empty.
+/// Reads the instance from RDS; `Ok(None)` when it does not exist.
 pub async fn describe(rds: &Client, id: &str) -> Result<Option<ObservedDb>> {
     let out = match rds
         .describe_db_instances()
@@ -131,7 +131,6 @@ fn to_observed(db: &rds::DbInstance) -> ObservedDb {
                 ))
             })
             .collect(),
-        credentials: Credentials::default(),
     }
 }
 
@@ -249,6 +248,7 @@ fn final_snapshot_identifier(obj: &DBInstance) -> String {
 impl External<DBInstance> for Rds {
     type Observed = ObservedDb;
     type Change = DbChange;
+    type Resolved = Credentials;
     const IAM_STATEMENTS: &'static str = "RDS";
 
     fn connect(c: &Connect<'_>) -> Self {
@@ -263,16 +263,24 @@ impl External<DBInstance> for Rds {
         diff::validate(&obj.spec)
     }
 
-    async fn observe(&self, obj: &DBInstance, target: &Target) -> Result<Option<ObservedDb>> {
+    /// The master password — the referenced Secret's, or the generated one the connection
+    /// Secret keeps — and what the connection Secret says RDS has. A missing Secret or key is
+    /// `SecretNotFound`, a password RDS would refuse `InvalidSpec`, both from here.
+    async fn resolve(&self, obj: &DBInstance, _target: &Target) -> Result<Credentials> {
+        let credentials = self.credentials(obj).await?;
+        self.require_password(obj, credentials.desired.as_ref())
+            .await?;
+        Ok(credentials)
+    }
+
+    async fn observe(
+        &self,
+        obj: &DBInstance,
+        target: &Target,
+        _resolved: Option<&Credentials>,
+    ) -> Result<Option<ObservedDb>> {
         let rds = self.clients.get(&target.region);
-        let Some(mut observed) = describe(&rds, &identifier(obj)).await? else {
-            return Ok(None);
-        };
-        // Deleting needs no password, and a Secret problem must never keep an object alive.
-        if obj.metadata.deletion_timestamp.is_none() {
-            observed.credentials = self.credentials(obj).await?;
-        }
-        Ok(Some(observed))
+        describe(&rds, &identifier(obj)).await
     }
 
     fn observed_tags<'a>(&self, observed: &'a ObservedDb) -> &'a BTreeMap<String, String> {
@@ -299,15 +307,17 @@ impl External<DBInstance> for Rds {
         obj: &DBInstance,
         _target: &Target,
         observed: &ObservedDb,
+        resolved: &Credentials,
     ) -> Result<()> {
+        // Resolved already: this only hands out the password.
         let password = self
-            .require_password(obj, observed.credentials.desired.as_ref())
+            .require_password(obj, resolved.desired.as_ref())
             .await?;
-        if observed.credentials.applied.as_ref() != Some(&password) {
+        if resolved.applied.as_ref() != Some(&password) {
             return Ok(());
         }
         let data = diff::connection_data(&obj.spec, &password, observed.endpoint.as_ref());
-        if observed.credentials.connection_secret.as_ref() == Some(&data) {
+        if resolved.connection_secret.as_ref() == Some(&data) {
             return Ok(());
         }
         self.write_connection(obj, &password, observed.endpoint.as_ref(), false)
@@ -318,24 +328,26 @@ impl External<DBInstance> for Rds {
         &self,
         obj: &DBInstance,
         observed: &ObservedDb,
+        resolved: &Credentials,
         tags: &BTreeMap<String, String>,
     ) -> Vec<DbChange> {
-        diff::diff(&obj.spec, observed, tags)
+        diff::diff(&obj.spec, observed, resolved, tags)
     }
 
     async fn create(
         &self,
         obj: &DBInstance,
         target: &Target,
+        resolved: &Credentials,
         tags: &BTreeMap<String, String>,
         status: &mut DBInstanceStatus,
     ) -> Result<Created> {
         let rds = self.clients.get(&target.region);
         let spec = &obj.spec;
         let id = identifier(obj);
-        let credentials = self.credentials(obj).await?;
+        // Resolved already: this only hands out the password.
         let password = self
-            .require_password(obj, credentials.desired.as_ref())
+            .require_password(obj, resolved.desired.as_ref())
             .await?;
         // The password is stored before RDS sees it, so a crash after CreateDBInstance can
         // never lose a generated password; `pending` says RDS may not have it yet.
@@ -412,6 +424,7 @@ impl External<DBInstance> for Rds {
         obj: &DBInstance,
         target: &Target,
         observed: &ObservedDb,
+        _resolved: &Credentials,
         changes: &[DbChange],
     ) -> Result<()> {
         let rds = self.clients.get(&target.region);
@@ -617,7 +630,12 @@ mod tests {
             .expect("instance exists");
         match diff::availability(&observed.status) {
             Availability::Busy { .. } | Availability::Failed { .. } => None,
-            Availability::Available => Some(diff::diff(spec, &observed, &observed.tags)),
+            Availability::Available => Some(diff::diff(
+                spec,
+                &observed,
+                &Credentials::default(),
+                &observed.tags,
+            )),
         }
     }
 

@@ -54,7 +54,6 @@ pub struct ObservedDb {
     pub dbi_resource_id: Option<String>,
     pub pending_modified_values: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
-    pub credentials: Credentials,
 }
 
 /// One difference between the spec and RDS. Everything but tags goes into a single
@@ -473,6 +472,7 @@ fn major(version: &str) -> &str {
 pub fn diff(
     spec: &DBInstanceSpec,
     observed: &ObservedDb,
+    credentials: &Credentials,
     desired_tags: &BTreeMap<String, String>,
 ) -> Vec<DbChange> {
     let mut changes = Vec::new();
@@ -577,8 +577,8 @@ pub fn diff(
     {
         changes.push(DbChange::Port(port));
     }
-    if let Some(desired) = &observed.credentials.desired
-        && observed.credentials.applied.as_ref() != Some(desired)
+    if let Some(desired) = &credentials.desired
+        && credentials.applied.as_ref() != Some(desired)
     {
         changes.push(DbChange::MasterUserPassword(desired.clone()));
     }
@@ -718,12 +718,16 @@ mod tests {
             max_allocated_storage: Some(20),
             storage_type: Some("gp2".into()),
             tags: tags(),
-            credentials: Credentials {
-                desired: pw("secret-1"),
-                applied: pw("secret-1"),
-                connection_secret: None,
-            },
             ..Default::default()
+        }
+    }
+
+    /// The password resolved from its Secret, RDS known to have it.
+    fn settled() -> Credentials {
+        Credentials {
+            desired: pw("secret-1"),
+            applied: pw("secret-1"),
+            connection_secret: None,
         }
     }
 
@@ -853,41 +857,6 @@ mod tests {
                 vec!["deletionProtection"],
             ),
             (
-                "a rotated password is set",
-                BASE.into(),
-                ObservedDb {
-                    credentials: Credentials {
-                        desired: pw("secret-2"),
-                        applied: pw("secret-1"),
-                        connection_secret: None,
-                    },
-                    ..converged()
-                },
-                vec!["masterUserPassword"],
-            ),
-            (
-                "an unknown applied password is set again",
-                BASE.into(),
-                ObservedDb {
-                    credentials: Credentials {
-                        desired: pw("secret-1"),
-                        applied: None,
-                        connection_secret: None,
-                    },
-                    ..converged()
-                },
-                vec!["masterUserPassword"],
-            ),
-            (
-                "a missing password Secret changes nothing",
-                BASE.into(),
-                ObservedDb {
-                    credentials: Credentials::default(),
-                    ..converged()
-                },
-                vec![],
-            ),
-            (
                 "AWS-reserved tags are not drift; a foreign tag is removed",
                 BASE.into(),
                 ObservedDb {
@@ -903,7 +872,39 @@ mod tests {
             ),
         ];
         for (why, yaml, observed, want) in cases {
-            let got = diff(&spec(&yaml), &observed, &tags());
+            let got = diff(&spec(&yaml), &observed, &settled(), &tags());
+            assert_eq!(fields(&got), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn the_password_follows_what_the_resolve_step_read() {
+        let cases: Vec<(&str, Credentials, Vec<&str>)> = vec![
+            ("settled: nothing to do", settled(), vec![]),
+            (
+                "a rotated password is set",
+                Credentials {
+                    desired: pw("secret-2"),
+                    ..settled()
+                },
+                vec!["masterUserPassword"],
+            ),
+            (
+                "an unknown applied password is set again",
+                Credentials {
+                    applied: None,
+                    ..settled()
+                },
+                vec!["masterUserPassword"],
+            ),
+            (
+                "no password read changes nothing",
+                Credentials::default(),
+                vec![],
+            ),
+        ];
+        for (why, credentials, want) in cases {
+            let got = diff(&spec(BASE), &converged(), &credentials, &tags());
             assert_eq!(fields(&got), want, "{why}");
         }
     }

@@ -18,7 +18,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use kube::{Api, ResourceExt};
 
 use super::{
-    diff::{self, CodePlan, ConfigField, FunctionChange, ObservedFunction},
+    diff::{self, CodePlan, ConfigField, FunctionChange, ObservedFunction, Resolved},
     types::{CodeSource, Function, FunctionStatus},
 };
 use crate::{
@@ -135,8 +135,6 @@ fn to_observed(
                     .collect()
             })
             .unwrap_or_default(),
-        secret_variables: BTreeMap::new(),
-        secret_missing: None,
         architectures: c
             .architectures()
             .iter()
@@ -180,8 +178,6 @@ fn to_observed(
             .tags()
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
-        source: None,
-        source_problem: None,
     })
 }
 
@@ -390,6 +386,7 @@ pub async fn send_changes(
     c: &Client,
     obj: &Function,
     observed: &ObservedFunction,
+    resolved: &Resolved,
     changes: &[FunctionChange],
 ) -> Result<Option<String>> {
     let name = obj.spec.function_name.as_str();
@@ -483,7 +480,7 @@ pub async fn send_changes(
                 ConfigField::Timeout => req.set_timeout(spec.timeout),
                 ConfigField::EphemeralStorage => req.set_ephemeral_storage(ephemeral_storage(obj)?),
                 ConfigField::Environment => {
-                    req.environment(environment(obj, &observed.secret_variables))
+                    req.environment(environment(obj, &resolved.secret_variables))
                 }
                 ConfigField::Layers => req.set_layers(Some(spec.layers.clone())),
                 ConfigField::VpcConfig => req.set_vpc_config(vpc_config(obj)),
@@ -527,6 +524,7 @@ fn architectures(obj: &Function) -> Option<Vec<lambda::Architecture>> {
 impl External<Function> for Lambda {
     type Observed = ObservedFunction;
     type Change = FunctionChange;
+    type Resolved = Resolved;
     const IAM_STATEMENTS: &'static str = "Lambda";
 
     fn connect(c: &Connect<'_>) -> Self {
@@ -541,31 +539,41 @@ impl External<Function> for Lambda {
         diff::validate(&obj.spec)
     }
 
-    async fn observe(&self, obj: &Function, target: &Target) -> Result<Option<ObservedFunction>> {
+    /// The values of `environment.fromSecrets` (`SecretNotFound` names the first missing one)
+    /// and the code's S3 object: `s3Bucket`, or the referenced Bucket once Ready, and the object
+    /// at the key now (`DependencyNotReady` while either is missing).
+    async fn resolve(&self, obj: &Function, target: &Target) -> Result<Resolved> {
+        let secret_variables = match read_secret_variables(&self.kube, obj).await? {
+            Ok(vars) => vars,
+            Err((name, key)) => {
+                let ns = obj.namespace().unwrap_or_default();
+                return Err(secrets::missing(&self.kube, &ns, &name, &key).await);
+            }
+        };
+        let source = self.code_source(obj, &target.region).await?;
+        Ok(Resolved {
+            secret_variables,
+            source,
+        })
+    }
+
+    async fn observe(
+        &self,
+        obj: &Function,
+        target: &Target,
+        _resolved: Option<&Resolved>,
+    ) -> Result<Option<ObservedFunction>> {
         let confirm_concurrency = obj.spec.reserved_concurrent_executions.is_some()
             || obj
                 .status
                 .as_ref()
                 .is_some_and(|s| s.reserved_concurrent_executions.is_some());
-        let Some(mut observed) = get_function(
+        get_function(
             &self.lambda.get(&target.region),
             &obj.spec.function_name,
             confirm_concurrency,
         )
-        .await?
-        else {
-            return Ok(None);
-        };
-        match read_secret_variables(&self.kube, obj).await? {
-            Ok(vars) => observed.secret_variables = vars,
-            Err(missing) => observed.secret_missing = Some(missing),
-        }
-        match self.code_source(obj, &target.region).await {
-            Ok(source) => observed.source = source,
-            Err(Error::DependencyNotReady(message)) => observed.source_problem = Some(message),
-            Err(e) => return Err(e),
-        }
-        Ok(Some(observed))
+        .await
     }
     fn observed_tags<'a>(&self, observed: &'a ObservedFunction) -> &'a BTreeMap<String, String> {
         &observed.tags
@@ -575,25 +583,16 @@ impl External<Function> for Lambda {
         availability(observed)
     }
 
-    /// A code source that cannot be resolved (the Bucket is missing or not Ready, the object is
-    /// not there) stops the apply path here; deleting never needs it.
+    /// Refuses a spec whose package type differs from the function's (Lambda cannot switch).
     async fn after_observe(
         &self,
         obj: &Function,
         _target: &Target,
         observed: &ObservedFunction,
+        _resolved: &Resolved,
     ) -> Result<()> {
-        if let Some(message) = diff::package_type_conflict(&obj.spec, observed) {
-            return Err(Error::InvalidSpec(message));
-        }
-        if let Some((name, key)) = &observed.secret_missing {
-            return Err(Error::SecretNotFound {
-                name: name.clone(),
-                key: Some(key.clone()),
-            });
-        }
-        match &observed.source_problem {
-            Some(message) => Err(Error::DependencyNotReady(message.clone())),
+        match diff::package_type_conflict(&obj.spec, observed) {
+            Some(message) => Err(Error::InvalidSpec(message)),
             None => Ok(()),
         }
     }
@@ -602,9 +601,10 @@ impl External<Function> for Lambda {
         &self,
         obj: &Function,
         observed: &ObservedFunction,
+        resolved: &Resolved,
         tags: &BTreeMap<String, String>,
     ) -> Vec<FunctionChange> {
-        let all = diff::diff(&obj.spec, obj.status.as_ref(), observed, tags);
+        let all = diff::diff(&obj.spec, obj.status.as_ref(), observed, resolved, tags);
         diff::next_batch(&all).into_iter().cloned().collect()
     }
 
@@ -612,19 +612,16 @@ impl External<Function> for Lambda {
         &self,
         obj: &Function,
         target: &Target,
+        resolved: &Resolved,
         tags: &BTreeMap<String, String>,
         status: &mut FunctionStatus,
     ) -> Result<Created> {
         let spec = &obj.spec;
-        let secret_variables = match read_secret_variables(&self.kube, obj).await? {
-            Ok(vars) => vars,
-            Err((name, key)) => {
-                let ns = obj.namespace().unwrap_or_default();
-                return Err(secrets::missing(&self.kube, &ns, &name, &key).await);
-            }
-        };
-        let source = self.code_source(obj, &target.region).await?;
-        let code = match (&source, diff::zip_bytes(spec), &spec.code.image_uri) {
+        let Resolved {
+            secret_variables,
+            source,
+        } = resolved;
+        let code = match (source, diff::zip_bytes(spec), &spec.code.image_uri) {
             (Some(s), _, _) => s3_code(lambda::FunctionCode::builder(), s).build(),
             (None, Some(bytes), _) => lambda::FunctionCode::builder()
                 .zip_file(Blob::new(bytes))
@@ -648,7 +645,7 @@ impl External<Function> for Lambda {
             .set_memory_size(spec.memory_size)
             .set_timeout(spec.timeout)
             .set_ephemeral_storage(ephemeral_storage(obj)?)
-            .environment(environment(obj, &secret_variables))
+            .environment(environment(obj, secret_variables))
             .set_architectures(architectures(obj))
             .set_layers((!spec.layers.is_empty()).then(|| spec.layers.clone()))
             .set_vpc_config(vpc_config(obj))
@@ -677,7 +674,7 @@ impl External<Function> for Lambda {
         status.common.arn = out.function_arn().map(str::to_string);
         status.code_sha256 = out.code_sha256().map(str::to_string);
         status.state = out.state().map(|s| s.as_str().to_string());
-        status.code_source = source;
+        status.code_source = source.clone();
         Ok(Created::New)
     }
 
@@ -695,9 +692,17 @@ impl External<Function> for Lambda {
         obj: &Function,
         target: &Target,
         observed: &ObservedFunction,
+        resolved: &Resolved,
         changes: &[FunctionChange],
     ) -> Result<()> {
-        send_changes(&self.lambda.get(&target.region), obj, observed, changes).await?;
+        send_changes(
+            &self.lambda.get(&target.region),
+            obj,
+            observed,
+            resolved,
+            changes,
+        )
+        .await?;
         Ok(())
     }
 
@@ -708,11 +713,18 @@ impl External<Function> for Lambda {
         obj: &Function,
         target: &Target,
         observed: &ObservedFunction,
+        resolved: &Resolved,
         changes: &[FunctionChange],
         status: &mut FunctionStatus,
     ) -> Result<()> {
-        let published =
-            send_changes(&self.lambda.get(&target.region), obj, observed, changes).await?;
+        let published = send_changes(
+            &self.lambda.get(&target.region),
+            obj,
+            observed,
+            resolved,
+            changes,
+        )
+        .await?;
         self.after_update(obj, changes, status);
         // Code or configuration sent: what `version` holds is no longer what runs; the next
         // reconcile that finds them applied publishes a version.
@@ -876,9 +888,16 @@ mod tests {
         if let Availability::Busy { .. } = availability(&observed) {
             return Ok(None);
         }
-        let all = diff::diff(&obj.spec, obj.status.as_ref(), &observed, &tags());
+        let resolved = Resolved::default();
+        let all = diff::diff(
+            &obj.spec,
+            obj.status.as_ref(),
+            &observed,
+            &resolved,
+            &tags(),
+        );
         let batch: Vec<FunctionChange> = diff::next_batch(&all).into_iter().cloned().collect();
-        send_changes(client, obj, &observed, &batch).await?;
+        send_changes(client, obj, &observed, &resolved, &batch).await?;
         Ok(Some(batch.iter().map(Change::field).collect()))
     }
 

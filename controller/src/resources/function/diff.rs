@@ -47,10 +47,6 @@ pub struct ObservedFunction {
     pub ephemeral_storage: Option<i32>,
     /// Lambda's environment; values may come from Secrets, hence redacted in `Debug`.
     pub variables: BTreeMap<String, Redacted>,
-    /// The values of `environment.fromSecrets`, read from the Secrets.
-    pub secret_variables: BTreeMap<String, Redacted>,
-    /// A Secret (name, key) of `environment.fromSecrets` that could not be read.
-    pub secret_missing: Option<(String, String)>,
     pub architectures: Vec<String>,
     pub layers: Vec<String>,
     pub subnet_ids: Vec<String>,
@@ -72,10 +68,16 @@ pub struct ObservedFunction {
     pub revision_id: Option<String>,
     pub last_modified: Option<String>,
     pub tags: BTreeMap<String, String>,
-    /// The S3 object the spec points at now; `None` for zip code.
+}
+
+/// What the spec references outside Lambda, as the resolve step read it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resolved {
+    /// The values of `environment.fromSecrets`, read from the Secrets.
+    pub secret_variables: BTreeMap<String, Redacted>,
+    /// The S3 object the spec points at now (`s3Bucket` or the Bucket of `bucketRef`, the key,
+    /// its ETag and version id); `None` for zip and image code.
     pub source: Option<CodeSource>,
-    /// Why the code's S3 object could not be resolved (dependency not ready), if it could not.
-    pub source_problem: Option<String>,
 }
 
 /// Where the code to deploy comes from.
@@ -417,6 +419,7 @@ fn code_change(
     spec: &FunctionSpec,
     status: Option<&FunctionStatus>,
     observed: &ObservedFunction,
+    resolved: &Resolved,
 ) -> Option<CodePlan> {
     if let Some(uri) = &spec.code.image_uri {
         return (observed.image_uri.as_deref() != Some(uri.as_str()))
@@ -427,7 +430,7 @@ fn code_change(
             .then_some(CodePlan::Zip);
     }
     // S3: the object at the key now against the one last deployed (by ETag / version id).
-    let source = observed.source.as_ref()?;
+    let source = resolved.source.as_ref()?;
     let deployed = status.and_then(|s| s.code_source.as_ref());
     (deployed != Some(source)).then(|| CodePlan::S3(source.clone()))
 }
@@ -437,16 +440,17 @@ pub fn diff(
     spec: &FunctionSpec,
     status: Option<&FunctionStatus>,
     observed: &ObservedFunction,
+    resolved: &Resolved,
     desired_tags: &BTreeMap<String, String>,
 ) -> Vec<FunctionChange> {
     let mut changes = Vec::new();
     let arch_differs =
         !spec.architectures.is_empty() && observed.architectures != spec.architectures;
-    match code_change(spec, status, observed) {
+    match code_change(spec, status, observed, resolved) {
         Some(plan) => changes.push(FunctionChange::Code(plan)),
         None if arch_differs => {
             // Architectures are set with the code: deploy the same code again.
-            let plan = match (&observed.source, &spec.code.image_uri) {
+            let plan = match (&resolved.source, &spec.code.image_uri) {
                 (Some(source), _) => CodePlan::S3(source.clone()),
                 (None, Some(uri)) => CodePlan::Image(uri.clone()),
                 (None, None) => CodePlan::Zip,
@@ -487,7 +491,7 @@ pub fn diff(
         ConfigField::EphemeralStorage,
     );
     config(
-        observed.variables != desired_variables(spec, &observed.secret_variables),
+        observed.variables != desired_variables(spec, &resolved.secret_variables),
         ConfigField::Environment,
     );
     config(observed.layers != spec.layers, ConfigField::Layers);
@@ -924,29 +928,6 @@ mod tests {
                 vec![],
             ),
             (
-                "same S3 object as deployed: nothing",
-                s3_spec.clone(),
-                Some(deployed.clone()),
-                ObservedFunction {
-                    source: Some(source.clone()),
-                    ..converged(&s3_spec)
-                },
-                vec![],
-            ),
-            (
-                "new object at the same key: code",
-                s3_spec.clone(),
-                Some(deployed.clone()),
-                ObservedFunction {
-                    source: Some(CodeSource {
-                        etag: Some("\"e2\"".into()),
-                        ..source.clone()
-                    }),
-                    ..converged(&s3_spec)
-                },
-                vec!["code"],
-            ),
-            (
                 "same image: nothing (no runtime or handler to compare)",
                 image_spec(IMAGE, ""),
                 None,
@@ -1098,7 +1079,66 @@ mod tests {
             ),
         ];
         for (why, spec, status, observed, want) in cases {
-            let got = diff(&spec, status.as_ref(), &observed, &tags());
+            let got = diff(
+                &spec,
+                status.as_ref(),
+                &observed,
+                &Resolved::default(),
+                &tags(),
+            );
+            assert_eq!(fields(&got), want, "{why}");
+        }
+        let _ = (s3_spec, deployed);
+    }
+
+    #[test]
+    fn s3_code_follows_the_object_the_resolve_step_found() {
+        let source = CodeSource {
+            bucket: "b".into(),
+            key: "k".into(),
+            version_id: None,
+            etag: Some("\"e1\"".into()),
+        };
+        let s3_spec = spec("  code: {s3Bucket: b, s3Key: k}\n");
+        let deployed = FunctionStatus {
+            code_source: Some(source.clone()),
+            ..Default::default()
+        };
+        let at = |source: CodeSource| Resolved {
+            source: Some(source),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, Resolved, Vec<&str>)> = vec![
+            (
+                "same S3 object as deployed: nothing",
+                at(source.clone()),
+                vec![],
+            ),
+            (
+                "new object at the same key: code",
+                at(CodeSource {
+                    etag: Some("\"e2\"".into()),
+                    ..source.clone()
+                }),
+                vec!["code"],
+            ),
+            (
+                "a secret variable's value changed: environment",
+                Resolved {
+                    secret_variables: [("TOKEN".to_string(), Redacted("new".into()))].into(),
+                    source: Some(source.clone()),
+                },
+                vec!["environment"],
+            ),
+        ];
+        for (why, resolved, want) in cases {
+            let got = diff(
+                &s3_spec,
+                Some(&deployed),
+                &converged(&s3_spec),
+                &resolved,
+                &tags(),
+            );
             assert_eq!(fields(&got), want, "{why}");
         }
     }
@@ -1124,7 +1164,7 @@ mod tests {
             code_sha256: Some("old".into()),
             ..converged(&s)
         };
-        let changes = diff(&s, None, &observed, &tags());
+        let changes = diff(&s, None, &observed, &Resolved::default(), &tags());
         assert_eq!(fields(&changes), vec!["code", "memorySize"]);
         let batch: Vec<&str> = next_batch(&changes)
             .into_iter()

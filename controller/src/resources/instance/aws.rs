@@ -398,6 +398,7 @@ impl Ec2 {
         &self,
         obj: &Instance,
         target: &Target,
+        user_data: Option<&Option<Redacted>>,
     ) -> Result<Option<ObservedInstance>> {
         let client = self.ec2.get(&target.region);
         let uid = obj.uid().unwrap_or_default();
@@ -427,7 +428,8 @@ impl Ec2 {
                         return Ok(Some(terminated));
                     }
                     let mut terminated = terminated;
-                    terminated.wanted_user_data_hash = self.wanted_hash(obj, &terminated).await?;
+                    terminated.wanted_user_data_hash =
+                        Self::wanted_hash(obj, &terminated, user_data);
                     if Self::replace_terminated(obj, &terminated) {
                         return Ok(None);
                     }
@@ -465,21 +467,21 @@ impl Ec2 {
     }
 
     /// The fingerprint of the user data the spec asks for, when the instance has one to compare
-    /// with (never while deleting: a missing Secret must not block a delete).
-    async fn wanted_hash(
-        &self,
+    /// with and the user data was resolved (not while deleting or under ObserveOnly).
+    fn wanted_hash(
         obj: &Instance,
         observed: &ObservedInstance,
-    ) -> Result<Option<String>> {
-        if !observed.tags.contains_key(USER_DATA_TAG) || obj.meta().deletion_timestamp.is_some() {
-            return Ok(None);
+        user_data: Option<&Option<Redacted>>,
+    ) -> Option<String> {
+        let data = user_data?;
+        if !observed.tags.contains_key(USER_DATA_TAG) {
+            return None;
         }
         let uid = obj.uid().unwrap_or_default();
-        let data = self.user_data(obj).await?;
-        Ok(Some(diff::user_data_hash(
+        Some(diff::user_data_hash(
             &uid,
             data.as_ref().map(|d| d.0.as_str()).unwrap_or_default(),
-        )))
+        ))
     }
 }
 
@@ -642,6 +644,7 @@ fn block_devices(
 impl External<Instance> for Ec2 {
     type Observed = ObservedInstance;
     type Change = InstanceChange;
+    type Resolved = Option<Redacted>;
     const IAM_STATEMENTS: &'static str = "EC2";
 
     fn connect(c: &Connect<'_>) -> Self {
@@ -665,12 +668,23 @@ impl External<Instance> for Ec2 {
         diff::validate(&obj.spec)
     }
 
-    async fn observe(&self, obj: &Instance, target: &Target) -> Result<Option<ObservedInstance>> {
-        let Some(mut observed) = self.observe_instance(obj, target).await? else {
+    /// The user data: inline, or read from `userDataSecretRef` (`SecretNotFound` when missing,
+    /// `InvalidSpec` when too large).
+    async fn resolve(&self, obj: &Instance, _target: &Target) -> Result<Option<Redacted>> {
+        self.user_data(obj).await
+    }
+
+    async fn observe(
+        &self,
+        obj: &Instance,
+        target: &Target,
+        resolved: Option<&Option<Redacted>>,
+    ) -> Result<Option<ObservedInstance>> {
+        let Some(mut observed) = self.observe_instance(obj, target, resolved).await? else {
             return Ok(None);
         };
         if observed.wanted_user_data_hash.is_none() {
-            observed.wanted_user_data_hash = self.wanted_hash(obj, &observed).await?;
+            observed.wanted_user_data_hash = Self::wanted_hash(obj, &observed, resolved);
         }
         Ok(Some(observed))
     }
@@ -690,6 +704,7 @@ impl External<Instance> for Ec2 {
         obj: &Instance,
         _target: &Target,
         observed: &ObservedInstance,
+        _resolved: &Option<Redacted>,
     ) -> Result<()> {
         if observed.is(state::TERMINATED) {
             return Ok(());
@@ -735,6 +750,7 @@ impl External<Instance> for Ec2 {
         &self,
         obj: &Instance,
         observed: &ObservedInstance,
+        _resolved: &Option<Redacted>,
         tags: &BTreeMap<String, String>,
     ) -> Vec<InstanceChange> {
         diff::diff(&obj.spec, observed, tags)
@@ -744,13 +760,14 @@ impl External<Instance> for Ec2 {
         &self,
         obj: &Instance,
         target: &Target,
+        resolved: &Option<Redacted>,
         tags: &BTreeMap<String, String>,
         status: &mut InstanceStatus,
     ) -> Result<Created> {
         let client = self.ec2.get(&target.region);
         let spec = &obj.spec;
         let uid = obj.uid().unwrap_or_default();
-        let user_data = self.user_data(obj).await?;
+        let user_data = resolved.clone();
         check_instance_type(&client, &spec.instance_type).await?;
         let root = root_device(&client, &spec.image_id).await?;
         let devices = block_devices(obj, root.as_ref())?;
@@ -856,6 +873,7 @@ impl External<Instance> for Ec2 {
         obj: &Instance,
         target: &Target,
         observed: &ObservedInstance,
+        _resolved: &Option<Redacted>,
         changes: &[InstanceChange],
     ) -> Result<()> {
         let client = self.ec2.get(&target.region);

@@ -709,6 +709,7 @@ pub fn availability_of(observed: &ObservedTable) -> Availability {
 impl External<Table> for DynamoDb {
     type Observed = ObservedTable;
     type Change = TableChange;
+    type Resolved = ();
     const IAM_STATEMENTS: &'static str = "DynamoDB";
 
     fn connect(c: &Connect<'_>) -> Self {
@@ -723,7 +724,17 @@ impl External<Table> for DynamoDb {
         diff::validate(&obj.spec)
     }
 
-    async fn observe(&self, obj: &Table, target: &Target) -> Result<Option<ObservedTable>> {
+    /// References nothing outside AWS.
+    async fn resolve(&self, _obj: &Table, _target: &Target) -> Result<()> {
+        Ok(())
+    }
+
+    async fn observe(
+        &self,
+        obj: &Table,
+        target: &Target,
+        _resolved: Option<&()>,
+    ) -> Result<Option<ObservedTable>> {
         observe_table(&self.clients.get(&target.region), &obj.spec.table_name).await
     }
 
@@ -741,6 +752,7 @@ impl External<Table> for DynamoDb {
         &self,
         obj: &Table,
         observed: &ObservedTable,
+        _resolved: &(),
         tags: &BTreeMap<String, String>,
     ) -> Vec<TableChange> {
         diff::plan(&obj.spec, observed, tags)
@@ -753,6 +765,7 @@ impl External<Table> for DynamoDb {
         &self,
         obj: &Table,
         target: &Target,
+        _resolved: &(),
         tags: &BTreeMap<String, String>,
         status: &mut TableStatus,
     ) -> Result<Created> {
@@ -780,6 +793,7 @@ impl External<Table> for DynamoDb {
         obj: &Table,
         target: &Target,
         observed: &ObservedTable,
+        _resolved: &(),
         changes: &[TableChange],
     ) -> Result<()> {
         let c = self.clients.get(&target.region);
