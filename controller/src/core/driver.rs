@@ -163,14 +163,69 @@ pub enum DeleteProgress {
     InProgress,
 }
 
-/// A kind's AWS side, shaped like crossplane's ExternalClient. `create`, `update` and `delete`
-/// are idempotent and start operations without waiting for AWS to finish them.
-#[async_trait]
-pub trait External<K: ManagedObject>: Send + Sync + 'static {
+/// A kind's pure model: everything the driver decides about a resource without I/O — whether the
+/// spec is valid, whether it can converge with what AWS has, what to change and in which
+/// batches, whether AWS can take a change now, and what status shows. Implemented on a unit
+/// type next to the kind's diff; tested without any client.
+pub trait Model<K: ManagedObject>: Send + Sync + 'static {
+    /// The AWS resource as the kind's client read it.
     type Observed: Send + Sync;
     type Change: Change;
     /// What [`External::resolve`] read; `()` for a kind that references nothing.
     type Resolved: Send + Sync;
+
+    /// How Events and messages name the AWS resource, e.g. `S3 bucket "logs"`.
+    fn describe(obj: &K) -> String;
+    /// Checks of the spec alone; the message goes into the `Synced` condition (`InvalidSpec`).
+    fn validate(obj: &K) -> std::result::Result<(), String>;
+    /// Checks of the spec against the existing resource: why it can never converge (an
+    /// immutable field AWS has otherwise), if it cannot — `InvalidSpec`, no write.
+    fn conflict(_obj: &K, _observed: &Self::Observed) -> Option<String> {
+        None
+    }
+    /// Tags of the observed resource, for the ownership check.
+    fn observed_tags(observed: &Self::Observed) -> &BTreeMap<String, String>;
+    /// Whether AWS can take the next change now.
+    fn availability(observed: &Self::Observed) -> Availability;
+    /// The plan: every change that makes `observed` match the spec (tags included), in the
+    /// order they must be applied. Empty: converged.
+    fn plan(
+        obj: &K,
+        observed: &Self::Observed,
+        resolved: &Self::Resolved,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<Self::Change>;
+    /// The part of a non-empty plan to apply in this reconcile: all of it, unless AWS takes
+    /// some changes only one call at a time (one DynamoDB index step, Lambda's code before its
+    /// configuration); the rest follows once AWS shows these.
+    fn next_batch(plan: Vec<Self::Change>) -> Vec<Self::Change> {
+        plan
+    }
+    /// The change that gives `observed` the tags `tags` (owner tags included), if any. Applied
+    /// alone when kaws recovers a resource it created but could not tag.
+    fn tags_change(
+        observed: &Self::Observed,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<Self::Change>;
+    /// Copies what users need from the observed resource into status.
+    fn fill_status(obj: &K, target: &Target, observed: &Self::Observed, status: &mut K::Status);
+    /// Records in status what applied changes did (e.g. the S3 object whose code was deployed).
+    fn after_update(_obj: &K, _changes: &[Self::Change], _status: &mut K::Status) {}
+}
+
+/// The observed resource type of kind `K` with AWS side `E`.
+pub type ObservedOf<K, E> = <<E as External<K>>::Model as Model<K>>::Observed;
+/// The change type of kind `K` with AWS side `E`.
+pub type ChangeOf<K, E> = <<E as External<K>>::Model as Model<K>>::Change;
+/// What the resolve step of kind `K` with AWS side `E` reads.
+pub type ResolvedOf<K, E> = <<E as External<K>>::Model as Model<K>>::Resolved;
+
+/// A kind's I/O: the AWS calls (and the Kubernetes reads and writes tied to them), shaped like
+/// crossplane's ExternalClient. `create`, `update` and `delete` are idempotent and start
+/// operations without waiting for AWS to finish them. Every decision is the [`Model`]'s.
+#[async_trait]
+pub trait External<K: ManagedObject>: Send + Sync + 'static {
+    type Model: Model<K>;
 
     /// The `Sid` prefix of this kind's statements in `deploy/iam/policy.json` (e.g. `S3`).
     const IAM_STATEMENTS: &'static str;
@@ -180,105 +235,73 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     where
         Self: Sized;
 
-    /// How Events and messages name the AWS resource, e.g. `S3 bucket "logs"`.
-    fn describe(&self, obj: &K) -> String;
-    /// Pure checks of the spec; the message goes into the `Synced` condition.
-    fn validate(&self, obj: &K) -> std::result::Result<(), String>;
     /// The resolve step: reads what the spec references outside AWS (Secrets, other kaws objects
     /// and what they point to) for the steps that act on it. The driver runs it before `observe`
     /// on every apply reconcile — never on delete, never under `ObserveOnly`, never cached — so
     /// `SecretNotFound` and `DependencyNotReady` come from here only.
-    async fn resolve(&self, obj: &K, target: &Target) -> Result<Self::Resolved>;
+    async fn resolve(&self, obj: &K, target: &Target) -> Result<ResolvedOf<K, Self>>;
     /// Reads the AWS resource; `Ok(None)` when it does not exist. AWS calls only: it runs on
     /// delete and under `ObserveOnly` too, where `resolved` is `None`.
     async fn observe(
         &self,
         obj: &K,
         target: &Target,
-        resolved: Option<&Self::Resolved>,
-    ) -> Result<Option<Self::Observed>>;
-    /// Tags of the observed resource, for the ownership check.
-    fn observed_tags<'a>(&self, observed: &'a Self::Observed) -> &'a BTreeMap<String, String>;
-    fn availability(&self, observed: &Self::Observed) -> Availability;
+        resolved: Option<&ResolvedOf<K, Self>>,
+    ) -> Result<Option<ObservedOf<K, Self>>>;
     /// Called after `observe` found a resource this object owns (or adopts), before the
-    /// availability check and the diff: the place for Kubernetes-side work tied to the AWS
+    /// availability check and the plan: the place for Kubernetes-side writes tied to the AWS
     /// resource, such as keeping a connection Secret current. Not called on deletion.
     async fn after_observe(
         &self,
         _obj: &K,
         _target: &Target,
-        _observed: &Self::Observed,
-        _resolved: &Self::Resolved,
+        _observed: &ObservedOf<K, Self>,
+        _resolved: &ResolvedOf<K, Self>,
     ) -> Result<()> {
         Ok(())
     }
-    /// Pure: the changes that make `observed` match the spec (tags included).
-    fn diff(
-        &self,
-        obj: &K,
-        observed: &Self::Observed,
-        resolved: &Self::Resolved,
-        tags: &BTreeMap<String, String>,
-    ) -> Vec<Self::Change>;
     /// Creates the resource with `tags`; records its identity in `status`. Makes no other
     /// write to a resource that already existed: whose it is must be proven by its tags first.
     async fn create(
         &self,
         obj: &K,
         target: &Target,
-        resolved: &Self::Resolved,
+        resolved: &ResolvedOf<K, Self>,
         tags: &BTreeMap<String, String>,
         status: &mut K::Status,
     ) -> Result<Created>;
-    /// Pure: the change that gives `observed` the tags `tags` (owner tags included), if any.
-    /// Applied alone when kaws recovers a resource it created but could not tag.
-    fn tags_change(
-        &self,
-        observed: &Self::Observed,
-        tags: &BTreeMap<String, String>,
-    ) -> Option<Self::Change>;
+    /// Applies one batch of the plan.
     async fn update(
         &self,
         obj: &K,
         target: &Target,
-        observed: &Self::Observed,
-        resolved: &Self::Resolved,
-        changes: &[Self::Change],
+        observed: &ObservedOf<K, Self>,
+        resolved: &ResolvedOf<K, Self>,
+        changes: &[ChangeOf<K, Self>],
     ) -> Result<()>;
     /// Checks that may block deletion (e.g. deletion protection), then deletes.
     async fn delete(
         &self,
         obj: &K,
         target: &Target,
-        observed: &Self::Observed,
+        observed: &ObservedOf<K, Self>,
     ) -> Result<DeleteProgress>;
-    /// Called after `update` succeeded, to record in status what the changes applied (e.g. the
-    /// ETag of the S3 object whose code was deployed).
-    fn after_update(&self, _obj: &K, _changes: &[Self::Change], _status: &mut K::Status) {}
-    /// What the driver calls to apply changes: `update`, then `after_update`. Kinds override it
-    /// when a call's response belongs in status (e.g. the version number Lambda published).
+    /// What the driver calls to apply a batch: `update`, then the model's `after_update`. Kinds
+    /// override it when a call's response belongs in status (e.g. the version Lambda published).
     async fn apply_changes(
         &self,
         obj: &K,
         target: &Target,
-        observed: &Self::Observed,
-        resolved: &Self::Resolved,
-        changes: &[Self::Change],
+        observed: &ObservedOf<K, Self>,
+        resolved: &ResolvedOf<K, Self>,
+        changes: &[ChangeOf<K, Self>],
         status: &mut K::Status,
     ) -> Result<()> {
         self.update(obj, target, observed, resolved, changes)
             .await?;
-        self.after_update(obj, changes, status);
+        Self::Model::after_update(obj, changes, status);
         Ok(())
     }
-    /// Pure: copies what users need from the observed resource into status.
-    fn fill_status(
-        &self,
-        obj: &K,
-        target: &Target,
-        observed: &Self::Observed,
-        status: &mut K::Status,
-    );
 }
 
 /// Controller-wide settings and clients shared by every kind.
@@ -450,20 +473,15 @@ async fn write_status<K: ManagedObject>(api: &Api<K>, obj: &K, status: &K::Statu
 }
 
 /// `Synced=False`, reason `Paused`; `Ready` stays as it was, since nothing was observed.
-async fn write_paused<K, E>(
+async fn write_paused<K: ManagedObject>(
     obj: &K,
-    ctx: &Context<E>,
+    what: &str,
     api: &Api<K>,
     status: &mut K::Status,
     deleting: bool,
-) -> Result<Action>
-where
-    K: ManagedObject,
-    E: External<K>,
-{
-    let what = ctx.external.describe(obj);
+) -> Result<Action> {
     let previous = obj.status();
-    let decision = decide_for(obj, status, previous, &what, Outcome::Paused { deleting });
+    let decision = decide_for(obj, status, previous, what, Outcome::Paused { deleting });
     // Paused is not an error: backoff, metrics and `Ready` stay as they were.
     set_conditions(obj, status, decision.ready.as_ref(), &decision.synced);
     write_status(api, obj, status).await?;
@@ -508,7 +526,7 @@ where
     let mut status = starting_status(obj);
 
     if is_paused(obj) {
-        return write_paused(obj, ctx, api, &mut status, false).await;
+        return write_paused(obj, &E::Model::describe(obj), api, &mut status, false).await;
     }
 
     let previous = obj.status().cloned();
@@ -520,7 +538,7 @@ where
             Outcome::ApplyFailed(err)
         }
     };
-    let what = ctx.external.describe(obj);
+    let what = E::Model::describe(obj);
     let decision = decide_for(obj, &status, previous.as_ref(), &what, outcome);
     let requeue = decision.requeue;
     enact(obj, shared, api, &mut status, decision).await?;
@@ -629,9 +647,9 @@ where
             format!("{what} does not exist"),
         )));
     };
-    external.fill_status(obj, target, &observed, status);
+    E::Model::fill_status(obj, target, &observed, status);
     K::Placement::record(&mut K::common_status_mut(status).placement, &target.region);
-    Ok(observed_only(match external.availability(&observed) {
+    Ok(observed_only(match E::Model::availability(&observed) {
         Availability::Available => {
             ConditionState::yes(reasons::AVAILABLE, format!("{what} is available"))
         }
@@ -654,9 +672,9 @@ where
 {
     let shared = &ctx.shared;
     let external = &ctx.external;
-    external.validate(obj).map_err(Error::InvalidSpec)?;
+    E::Model::validate(obj).map_err(Error::InvalidSpec)?;
     let target = target(obj, shared);
-    let what = external.describe(obj);
+    let what = E::Model::describe(obj);
     if obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly {
         return observe_only(obj, ctx, &target, &what, status).await;
     }
@@ -666,15 +684,13 @@ where
         return create(obj, ctx, api, &target, &resolved, &what, status).await;
     };
 
-    external.fill_status(obj, &target, &observed, status);
+    E::Model::fill_status(obj, &target, &observed, status);
     K::Placement::record(&mut K::common_status_mut(status).placement, &target.region);
-    let availability = external.availability(&observed);
+    let availability = E::Model::availability(&observed);
 
     let mut create_pending = K::common_status(status).create_pending_since.is_some();
     if !create_pending
-        && !external
-            .observed_tags(&observed)
-            .contains_key(super::names::tags::OWNER)
+        && !E::Model::observed_tags(&observed).contains_key(super::names::tags::OWNER)
         && let Some(since) = recorded_create(api, obj).await?
     {
         K::common_status_mut(status).create_pending_since = Some(since);
@@ -683,7 +699,7 @@ where
     let ownership = ownership::check(
         &what,
         &target.owner,
-        external.observed_tags(&observed),
+        E::Model::observed_tags(&observed),
         obj.annotations(),
         create_pending,
     );
@@ -716,7 +732,7 @@ where
         Ownership::Recover => {
             // Tags only: every other write waits until the next observe shows our owner tag,
             // so two objects racing for one name can never both configure it.
-            if let Some(change) = external.tags_change(&observed, &tags) {
+            if let Some(change) = E::Model::tags_change(&observed, &tags) {
                 external
                     .update(obj, &target, &observed, &resolved, &[change])
                     .await?;
@@ -729,6 +745,9 @@ where
                 event: None,
             });
         }
+    }
+    if let Some(why) = E::Model::conflict(obj, &observed) {
+        return Err(Error::InvalidSpec(why));
     }
     external
         .after_observe(obj, &target, &observed, &resolved)
@@ -755,7 +774,12 @@ where
         }
     }
 
-    let changes = external.diff(obj, &observed, &resolved, &tags);
+    let plan = E::Model::plan(obj, &observed, &resolved, &tags);
+    let changes = if plan.is_empty() {
+        plan
+    } else {
+        E::Model::next_batch(plan)
+    };
     let key = object_key(obj);
     if changes.is_empty() {
         shared.update_guard.converged(&key);
@@ -870,7 +894,7 @@ async fn create<K, E>(
     ctx: &Context<E>,
     api: &Api<K>,
     target: &Target,
-    resolved: &E::Resolved,
+    resolved: &ResolvedOf<K, E>,
     what: &str,
     status: &mut K::Status,
 ) -> Result<Progress>
@@ -955,11 +979,11 @@ where
     let shared = &ctx.shared;
     let key = object_key(obj);
     let mut status = starting_status(obj);
-    let what = ctx.external.describe(obj);
+    let what = E::Model::describe(obj);
     shared.update_guard.converged(&key);
 
     if is_paused(obj) {
-        write_paused(obj, ctx, api, &mut status, true).await?;
+        write_paused(obj, &what, api, &mut status, true).await?;
         return Err(Error::Paused);
     }
 
@@ -1008,7 +1032,7 @@ where
     // Whether kaws may ever have created the resource: it recorded a create attempt, or knows the
     // resource's identity. Without either, a spec AWS can never accept has nothing to delete.
     let may_exist = common.is_some_and(|c| c.create_pending_since.is_some() || c.arn.is_some());
-    if !may_exist && let Err(why) = ctx.external.validate(obj) {
+    if !may_exist && let Err(why) = E::Model::validate(obj) {
         shared
             .events
             .normal(
@@ -1042,7 +1066,7 @@ where
             .await;
         return Ok(());
     };
-    let tags = ctx.external.observed_tags(&observed);
+    let tags = E::Model::observed_tags(&observed);
     let owner = tags.get(super::names::tags::OWNER);
     // Untagged but with a create of ours pending: the resource kaws created before it could tag
     // it (see `Ownership::Recover`); leaving it would leak it.

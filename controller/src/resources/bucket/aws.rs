@@ -13,16 +13,16 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::operation::BuildError;
 
 use super::{
-    diff::{self, BucketChange, ObservedBucket},
+    diff::{self, BucketChange, ObservedBucket, bucket_arn},
     types::{
         Bucket, BucketStatus, CorsRule, Encryption, LifecycleRule, PublicAccessBlock, RuleStatus,
         SseAlgorithm, Transition, VersioningStatus,
     },
 };
 use crate::{
-    aws::{CallMetrics, RegionalClients, classify, partition},
+    aws::{CallMetrics, RegionalClients, classify},
     core::{
-        driver::{Availability, Created, DeleteProgress, External, Target},
+        driver::{Created, DeleteProgress, External, Target},
         error::{Error, Result},
         registry::Connect,
     },
@@ -412,21 +412,11 @@ impl S3 {
 
 #[async_trait]
 impl External<Bucket> for S3 {
-    type Observed = ObservedBucket;
-    type Change = BucketChange;
-    type Resolved = ();
+    type Model = diff::BucketModel;
     const IAM_STATEMENTS: &'static str = "S3";
 
     fn connect(c: &Connect<'_>) -> Self {
         Self::new(c.sdk.clone(), c.metrics.clone())
-    }
-
-    fn describe(&self, obj: &Bucket) -> String {
-        format!("S3 bucket {:?}", obj.spec.bucket_name)
-    }
-
-    fn validate(&self, obj: &Bucket) -> std::result::Result<(), String> {
-        diff::validate(&obj.spec)
     }
 
     /// References nothing outside AWS.
@@ -543,25 +533,6 @@ impl External<Bucket> for S3 {
         }))
     }
 
-    fn observed_tags<'a>(&self, observed: &'a ObservedBucket) -> &'a BTreeMap<String, String> {
-        &observed.tags
-    }
-
-    fn availability(&self, _observed: &ObservedBucket) -> Availability {
-        // S3 buckets are usable as soon as CreateBucket returns.
-        Availability::Available
-    }
-
-    fn diff(
-        &self,
-        obj: &Bucket,
-        observed: &ObservedBucket,
-        _resolved: &(),
-        tags: &BTreeMap<String, String>,
-    ) -> Vec<BucketChange> {
-        diff::diff(&obj.spec, observed, tags)
-    }
-
     async fn create(
         &self,
         obj: &Bucket,
@@ -612,14 +583,6 @@ impl External<Bucket> for S3 {
         Ok(Created::New)
     }
 
-    fn tags_change(
-        &self,
-        observed: &ObservedBucket,
-        tags: &BTreeMap<String, String>,
-    ) -> Option<BucketChange> {
-        diff::tags_change(observed, tags)
-    }
-
     async fn update(
         &self,
         obj: &Bucket,
@@ -659,34 +622,4 @@ impl External<Bucket> for S3 {
             Err(e) => Err(classify("DeleteBucket", &e)),
         }
     }
-
-    fn fill_status(
-        &self,
-        obj: &Bucket,
-        target: &Target,
-        observed: &ObservedBucket,
-        status: &mut BucketStatus,
-    ) {
-        let b = &obj.spec.bucket_name;
-        status.bucket_name = Some(b.clone());
-        status.common.arn = Some(bucket_arn(&target.region, b));
-        status.versioning = observed.versioning.map(|v| match v {
-            VersioningStatus::Enabled => "Enabled".to_string(),
-            VersioningStatus::Suspended => "Suspended".to_string(),
-        });
-        status.sse_algorithm = observed.encryption.as_ref().map(|e| {
-            serde_json::to_value(e.sse_algorithm)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        });
-        status.public_access_block = observed.public_access_block.clone();
-        status.lifecycle_rule_count = Some(observed.lifecycle_rules.len() as u32);
-        status.cors_rule_count = Some(observed.cors_rules.len() as u32);
-        status.has_policy = Some(observed.policy.is_some());
-    }
-}
-
-fn bucket_arn(region: &str, bucket: &str) -> String {
-    format!("arn:{}:s3:::{bucket}", partition(region))
 }

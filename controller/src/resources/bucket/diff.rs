@@ -3,10 +3,16 @@
 use std::collections::BTreeMap;
 
 use super::types::{
-    BucketSpec, CorsRule, Encryption, LifecycleRule, PublicAccessBlock, SseAlgorithm,
-    VersioningStatus,
+    Bucket, BucketSpec, BucketStatus, CorsRule, Encryption, LifecycleRule, PublicAccessBlock,
+    SseAlgorithm, VersioningStatus,
 };
-use crate::core::{driver::Change, names::tags::AWS_RESERVED_PREFIX};
+use crate::{
+    aws::partition,
+    core::{
+        driver::{Availability, Change, Model, Target},
+        names::tags::AWS_RESERVED_PREFIX,
+    },
+};
 
 /// The bucket as S3 reports it, in the spec's terms.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -277,6 +283,78 @@ fn policy_matches(desired: Option<&str>, observed: Option<&str>) -> bool {
             }
         }
         _ => false,
+    }
+}
+
+/// The bucket's ARN (S3 bucket ARNs name no region or account; the partition follows the region).
+pub fn bucket_arn(region: &str, bucket: &str) -> String {
+    format!("arn:{}:s3:::{bucket}", partition(region))
+}
+
+/// The pure model of a Bucket: everything the driver decides without I/O.
+pub struct BucketModel;
+
+impl Model<Bucket> for BucketModel {
+    type Observed = ObservedBucket;
+    type Change = BucketChange;
+    type Resolved = ();
+
+    fn describe(obj: &Bucket) -> String {
+        format!("S3 bucket {:?}", obj.spec.bucket_name)
+    }
+
+    fn validate(obj: &Bucket) -> std::result::Result<(), String> {
+        validate(&obj.spec)
+    }
+
+    fn observed_tags(observed: &ObservedBucket) -> &BTreeMap<String, String> {
+        &observed.tags
+    }
+
+    fn availability(_observed: &ObservedBucket) -> Availability {
+        // S3 buckets are usable as soon as CreateBucket returns.
+        Availability::Available
+    }
+
+    fn plan(
+        obj: &Bucket,
+        observed: &ObservedBucket,
+        _resolved: &(),
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<BucketChange> {
+        diff(&obj.spec, observed, tags)
+    }
+
+    fn tags_change(
+        observed: &ObservedBucket,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<BucketChange> {
+        tags_change(observed, tags)
+    }
+
+    fn fill_status(
+        obj: &Bucket,
+        target: &Target,
+        observed: &ObservedBucket,
+        status: &mut BucketStatus,
+    ) {
+        let b = &obj.spec.bucket_name;
+        status.bucket_name = Some(b.clone());
+        status.common.arn = Some(bucket_arn(&target.region, b));
+        status.versioning = observed.versioning.map(|v| match v {
+            VersioningStatus::Enabled => "Enabled".to_string(),
+            VersioningStatus::Suspended => "Suspended".to_string(),
+        });
+        status.sse_algorithm = observed.encryption.as_ref().map(|e| {
+            serde_json::to_value(e.sse_algorithm)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        });
+        status.public_access_block = observed.public_access_block.clone();
+        status.lifecycle_rule_count = Some(observed.lifecycle_rules.len() as u32);
+        status.cors_rule_count = Some(observed.cors_rules.len() as u32);
+        status.has_policy = Some(observed.policy.is_some());
     }
 }
 

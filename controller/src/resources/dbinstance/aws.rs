@@ -10,16 +10,15 @@ use aws_sdk_rds::{Client, error::ProvideErrorMetadata, types as rds};
 use kube::ResourceExt;
 
 use super::{
-    diff::{self, Credentials, DbChange, ObservedDb, Redacted},
+    diff::{self, Credentials, DbChange, ObservedDb, Redacted, identifier},
     secrets,
     types::{DBInstance, DBInstanceStatus, Endpoint},
 };
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
-        driver::{Availability, Created, DeleteProgress, External, Target},
+        driver::{Created, DeleteProgress, External, Target},
         error::{Error, Result},
-        ownership::{TagChanges, tag_changes},
         registry::Connect,
     },
     metrics::SharedMetrics,
@@ -50,11 +49,6 @@ fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Clien
 }
 
 const NOT_FOUND: &[&str] = &["DBInstanceNotFound", "DBInstanceNotFoundFault"];
-
-/// RDS stores identifiers lower-cased; kaws always sends them that way.
-fn identifier(obj: &DBInstance) -> String {
-    obj.spec.db_instance_identifier.to_ascii_lowercase()
-}
 
 /// Reads the instance from RDS; `Ok(None)` when it does not exist.
 pub async fn describe(rds: &Client, id: &str) -> Result<Option<ObservedDb>> {
@@ -246,21 +240,11 @@ fn final_snapshot_identifier(obj: &DBInstance) -> String {
 
 #[async_trait]
 impl External<DBInstance> for Rds {
-    type Observed = ObservedDb;
-    type Change = DbChange;
-    type Resolved = Credentials;
+    type Model = diff::DbInstanceModel;
     const IAM_STATEMENTS: &'static str = "RDS";
 
     fn connect(c: &Connect<'_>) -> Self {
         Self::new(c.sdk.clone(), c.metrics.clone(), c.client.clone())
-    }
-
-    fn describe(&self, obj: &DBInstance) -> String {
-        format!("RDS DB instance {:?}", identifier(obj))
-    }
-
-    fn validate(&self, obj: &DBInstance) -> std::result::Result<(), String> {
-        diff::validate(&obj.spec)
     }
 
     /// The master password — the referenced Secret's, or the generated one the connection
@@ -281,23 +265,6 @@ impl External<DBInstance> for Rds {
     ) -> Result<Option<ObservedDb>> {
         let rds = self.clients.get(&target.region);
         describe(&rds, &identifier(obj)).await
-    }
-
-    fn observed_tags<'a>(&self, observed: &'a ObservedDb) -> &'a BTreeMap<String, String> {
-        &observed.tags
-    }
-
-    fn tags_change(
-        &self,
-        observed: &ObservedDb,
-        tags: &BTreeMap<String, String>,
-    ) -> Option<DbChange> {
-        tag_changes(tags, &observed.tags)
-            .map(|TagChanges { set, remove }| DbChange::Tags { add: set, remove })
-    }
-
-    fn availability(&self, observed: &ObservedDb) -> Availability {
-        diff::availability(&observed.status)
     }
 
     /// Keeps the connection Secret current (endpoint, recreated when deleted) once RDS has the
@@ -322,16 +289,6 @@ impl External<DBInstance> for Rds {
         }
         self.write_connection(obj, &password, observed.endpoint.as_ref(), false)
             .await
-    }
-
-    fn diff(
-        &self,
-        obj: &DBInstance,
-        observed: &ObservedDb,
-        resolved: &Credentials,
-        tags: &BTreeMap<String, String>,
-    ) -> Vec<DbChange> {
-        diff::diff(&obj.spec, observed, resolved, tags)
     }
 
     async fn create(
@@ -569,24 +526,6 @@ impl External<DBInstance> for Rds {
             Some(_) => DeleteProgress::InProgress,
         })
     }
-
-    fn fill_status(
-        &self,
-        _obj: &DBInstance,
-        _target: &Target,
-        observed: &ObservedDb,
-        status: &mut DBInstanceStatus,
-    ) {
-        status.db_instance_identifier = Some(observed.identifier.clone());
-        status.common.arn = observed.arn.clone();
-        status.db_instance_status = Some(observed.status.clone());
-        status.endpoint = observed.endpoint.clone();
-        status.dbi_resource_id = observed.dbi_resource_id.clone();
-        status.engine_version = observed.engine_version.clone();
-        status.db_instance_class = Some(observed.db_instance_class.clone());
-        status.allocated_storage = Some(observed.allocated_storage);
-        status.pending_modified_values = observed.pending_modified_values.clone();
-    }
 }
 
 #[cfg(test)]
@@ -601,7 +540,7 @@ mod tests {
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     use super::*;
-    use crate::resources::dbinstance::types::DBInstanceSpec;
+    use crate::{core::driver::Availability, resources::dbinstance::types::DBInstanceSpec};
 
     fn instance(status: &str, class: &str) -> rds::DbInstance {
         rds::DbInstance::builder()

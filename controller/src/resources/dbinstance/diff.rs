@@ -4,10 +4,10 @@
 use crate::core::ownership::{TagChanges, tag_changes};
 use std::collections::BTreeMap;
 
-use super::types::{DBInstanceSpec, Endpoint};
+use super::types::{DBInstance, DBInstanceSpec, DBInstanceStatus, Endpoint};
 use crate::core::{
     api::ManagementPolicy,
-    driver::{Availability, Change},
+    driver::{Availability, Change, Model, Target},
 };
 
 pub use crate::core::secrets::Redacted;
@@ -686,6 +686,67 @@ pub fn connection_data(
         );
     }
     data
+}
+
+/// RDS stores identifiers lower-cased; kaws always sends them that way.
+pub fn identifier(obj: &DBInstance) -> String {
+    obj.spec.db_instance_identifier.to_ascii_lowercase()
+}
+
+/// The pure model of a DBInstance: everything the driver decides without I/O.
+pub struct DbInstanceModel;
+
+impl Model<DBInstance> for DbInstanceModel {
+    type Observed = ObservedDb;
+    type Change = DbChange;
+    type Resolved = Credentials;
+
+    fn describe(obj: &DBInstance) -> String {
+        format!("RDS DB instance {:?}", identifier(obj))
+    }
+
+    fn validate(obj: &DBInstance) -> std::result::Result<(), String> {
+        validate(&obj.spec)
+    }
+
+    fn observed_tags(observed: &ObservedDb) -> &BTreeMap<String, String> {
+        &observed.tags
+    }
+
+    fn availability(observed: &ObservedDb) -> Availability {
+        availability(&observed.status)
+    }
+
+    fn plan(
+        obj: &DBInstance,
+        observed: &ObservedDb,
+        resolved: &Credentials,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<DbChange> {
+        diff(&obj.spec, observed, resolved, tags)
+    }
+
+    fn tags_change(observed: &ObservedDb, tags: &BTreeMap<String, String>) -> Option<DbChange> {
+        tag_changes(tags, &observed.tags)
+            .map(|TagChanges { set, remove }| DbChange::Tags { add: set, remove })
+    }
+
+    fn fill_status(
+        _obj: &DBInstance,
+        _target: &Target,
+        observed: &ObservedDb,
+        status: &mut DBInstanceStatus,
+    ) {
+        status.db_instance_identifier = Some(observed.identifier.clone());
+        status.common.arn = observed.arn.clone();
+        status.db_instance_status = Some(observed.status.clone());
+        status.endpoint = observed.endpoint.clone();
+        status.dbi_resource_id = observed.dbi_resource_id.clone();
+        status.engine_version = observed.engine_version.clone();
+        status.db_instance_class = Some(observed.db_instance_class.clone());
+        status.allocated_storage = Some(observed.allocated_storage);
+        status.pending_modified_values = observed.pending_modified_values.clone();
+    }
 }
 
 #[cfg(test)]

@@ -26,10 +26,9 @@ use crate::{
     core::secrets::{self, Redacted},
     core::{
         conditions::is_true,
-        driver::{Availability, Created, DeleteProgress, External, Target},
+        driver::{Created, DeleteProgress, External, Model, Target},
         error::{Error, Result},
-        names::{conditions, reasons},
-        ownership::{TagChanges, tag_changes},
+        names::conditions,
         registry::Connect,
     },
     metrics::SharedMetrics,
@@ -209,24 +208,6 @@ pub async fn get_function(
             .reserved_concurrent_executions();
     }
     Ok(Some(observed))
-}
-
-/// Whether Lambda takes the next update now: not while it creates the function, nor while an
-/// update is in progress (it would answer `ResourceConflictException`).
-pub fn availability(observed: &ObservedFunction) -> Availability {
-    if observed.state.as_deref() == Some("Pending") {
-        return Availability::Busy {
-            reason: reasons::CREATING.to_string(),
-            message: "Lambda is still creating the function".to_string(),
-        };
-    }
-    if observed.last_update_status.as_deref() == Some("InProgress") {
-        return Availability::Busy {
-            reason: reasons::UPDATING.to_string(),
-            message: "Lambda is applying the last update".to_string(),
-        };
-    }
-    Availability::Available
 }
 
 impl Lambda {
@@ -522,21 +503,11 @@ fn architectures(obj: &Function) -> Option<Vec<lambda::Architecture>> {
 
 #[async_trait]
 impl External<Function> for Lambda {
-    type Observed = ObservedFunction;
-    type Change = FunctionChange;
-    type Resolved = Resolved;
+    type Model = diff::FunctionModel;
     const IAM_STATEMENTS: &'static str = "Lambda";
 
     fn connect(c: &Connect<'_>) -> Self {
         Self::new(c.sdk.clone(), c.metrics.clone(), c.client.clone())
-    }
-
-    fn describe(&self, obj: &Function) -> String {
-        format!("Lambda function {:?}", obj.spec.function_name)
-    }
-
-    fn validate(&self, obj: &Function) -> std::result::Result<(), String> {
-        diff::validate(&obj.spec)
     }
 
     /// The values of `environment.fromSecrets` (`SecretNotFound` names the first missing one)
@@ -574,38 +545,6 @@ impl External<Function> for Lambda {
             confirm_concurrency,
         )
         .await
-    }
-    fn observed_tags<'a>(&self, observed: &'a ObservedFunction) -> &'a BTreeMap<String, String> {
-        &observed.tags
-    }
-
-    fn availability(&self, observed: &ObservedFunction) -> Availability {
-        availability(observed)
-    }
-
-    /// Refuses a spec whose package type differs from the function's (Lambda cannot switch).
-    async fn after_observe(
-        &self,
-        obj: &Function,
-        _target: &Target,
-        observed: &ObservedFunction,
-        _resolved: &Resolved,
-    ) -> Result<()> {
-        match diff::package_type_conflict(&obj.spec, observed) {
-            Some(message) => Err(Error::InvalidSpec(message)),
-            None => Ok(()),
-        }
-    }
-
-    fn diff(
-        &self,
-        obj: &Function,
-        observed: &ObservedFunction,
-        resolved: &Resolved,
-        tags: &BTreeMap<String, String>,
-    ) -> Vec<FunctionChange> {
-        let all = diff::diff(&obj.spec, obj.status.as_ref(), observed, resolved, tags);
-        diff::next_batch(&all).into_iter().cloned().collect()
     }
 
     async fn create(
@@ -678,15 +617,6 @@ impl External<Function> for Lambda {
         Ok(Created::New)
     }
 
-    fn tags_change(
-        &self,
-        observed: &ObservedFunction,
-        tags: &BTreeMap<String, String>,
-    ) -> Option<FunctionChange> {
-        tag_changes(tags, &observed.tags)
-            .map(|TagChanges { set, remove }| FunctionChange::Tags { set, remove })
-    }
-
     async fn update(
         &self,
         obj: &Function,
@@ -725,7 +655,7 @@ impl External<Function> for Lambda {
             changes,
         )
         .await?;
-        self.after_update(obj, changes, status);
+        <Self as External<Function>>::Model::after_update(obj, changes, status);
         // Code or configuration sent: what `version` holds is no longer what runs; the next
         // reconcile that finds them applied publishes a version.
         if changes
@@ -747,19 +677,6 @@ impl External<Function> for Lambda {
         Ok(())
     }
 
-    fn after_update(
-        &self,
-        _obj: &Function,
-        changes: &[FunctionChange],
-        status: &mut FunctionStatus,
-    ) {
-        for change in changes {
-            if let FunctionChange::Code(CodePlan::S3(source)) = change {
-                status.code_source = Some(source.clone());
-            }
-        }
-    }
-
     async fn delete(
         &self,
         obj: &Function,
@@ -777,34 +694,6 @@ impl External<Function> for Lambda {
             Ok(_) => Ok(DeleteProgress::Gone),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(DeleteProgress::Gone),
             Err(e) => Err(lambda_error("DeleteFunction", &e)),
-        }
-    }
-
-    fn fill_status(
-        &self,
-        obj: &Function,
-        _target: &Target,
-        observed: &ObservedFunction,
-        status: &mut FunctionStatus,
-    ) {
-        status.function_name = Some(obj.spec.function_name.clone());
-        status.common.arn = Some(observed.arn.clone());
-        if obj.spec.publish != Some(true) {
-            status.version = observed.version.clone();
-            status.published_from = None;
-        }
-        status.package_type = observed.package_type.clone();
-        status.image_uri = observed.image_uri.clone();
-        status.reserved_concurrent_executions = observed.reserved_concurrency;
-        status.state = observed.state.clone();
-        status.state_reason = observed.state_reason.clone();
-        status.last_update_status = observed.last_update_status.clone();
-        status.code_sha256 = observed.code_sha256.clone();
-        status.code_size = Some(observed.code_size);
-        status.revision_id = observed.revision_id.clone();
-        status.last_modified = observed.last_modified.clone();
-        if obj.spec.code.zip_file.is_some() {
-            status.code_source = None;
         }
     }
 }
@@ -828,6 +717,7 @@ mod tests {
 
     use super::*;
     use crate::core::driver::Change;
+    use crate::{core::driver::Availability, resources::function::diff::availability};
 
     const ROLE: &str = "arn:aws:iam::123456789012:role/fn";
 

@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use sha2::{Digest, Sha256};
 
-use super::types::{CodeSource, Environment, FunctionSpec, FunctionStatus};
-use crate::core::driver::Change;
+use super::types::{CodeSource, Environment, Function, FunctionSpec, FunctionStatus};
 use crate::core::secrets::Redacted;
+use crate::core::{
+    driver::{Availability, Change, Model, Target},
+    names::reasons,
+};
 
 /// Runtimes Lambda accepts for zip packages (current and deprecated-but-updatable ones).
 const RUNTIMES: &[&str] = &[
@@ -577,6 +580,112 @@ pub fn next_batch(changes: &[FunctionChange]) -> Vec<&FunctionChange> {
             FunctionChange::Config(_) => !has_code,
         })
         .collect()
+}
+
+/// Whether Lambda takes the next update now: not while it creates the function, nor while an
+/// update is in progress (it would answer `ResourceConflictException`).
+pub fn availability(observed: &ObservedFunction) -> Availability {
+    if observed.state.as_deref() == Some("Pending") {
+        return Availability::Busy {
+            reason: reasons::CREATING.to_string(),
+            message: "Lambda is still creating the function".to_string(),
+        };
+    }
+    if observed.last_update_status.as_deref() == Some("InProgress") {
+        return Availability::Busy {
+            reason: reasons::UPDATING.to_string(),
+            message: "Lambda is applying the last update".to_string(),
+        };
+    }
+    Availability::Available
+}
+
+/// The pure model of a Function: everything the driver decides without I/O.
+pub struct FunctionModel;
+
+impl Model<Function> for FunctionModel {
+    type Observed = ObservedFunction;
+    type Change = FunctionChange;
+    type Resolved = Resolved;
+
+    fn describe(obj: &Function) -> String {
+        format!("Lambda function {:?}", obj.spec.function_name)
+    }
+
+    fn validate(obj: &Function) -> std::result::Result<(), String> {
+        validate(&obj.spec)
+    }
+
+    fn observed_tags(observed: &ObservedFunction) -> &BTreeMap<String, String> {
+        &observed.tags
+    }
+
+    fn availability(observed: &ObservedFunction) -> Availability {
+        availability(observed)
+    }
+
+    fn plan(
+        obj: &Function,
+        observed: &ObservedFunction,
+        resolved: &Resolved,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<FunctionChange> {
+        diff(&obj.spec, obj.status.as_ref(), observed, resolved, tags)
+    }
+
+    /// Lambda takes code and configuration in separate calls, one at a time (see
+    /// [`next_batch`]).
+    fn next_batch(plan: Vec<FunctionChange>) -> Vec<FunctionChange> {
+        next_batch(&plan).into_iter().cloned().collect()
+    }
+
+    /// Lambda cannot switch a function between zip and image packages.
+    fn conflict(obj: &Function, observed: &ObservedFunction) -> Option<String> {
+        package_type_conflict(&obj.spec, observed)
+    }
+
+    fn tags_change(
+        observed: &ObservedFunction,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<FunctionChange> {
+        tag_changes(tags, &observed.tags)
+            .map(|TagChanges { set, remove }| FunctionChange::Tags { set, remove })
+    }
+
+    fn fill_status(
+        obj: &Function,
+        _target: &Target,
+        observed: &ObservedFunction,
+        status: &mut FunctionStatus,
+    ) {
+        status.function_name = Some(obj.spec.function_name.clone());
+        status.common.arn = Some(observed.arn.clone());
+        if obj.spec.publish != Some(true) {
+            status.version = observed.version.clone();
+            status.published_from = None;
+        }
+        status.package_type = observed.package_type.clone();
+        status.image_uri = observed.image_uri.clone();
+        status.reserved_concurrent_executions = observed.reserved_concurrency;
+        status.state = observed.state.clone();
+        status.state_reason = observed.state_reason.clone();
+        status.last_update_status = observed.last_update_status.clone();
+        status.code_sha256 = observed.code_sha256.clone();
+        status.code_size = Some(observed.code_size);
+        status.revision_id = observed.revision_id.clone();
+        status.last_modified = observed.last_modified.clone();
+        if obj.spec.code.zip_file.is_some() {
+            status.code_source = None;
+        }
+    }
+
+    fn after_update(_obj: &Function, changes: &[FunctionChange], status: &mut FunctionStatus) {
+        for change in changes {
+            if let FunctionChange::Code(CodePlan::S3(source)) = change {
+                status.code_source = Some(source.clone());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

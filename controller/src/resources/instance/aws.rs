@@ -28,14 +28,13 @@ use super::{
     types::{ADOPT_INSTANCE_ID, IamInstanceProfile, Instance, InstanceStatus},
 };
 use crate::{
-    aws::{self, CallMetrics, RegionalClients, classify, partition},
+    aws::{self, CallMetrics, RegionalClients, classify},
     core::{
         backoff::RESYNC_JITTER_PERCENT,
         conditions::is_true,
-        driver::{self, Availability, Created, DeleteProgress, External, Target},
+        driver::{self, Created, DeleteProgress, External, Target},
         error::{Error, Result},
         names::{conditions, tags},
-        ownership::tag_changes,
         registry::Connect,
         secrets::{self, Redacted},
     },
@@ -642,9 +641,7 @@ fn block_devices(
 
 #[async_trait]
 impl External<Instance> for Ec2 {
-    type Observed = ObservedInstance;
-    type Change = InstanceChange;
-    type Resolved = Option<Redacted>;
+    type Model = diff::InstanceModel;
     const IAM_STATEMENTS: &'static str = "EC2";
 
     fn connect(c: &Connect<'_>) -> Self {
@@ -655,17 +652,6 @@ impl External<Instance> for Ec2 {
             c.cluster_id,
             c.resync_period,
         )
-    }
-
-    fn describe(&self, obj: &Instance) -> String {
-        match obj.known_instance_id() {
-            Some(id) => format!("EC2 instance {id}"),
-            None => format!("EC2 instance of {}", obj.name_any()),
-        }
-    }
-
-    fn validate(&self, obj: &Instance) -> std::result::Result<(), String> {
-        diff::validate(&obj.spec)
     }
 
     /// The user data: inline, or read from `userDataSecretRef` (`SecretNotFound` when missing,
@@ -687,73 +673,6 @@ impl External<Instance> for Ec2 {
             observed.wanted_user_data_hash = Self::wanted_hash(obj, &observed, resolved);
         }
         Ok(Some(observed))
-    }
-
-    fn observed_tags<'a>(&self, observed: &'a ObservedInstance) -> &'a BTreeMap<String, String> {
-        &observed.tags
-    }
-
-    fn availability(&self, observed: &ObservedInstance) -> Availability {
-        diff::availability(observed)
-    }
-
-    /// Refuses what cannot be changed in place: an adopted instance must match the spec's
-    /// immutable fields, and user data changes only with `replaceOnUserDataChange`.
-    async fn after_observe(
-        &self,
-        obj: &Instance,
-        _target: &Target,
-        observed: &ObservedInstance,
-        _resolved: &Option<Redacted>,
-    ) -> Result<()> {
-        if observed.is(state::TERMINATED) {
-            return Ok(());
-        }
-        let spec = &obj.spec;
-        let mismatch = |field: &str, want: &str, got: &str| {
-            Error::InvalidSpec(format!(
-                "{field} is {want:?} but EC2 instance {} has {got:?}; {field} cannot change in place",
-                observed.instance_id
-            ))
-        };
-        if spec.image_id != observed.image_id {
-            return Err(mismatch("imageId", &spec.image_id, &observed.image_id));
-        }
-        if let Some(subnet) = &spec.subnet_id
-            && Some(subnet) != observed.subnet_id.as_ref()
-        {
-            return Err(mismatch(
-                "subnetId",
-                subnet,
-                observed.subnet_id.as_deref().unwrap_or(""),
-            ));
-        }
-        if let Some(key) = &spec.key_name
-            && Some(key) != observed.key_name.as_ref()
-        {
-            return Err(mismatch(
-                "keyName",
-                key,
-                observed.key_name.as_deref().unwrap_or(""),
-            ));
-        }
-        if !spec.replace_on_user_data_change && !observed.user_data_matches() {
-            return Err(Error::InvalidSpec(format!(
-                "the user data differs from what EC2 instance {} was launched with; user data is immutable unless replaceOnUserDataChange is true (which replaces the instance)",
-                observed.instance_id
-            )));
-        }
-        Ok(())
-    }
-
-    fn diff(
-        &self,
-        obj: &Instance,
-        observed: &ObservedInstance,
-        _resolved: &Option<Redacted>,
-        tags: &BTreeMap<String, String>,
-    ) -> Vec<InstanceChange> {
-        diff::diff(&obj.spec, observed, tags)
     }
 
     async fn create(
@@ -860,14 +779,6 @@ impl External<Instance> for Ec2 {
         Ok(Created::New)
     }
 
-    fn tags_change(
-        &self,
-        observed: &ObservedInstance,
-        tags: &BTreeMap<String, String>,
-    ) -> Option<InstanceChange> {
-        tag_changes(tags, &observed.tags).map(InstanceChange::Tags)
-    }
-
     async fn update(
         &self,
         obj: &Instance,
@@ -930,16 +841,6 @@ impl External<Instance> for Ec2 {
             .await
             .map_err(|e| ec2_error("TerminateInstances", &e))?;
         Ok(DeleteProgress::InProgress)
-    }
-
-    fn fill_status(
-        &self,
-        _obj: &Instance,
-        target: &Target,
-        observed: &ObservedInstance,
-        status: &mut InstanceStatus,
-    ) {
-        diff::fill_status(observed, &target.region, partition(&target.region), status);
     }
 }
 

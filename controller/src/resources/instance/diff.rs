@@ -5,13 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
+use kube::ResourceExt;
+
 use super::types::{
-    DesiredState, HttpTokens, IamInstanceProfile, InstanceSpec, InstanceStatus, MetadataOptions,
-    Toggle, VolumeType,
+    DesiredState, HttpTokens, IamInstanceProfile, Instance, InstanceSpec, InstanceStatus,
+    MetadataOptions, Toggle, VolumeType,
 };
-use crate::core::{
-    driver::{Availability, Change},
-    ownership::{TagChanges, tag_changes},
+use crate::{
+    aws::partition,
+    core::{
+        driver::{Availability, Change, Model, Target},
+        ownership::{TagChanges, tag_changes},
+        secrets::Redacted,
+    },
 };
 
 /// Tag holding a fingerprint of the user data the instance was launched with. EC2 does not
@@ -424,6 +430,102 @@ pub fn fill_status(
             "arn:{partition}:ec2:{region}:{account}:instance/{}",
             observed.instance_id
         ));
+    }
+}
+
+/// The pure model of a Instance: everything the driver decides without I/O.
+pub struct InstanceModel;
+
+impl Model<Instance> for InstanceModel {
+    type Observed = ObservedInstance;
+    type Change = InstanceChange;
+    type Resolved = Option<Redacted>;
+
+    fn describe(obj: &Instance) -> String {
+        match obj.known_instance_id() {
+            Some(id) => format!("EC2 instance {id}"),
+            None => format!("EC2 instance of {}", obj.name_any()),
+        }
+    }
+
+    fn validate(obj: &Instance) -> std::result::Result<(), String> {
+        validate(&obj.spec)
+    }
+
+    fn observed_tags(observed: &ObservedInstance) -> &BTreeMap<String, String> {
+        &observed.tags
+    }
+
+    fn availability(observed: &ObservedInstance) -> Availability {
+        availability(observed)
+    }
+
+    /// Refuses what cannot be changed in place: an adopted instance must match the spec's
+    /// immutable fields, and user data changes only with `replaceOnUserDataChange`.
+    fn conflict(obj: &Instance, observed: &ObservedInstance) -> Option<String> {
+        if observed.is(state::TERMINATED) {
+            return None;
+        }
+        let spec = &obj.spec;
+        let mismatch = |field: &str, want: &str, got: &str| {
+            format!(
+                "{field} is {want:?} but EC2 instance {} has {got:?}; {field} cannot change in place",
+                observed.instance_id
+            )
+        };
+        if spec.image_id != observed.image_id {
+            return Some(mismatch("imageId", &spec.image_id, &observed.image_id));
+        }
+        if let Some(subnet) = &spec.subnet_id
+            && Some(subnet) != observed.subnet_id.as_ref()
+        {
+            return Some(mismatch(
+                "subnetId",
+                subnet,
+                observed.subnet_id.as_deref().unwrap_or(""),
+            ));
+        }
+        if let Some(key) = &spec.key_name
+            && Some(key) != observed.key_name.as_ref()
+        {
+            return Some(mismatch(
+                "keyName",
+                key,
+                observed.key_name.as_deref().unwrap_or(""),
+            ));
+        }
+        if !spec.replace_on_user_data_change && !observed.user_data_matches() {
+            return Some(format!(
+                "the user data differs from what EC2 instance {} was launched with; user data is immutable unless replaceOnUserDataChange is true (which replaces the instance)",
+                observed.instance_id
+            ));
+        }
+        None
+    }
+
+    fn plan(
+        obj: &Instance,
+        observed: &ObservedInstance,
+        _resolved: &Option<Redacted>,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<InstanceChange> {
+        diff(&obj.spec, observed, tags)
+    }
+
+    fn tags_change(
+        observed: &ObservedInstance,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<InstanceChange> {
+        tag_changes(tags, &observed.tags).map(InstanceChange::Tags)
+    }
+
+    fn fill_status(
+        _obj: &Instance,
+        target: &Target,
+        observed: &ObservedInstance,
+        status: &mut InstanceStatus,
+    ) {
+        fill_status(observed, &target.region, partition(&target.region), status);
     }
 }
 

@@ -14,7 +14,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::operation::BuildError;
 
 use super::{
-    diff::{self, ObservedIndex, ObservedTable, TableChange},
+    diff::{self, ObservedIndex, ObservedTable, TableChange, availability_of},
     types::{
         AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
         LocalSecondaryIndex, Projection, ProjectionType, ProvisionedThroughput,
@@ -27,7 +27,6 @@ use crate::{
     core::{
         driver::{Availability, Created, DeleteProgress, External, Target},
         error::{Error, Result},
-        ownership::{TagChanges, tag_changes},
         registry::Connect,
     },
     metrics::SharedMetrics,
@@ -670,58 +669,13 @@ async fn create_table(
     }
 }
 
-/// Whether DynamoDB takes another change now: the table and every index must be `ACTIVE`.
-pub fn availability_of(observed: &ObservedTable) -> Availability {
-    let busy = |reason: &str, message: String| Availability::Busy {
-        reason: reason.to_string(),
-        message,
-    };
-    match observed.status.as_str() {
-        "ACTIVE" => {}
-        "CREATING" => return busy("Creating", "the table is being created".to_string()),
-        "UPDATING" => return busy("Updating", "the table is being updated".to_string()),
-        "DELETING" => return busy("Deleting", "the table is being deleted".to_string()),
-        other => return busy("Unavailable", format!("the table is {other}")),
-    }
-    for gsi in &observed.global_secondary_indexes {
-        match gsi.status.as_deref() {
-            None | Some("ACTIVE") => {}
-            Some(status) => {
-                let backfill = if gsi.backfilling == Some(true) {
-                    " (backfilling)"
-                } else {
-                    ""
-                };
-                return busy(
-                    "Updating",
-                    format!(
-                        "index {:?} is {status}{backfill}; DynamoDB takes no other change until it is ACTIVE",
-                        gsi.index.index_name
-                    ),
-                );
-            }
-        }
-    }
-    Availability::Available
-}
-
 #[async_trait]
 impl External<Table> for DynamoDb {
-    type Observed = ObservedTable;
-    type Change = TableChange;
-    type Resolved = ();
+    type Model = diff::TableModel;
     const IAM_STATEMENTS: &'static str = "DynamoDB";
 
     fn connect(c: &Connect<'_>) -> Self {
         Self::new(c.sdk.clone(), c.metrics.clone())
-    }
-
-    fn describe(&self, obj: &Table) -> String {
-        format!("DynamoDB table {:?}", obj.spec.table_name)
-    }
-
-    fn validate(&self, obj: &Table) -> std::result::Result<(), String> {
-        diff::validate(&obj.spec)
     }
 
     /// References nothing outside AWS.
@@ -736,29 +690,6 @@ impl External<Table> for DynamoDb {
         _resolved: Option<&()>,
     ) -> Result<Option<ObservedTable>> {
         observe_table(&self.clients.get(&target.region), &obj.spec.table_name).await
-    }
-
-    fn observed_tags<'a>(&self, observed: &'a ObservedTable) -> &'a BTreeMap<String, String> {
-        &observed.tags
-    }
-
-    fn availability(&self, observed: &ObservedTable) -> Availability {
-        availability_of(observed)
-    }
-
-    /// Only the first planned step: the rest depends on what DynamoDB looks like after it, so
-    /// it is planned again on the next reconcile. Empty exactly when nothing is left to change.
-    fn diff(
-        &self,
-        obj: &Table,
-        observed: &ObservedTable,
-        _resolved: &(),
-        tags: &BTreeMap<String, String>,
-    ) -> Vec<TableChange> {
-        diff::plan(&obj.spec, observed, tags)
-            .into_iter()
-            .take(1)
-            .collect()
     }
 
     async fn create(
@@ -777,15 +708,6 @@ impl External<Table> for DynamoDb {
         status.common.arn = arn;
         status.table_status = Some("CREATING".to_string());
         Ok(Created::New)
-    }
-
-    fn tags_change(
-        &self,
-        observed: &ObservedTable,
-        tags: &BTreeMap<String, String>,
-    ) -> Option<TableChange> {
-        tag_changes(tags, &observed.tags)
-            .map(|TagChanges { set, remove }| TableChange::Tags { set, remove })
     }
 
     async fn update(
@@ -851,42 +773,6 @@ impl External<Table> for DynamoDb {
             Err(e) if is_not_found(&e) => Ok(DeleteProgress::Gone),
             _ => Ok(DeleteProgress::InProgress),
         }
-    }
-
-    fn fill_status(
-        &self,
-        obj: &Table,
-        _target: &Target,
-        observed: &ObservedTable,
-        status: &mut TableStatus,
-    ) {
-        status.table_name = Some(obj.spec.table_name.clone());
-        status.common.arn = Some(observed.arn.clone());
-        status.table_id = observed.table_id.clone();
-        status.table_status = Some(observed.status.clone());
-        status.billing_mode = Some(
-            match observed.billing_mode {
-                BillingMode::PayPerRequest => "PAY_PER_REQUEST",
-                BillingMode::Provisioned => "PROVISIONED",
-            }
-            .to_string(),
-        );
-        status.latest_stream_arn = observed.latest_stream_arn.clone();
-        status.latest_stream_label = observed.latest_stream_label.clone();
-        status.item_count = observed.item_count;
-        status.table_size_bytes = observed.table_size_bytes;
-        status.global_secondary_indexes = observed
-            .global_secondary_indexes
-            .iter()
-            .map(|g| super::types::IndexStatus {
-                index_name: g.index.index_name.clone(),
-                index_status: g.status.clone(),
-                backfilling: g.backfilling,
-            })
-            .collect();
-        status.time_to_live_status = observed.ttl_status.clone();
-        status.point_in_time_recovery_status = observed.pitr_status.clone();
-        status.deletion_protection_enabled = Some(observed.deletion_protection_enabled);
     }
 }
 

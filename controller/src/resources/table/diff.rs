@@ -13,7 +13,8 @@ use super::types::{
     LocalSecondaryIndex, Projection, ProjectionType, ProvisionedThroughput, SseSpecification,
     StreamViewType, TableClass, TableSpec,
 };
-use crate::core::driver::Change;
+use super::types::{IndexStatus, Table, TableStatus};
+use crate::core::driver::{Availability, Change, Model, Target};
 
 /// One global secondary index as DynamoDB reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -566,6 +567,124 @@ fn describe_key(key: &[KeySchemaElement]) -> String {
         })
         .collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// Whether DynamoDB takes another change now: the table and every index must be `ACTIVE`.
+pub fn availability_of(observed: &ObservedTable) -> Availability {
+    let busy = |reason: &str, message: String| Availability::Busy {
+        reason: reason.to_string(),
+        message,
+    };
+    match observed.status.as_str() {
+        "ACTIVE" => {}
+        "CREATING" => return busy("Creating", "the table is being created".to_string()),
+        "UPDATING" => return busy("Updating", "the table is being updated".to_string()),
+        "DELETING" => return busy("Deleting", "the table is being deleted".to_string()),
+        other => return busy("Unavailable", format!("the table is {other}")),
+    }
+    for gsi in &observed.global_secondary_indexes {
+        match gsi.status.as_deref() {
+            None | Some("ACTIVE") => {}
+            Some(status) => {
+                let backfill = if gsi.backfilling == Some(true) {
+                    " (backfilling)"
+                } else {
+                    ""
+                };
+                return busy(
+                    "Updating",
+                    format!(
+                        "index {:?} is {status}{backfill}; DynamoDB takes no other change until it is ACTIVE",
+                        gsi.index.index_name
+                    ),
+                );
+            }
+        }
+    }
+    Availability::Available
+}
+
+/// The pure model of a Table: everything the driver decides without I/O.
+pub struct TableModel;
+
+impl Model<Table> for TableModel {
+    type Observed = ObservedTable;
+    type Change = TableChange;
+    type Resolved = ();
+
+    fn describe(obj: &Table) -> String {
+        format!("DynamoDB table {:?}", obj.spec.table_name)
+    }
+
+    fn validate(obj: &Table) -> std::result::Result<(), String> {
+        validate(&obj.spec)
+    }
+
+    fn observed_tags(observed: &ObservedTable) -> &BTreeMap<String, String> {
+        &observed.tags
+    }
+
+    fn availability(observed: &ObservedTable) -> Availability {
+        availability_of(observed)
+    }
+
+    fn plan(
+        obj: &Table,
+        observed: &ObservedTable,
+        _resolved: &(),
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<TableChange> {
+        plan(&obj.spec, observed, tags)
+    }
+
+    /// Only the first planned step: the rest depends on what DynamoDB looks like after it, so
+    /// it is planned again on the next reconcile.
+    fn next_batch(plan: Vec<TableChange>) -> Vec<TableChange> {
+        plan.into_iter().take(1).collect()
+    }
+
+    fn tags_change(
+        observed: &ObservedTable,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<TableChange> {
+        tag_changes(tags, &observed.tags)
+            .map(|TagChanges { set, remove }| TableChange::Tags { set, remove })
+    }
+
+    fn fill_status(
+        obj: &Table,
+        _target: &Target,
+        observed: &ObservedTable,
+        status: &mut TableStatus,
+    ) {
+        status.table_name = Some(obj.spec.table_name.clone());
+        status.common.arn = Some(observed.arn.clone());
+        status.table_id = observed.table_id.clone();
+        status.table_status = Some(observed.status.clone());
+        status.billing_mode = Some(
+            match observed.billing_mode {
+                BillingMode::PayPerRequest => "PAY_PER_REQUEST",
+                BillingMode::Provisioned => "PROVISIONED",
+            }
+            .to_string(),
+        );
+        status.latest_stream_arn = observed.latest_stream_arn.clone();
+        status.latest_stream_label = observed.latest_stream_label.clone();
+        status.item_count = observed.item_count;
+        status.table_size_bytes = observed.table_size_bytes;
+        status.global_secondary_indexes = observed
+            .global_secondary_indexes
+            .iter()
+            .map(|g| IndexStatus {
+                index_name: g.index.index_name.clone(),
+                index_status: g.status.clone(),
+                backfilling: g.backfilling,
+            })
+            .collect();
+        status.time_to_live_status = observed.ttl_status.clone();
+        status.point_in_time_recovery_status = observed.pitr_status.clone();
+        status.deletion_protection_enabled = Some(observed.deletion_protection_enabled);
+    }
 }
 
 #[cfg(test)]
