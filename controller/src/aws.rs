@@ -196,8 +196,14 @@ impl Intercept for CallMetrics {
                     // S3 asks callers to slow down with 503 SlowDown, and a HEAD answer
                     // (HeadBucket, HeadObject) has no body to carry the code.
                     let s3_slow_down = service == "s3" && status == 503;
-                    if s3_slow_down || is_throttling(error_code(r).as_deref(), Some(status)) {
+                    let code = error_code(r);
+                    if s3_slow_down || is_throttling(code.as_deref(), Some(status)) {
                         "throttled"
+                    } else if is_read(meta.name()) && is_absent(code.as_deref(), status) {
+                        // A read that finds nothing there (no such resource, no CORS or
+                        // lifecycle configuration, no policy) is an answer, not an error: a
+                        // healthy fleet must not raise an alert on the error rate.
+                        "not_found"
                     } else if (400..500).contains(&status) {
                         "client_error"
                     } else {
@@ -210,6 +216,20 @@ impl Intercept for CallMetrics {
         self.0.aws_call(&service, meta.name(), outcome);
         Ok(())
     }
+}
+
+/// Whether an error answer says "nothing there": a 404, or the codes services use for it
+/// (S3 `NoSuch…`, DynamoDB and Lambda `ResourceNotFoundException`, RDS `DBInstanceNotFound`,
+/// EC2 `InvalidInstanceID.NotFound`, S3 `ServerSideEncryptionConfigurationNotFoundError`).
+fn is_absent(code: Option<&str>, status: u16) -> bool {
+    status == 404
+        || code.is_some_and(|c| {
+            c.starts_with("NoSuch")
+                || c.ends_with("NotFound")
+                || c.ends_with("NotFoundException")
+                || c.ends_with("NotFoundFault")
+                || c.ends_with("NotFoundError")
+        })
 }
 
 /// Error codes AWS services use to ask callers to slow down.
@@ -839,6 +859,44 @@ mod tests {
         assert!(metrics.encode().contains(
             r#"kaws_aws_api_calls_total{service="s3",operation="GetBucketPolicy",outcome="client_error"} 1"#
         ));
+        // "Not configured" on a read is an answer, counted apart from errors.
+        failed_call!(
+            aws_sdk_s3,
+            metrics,
+            "GetBucketCors",
+            mock!(Client::get_bucket_cors).then_http_response(|| response(
+                404,
+                &s3_error("NoSuchCORSConfiguration"),
+                &[]
+            )),
+            |c| c.get_bucket_cors().bucket("b").send()
+        );
+        assert!(metrics.encode().contains(
+            r#"kaws_aws_api_calls_total{service="s3",operation="GetBucketCors",outcome="not_found"} 1"#
+        ));
+    }
+
+    #[test]
+    fn nothing_there_is_told_apart_from_errors() {
+        let cases = [
+            (Some("NoSuchCORSConfiguration"), 404, true),
+            (Some("NoSuchBucketPolicy"), 404, true),
+            (
+                Some("ServerSideEncryptionConfigurationNotFoundError"),
+                404,
+                true,
+            ),
+            (Some("ResourceNotFoundException"), 400, true),
+            (Some("DBInstanceNotFound"), 404, true),
+            (Some("InvalidInstanceID.NotFound"), 400, true),
+            (None, 404, true),
+            (Some("AccessDenied"), 403, false),
+            (Some("ValidationException"), 400, false),
+            (Some("InvalidParameterValue"), 400, false),
+        ];
+        for (code, status, absent) in cases {
+            assert_eq!(is_absent(code, status), absent, "{code:?} {status}");
+        }
     }
 
     fn fenced_client(fence: &Fence, rules: &[&aws_smithy_mocks::Rule]) -> (Client, Arc<Metrics>) {

@@ -57,6 +57,7 @@ pub struct Metrics {
     durations: Family<KindLabels, Histogram>,
     aws_calls: Family<AwsCallLabels, Counter>,
     objects: Family<ObjectLabels, Gauge>,
+    status_writes: Family<ReconcileLabels, Counter>,
     leading: Gauge,
     readiness: Mutex<HashMap<(String, String), bool>>,
 }
@@ -89,6 +90,7 @@ impl Metrics {
         });
         let aws_calls = Family::<AwsCallLabels, Counter>::default();
         let objects = Family::<ObjectLabels, Gauge>::default();
+        let status_writes = Family::<ReconcileLabels, Counter>::default();
         let leading = Gauge::default();
         registry.register(
             "reconciles",
@@ -116,6 +118,11 @@ impl Metrics {
             objects.clone(),
         );
         registry.register(
+            "status_writes",
+            "Status writes at the end of a reconcile by kind: written, or skipped because the status is unchanged",
+            status_writes.clone(),
+        );
+        registry.register(
             "leading",
             "1 while this replica holds the leader-election Lease (always 1 without leader election)",
             leading.clone(),
@@ -129,6 +136,7 @@ impl Metrics {
             durations,
             aws_calls,
             objects,
+            status_writes,
             readiness: Mutex::new(HashMap::new()),
         }
     }
@@ -155,6 +163,16 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// A status write at the end of a reconcile: `written`, or `skipped` (unchanged).
+    pub fn status_write(&self, kind: &str, outcome: &str) {
+        self.status_writes
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn error(&self, kind: &str, category: &str) {

@@ -12,9 +12,9 @@ use crate::{
     cli::{LogFormat, RunArgs},
     core::{
         backoff::Backoffs,
-        driver::Shared,
+        driver::{Connect, Shared},
         events::Events,
-        registry::{self, Connect},
+        registry,
         runner::{Readiness, RunOptions},
     },
     fence::Fence,
@@ -145,6 +145,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         events: Events::new(client.clone(), args.instance.clone()),
         backoffs: Backoffs::new(Duration::from_secs(2), Duration::from_secs(300)),
         update_guard: Default::default(),
+        status_writes: Default::default(),
     });
     let kinds = registry::select(KINDS, &args.kinds);
     let names: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();

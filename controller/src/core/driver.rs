@@ -36,6 +36,7 @@ use super::{
     names::{FIELD_MANAGER, FINALIZER, annotations, conditions, reasons},
     ownership::{self, Owner, Ownership},
     policy::{self, Decision, Facts, Notice, Outcome, Progress, Requeue, Severity},
+    status_writes::{self, StatusWrites},
 };
 use crate::metrics::SharedMetrics;
 
@@ -101,13 +102,6 @@ impl<K> Dependency<K> {
         Self {
             api: ApiResource::erase::<D>(&()),
             names,
-        }
-    }
-
-    pub fn api_ref(&self) -> super::registry::ApiRef {
-        super::registry::ApiRef {
-            group: self.api.group.clone(),
-            plural: self.api.plural.clone(),
         }
     }
 }
@@ -231,7 +225,7 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     const IAM_STATEMENTS: &'static str;
 
     /// Builds the client `kaws run` starts the kind with.
-    fn connect(connect: &super::registry::Connect<'_>) -> Self
+    fn connect(connect: &Connect<'_>) -> Self
     where
         Self: Sized;
 
@@ -304,6 +298,16 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     }
 }
 
+/// What `kaws run` hands a kind's AWS side when it starts it (see [`External::connect`]).
+pub struct Connect<'a> {
+    pub sdk: &'a aws_config::SdkConfig,
+    pub metrics: &'a SharedMetrics,
+    pub client: &'a Client,
+    pub cluster_id: &'a str,
+    /// The controller's default resync period.
+    pub resync_period: Duration,
+}
+
 /// Controller-wide settings and clients shared by every kind.
 pub struct Shared {
     pub client: Client,
@@ -316,6 +320,8 @@ pub struct Shared {
     pub backoffs: Backoffs,
     /// Stops repeating a write AWS accepts but does not show (see `loop_guard.rs`).
     pub update_guard: UpdateGuard,
+    /// Skips status writes that change nothing (see `status_writes.rs`).
+    pub status_writes: StatusWrites,
 }
 
 /// Everything one kind's reconciler needs.
@@ -424,7 +430,7 @@ fn is_paused<K: Resource>(obj: &K) -> bool {
 }
 
 /// The object's drift-check period: its `kaws.io/resync-period` annotation, else `default`.
-pub fn resync_period<K: ManagedObject>(obj: &K, default: Duration) -> Duration {
+pub fn resync_period<K: Resource>(obj: &K, default: Duration) -> Duration {
     annotation(obj, annotations::RESYNC_PERIOD)
         .and_then(|v| humantime::parse_duration(v).ok())
         .filter(|d| *d >= Duration::from_secs(1))
@@ -472,8 +478,34 @@ async fn write_status<K: ManagedObject>(api: &Api<K>, obj: &K, status: &K::Statu
     Ok(())
 }
 
+/// Ends a reconcile with `status`: written, unless the API server already has exactly it.
+async fn settle_status<K: ManagedObject>(
+    shared: &Shared,
+    api: &Api<K>,
+    obj: &K,
+    status: &K::Status,
+) -> Result<()> {
+    let key = written_key(obj);
+    let new = status_writes::fingerprint(status);
+    let cached = obj.status().map(status_writes::fingerprint);
+    if !shared.status_writes.needed(&key, cached, new) {
+        shared.metrics.status_write(K::KIND, "skipped");
+        return Ok(());
+    }
+    write_status(api, obj, status).await?;
+    shared.status_writes.wrote(&key, new);
+    shared.metrics.status_write(K::KIND, "written");
+    Ok(())
+}
+
+/// The key of an object's last status write: a recreated object (new uid) starts afresh.
+fn written_key<K: ManagedObject>(obj: &K) -> String {
+    format!("{}/{}", object_key(obj), obj.uid().unwrap_or_default())
+}
+
 /// `Synced=False`, reason `Paused`; `Ready` stays as it was, since nothing was observed.
 async fn write_paused<K: ManagedObject>(
+    shared: &Shared,
     obj: &K,
     what: &str,
     api: &Api<K>,
@@ -484,7 +516,7 @@ async fn write_paused<K: ManagedObject>(
     let decision = decide_for(obj, status, previous, what, Outcome::Paused { deleting });
     // Paused is not an error: backoff, metrics and `Ready` stay as they were.
     set_conditions(obj, status, decision.ready.as_ref(), &decision.synced);
-    write_status(api, obj, status).await?;
+    settle_status(shared, api, obj, status).await?;
     Ok(Action::await_change())
 }
 
@@ -526,7 +558,8 @@ where
     let mut status = starting_status(obj);
 
     if is_paused(obj) {
-        return write_paused(obj, &E::Model::describe(obj), api, &mut status, false).await;
+        let what = E::Model::describe(obj);
+        return write_paused(shared, obj, &what, api, &mut status, false).await;
     }
 
     let previous = obj.status().cloned();
@@ -605,7 +638,7 @@ async fn enact<K: ManagedObject>(
             Severity::Retrying => events.retrying(obj, &event.reason, event.message).await,
         }
     }
-    write_status(api, obj, status).await?;
+    settle_status(shared, api, obj, status).await?;
     let ready = is_true(&K::common_status(status).conditions, conditions::READY);
     shared.metrics.object_ready(K::KIND, &key, Some(ready));
     Ok(())
@@ -983,7 +1016,7 @@ where
     shared.update_guard.converged(&key);
 
     if is_paused(obj) {
-        write_paused(obj, &what, api, &mut status, true).await?;
+        write_paused(shared, obj, &what, api, &mut status, true).await?;
         return Err(Error::Paused);
     }
 
@@ -1003,6 +1036,7 @@ where
             .normal(obj, reasons::RETAINED, format!("left {what} in AWS: {why}"))
             .await;
         shared.metrics.object_ready(K::KIND, &key, None);
+        shared.status_writes.forget(&written_key(obj));
         return Ok(Action::await_change());
     }
 
@@ -1010,6 +1044,7 @@ where
         Ok(()) => {
             shared.backoffs.reset(&key);
             shared.metrics.object_ready(K::KIND, &key, None);
+            shared.status_writes.forget(&written_key(obj));
             Ok(Action::await_change())
         }
         Err(err) => {
@@ -1100,24 +1135,25 @@ where
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+
     use super::*;
-    use crate::resources::bucket::Bucket;
 
-    fn bucket(yaml: &str) -> Bucket {
-        serde_saphyr::from_str(yaml).expect("fixture parses")
+    /// Any object does: the driver reads only metadata here (no kind is imported into core).
+    fn object() -> ConfigMap {
+        serde_saphyr::from_str("metadata: {name: a, namespace: n, generation: 1}\ndata: {k: v}\n")
+            .expect("fixture parses")
     }
-
-    const BASE: &str = "apiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata: {name: a, namespace: n, generation: 1}\nspec: {bucketName: abc}\n";
 
     #[test]
     fn only_changes_that_need_a_reconcile_trigger_one() {
-        let base = bucket(BASE);
-        let cases: Vec<(&str, Bucket, bool)> = vec![
+        let base = object();
+        let cases: Vec<(&str, ConfigMap, bool)> = vec![
             (
-                "status written by kaws",
+                "status written by kaws (here: anything outside the hashed metadata)",
                 {
                     let mut b = base.clone();
-                    b.status = Some(Default::default());
+                    b.data = Some([("k".to_string(), "w".to_string())].into());
                     b.metadata.resource_version = Some("9".into());
                     b
                 },
@@ -1164,7 +1200,7 @@ mod tests {
     #[test]
     fn resync_period_annotation_overrides_the_default() {
         let default = Duration::from_secs(600);
-        let mut b = bucket(BASE);
+        let mut b = object();
         assert_eq!(resync_period(&b, default), default);
         b.metadata.annotations =
             Some([(annotations::RESYNC_PERIOD.to_string(), "30s".to_string())].into());

@@ -14,3 +14,4 @@ pub mod policy;
 pub mod registry;
 pub mod runner;
 pub mod secrets;
+pub mod status_writes;

@@ -3,31 +3,19 @@
 //! of them (`resources::KINDS`): the CLI's kind names, the CRDs, the controllers `kaws run`
 //! starts, and the per-kind RBAC and IAM data the chart reads (`charts/kaws/files/kinds.yaml`).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc};
 
-use aws_config::SdkConfig;
 use futures::future::BoxFuture;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Client, CustomResourceExt};
+use kube::CustomResourceExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     api::Scope,
-    driver::{External, ManagedObject, Shared},
+    driver::{Connect, External, ManagedObject, Shared},
     runner::{self, Readiness, RunOptions},
 };
-use crate::metrics::SharedMetrics;
-
-/// What `kaws run` hands a kind's AWS side when it starts it (see [`External::connect`]).
-pub struct Connect<'a> {
-    pub sdk: &'a SdkConfig,
-    pub metrics: &'a SharedMetrics,
-    pub client: &'a Client,
-    pub cluster_id: &'a str,
-    /// The controller's default resync period.
-    pub resync_period: Duration,
-}
 
 /// One kind kaws serves.
 pub struct Kind {
@@ -122,7 +110,13 @@ impl Kind {
 }
 
 fn reads<K: ManagedObject>() -> Vec<ApiRef> {
-    let mut apis: Vec<ApiRef> = K::dependencies().iter().map(|d| d.api_ref()).collect();
+    let mut apis: Vec<ApiRef> = K::dependencies()
+        .iter()
+        .map(|d| ApiRef {
+            group: d.api.group.clone(),
+            plural: d.api.plural.clone(),
+        })
+        .collect();
     apis.sort();
     apis.dedup();
     apis

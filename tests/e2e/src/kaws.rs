@@ -135,6 +135,16 @@ impl Kaws {
         }))
     }
 
+    /// Status writes of `kind` at the end of reconciles: `written` or `skipped` (unchanged).
+    pub async fn status_writes(&self, kind: &str, outcome: &str) -> anyhow::Result<u64> {
+        let text = self.metrics().await?;
+        let needle = format!("kind=\"{kind}\"");
+        let outcome = format!("outcome=\"{outcome}\"");
+        Ok(sum_samples(&text, "kaws_status_writes_total", |labels| {
+            labels.contains(&needle) && labels.contains(&outcome)
+        }))
+    }
+
     /// Sends SIGKILL (no cleanup: the Lease is not released) and reaps the process.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         self.record_calls();

@@ -296,9 +296,14 @@ async fn steady_state_resync_makes_no_s3_writes() -> anyhow::Result<()> {
         "",
     ));
     env.wait_condition("steady", "Ready", "True", None).await?;
+    // Let the last status write of the create settle into the watch cache.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let writes_before = env.s3_write_calls().await?;
     let calls_before = env.s3_calls().await?;
     let reconciles_before = env.kaws.reconciles("Bucket").await?;
+    let status_before = env.kaws.status_writes("Bucket", "written").await?;
+    let skipped_before = env.kaws.status_writes("Bucket", "skipped").await?;
+    let version_before = env.buckets().get("steady").await?.metadata.resource_version;
     // Several resyncs at 1s (±10%).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let resyncs = env.kaws.reconciles("Bucket").await? - reconciles_before;
@@ -306,6 +311,19 @@ async fn steady_state_resync_makes_no_s3_writes() -> anyhow::Result<()> {
     let calls = env.s3_calls().await? - calls_before;
     assert!(resyncs >= 3, "resync ran ({resyncs} reconciles)");
     assert_eq!(writes, 0, "no S3 write in steady state");
+    // Nor a status write: every resync ends with the status the object already has.
+    let status_writes = env.kaws.status_writes("Bucket", "written").await? - status_before;
+    let skipped = env.kaws.status_writes("Bucket", "skipped").await? - skipped_before;
+    assert_eq!(status_writes, 0, "no status write in steady state");
+    assert!(
+        skipped >= resyncs,
+        "{skipped} skipped for {resyncs} resyncs"
+    );
+    assert_eq!(
+        env.buckets().get("steady").await?.metadata.resource_version,
+        version_before,
+        "the object was not written"
+    );
     println!(
         "steady state: {resyncs} resyncs made {calls} S3 calls ({} per resync), 0 writes",
         calls / resyncs.max(1)

@@ -22,9 +22,8 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
-        driver::{Created, DeleteProgress, External, Target},
+        driver::{Connect, Created, DeleteProgress, External, Target},
         error::{Error, Result},
-        registry::Connect,
     },
     metrics::SharedMetrics,
 };

@@ -26,10 +26,9 @@ use crate::{
     core::secrets::{self, Redacted},
     core::{
         conditions::is_true,
-        driver::{Created, DeleteProgress, External, Model, Target},
+        driver::{Connect, Created, DeleteProgress, External, Model, Target},
         error::{Error, Result},
         names::conditions,
-        registry::Connect,
     },
     metrics::SharedMetrics,
     resources::bucket::Bucket,

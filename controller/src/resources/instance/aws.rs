@@ -32,10 +32,9 @@ use crate::{
     core::{
         backoff::RESYNC_JITTER_PERCENT,
         conditions::is_true,
-        driver::{self, Created, DeleteProgress, External, Target},
+        driver::{self, Connect, Created, DeleteProgress, External, Target},
         error::{Error, Result},
         names::{conditions, tags},
-        registry::Connect,
         secrets::{self, Redacted},
     },
     metrics::SharedMetrics,

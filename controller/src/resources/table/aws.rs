@@ -25,9 +25,8 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify, describe},
     core::{
-        driver::{Availability, Created, DeleteProgress, External, Target},
+        driver::{Availability, Connect, Created, DeleteProgress, External, Target},
         error::{Error, Result},
-        registry::Connect,
     },
     metrics::SharedMetrics,
 };

@@ -1,0 +1,82 @@
+//! Skips status writes that would change nothing. Every reconcile ends with the status it
+//! decided; without this, a no-op resync of every object costs one server-side-apply PATCH (and
+//! an etcd write, and a watch event to every client) per object per resync period.
+//!
+//! The watch cache alone cannot say "unchanged": right after kaws writes a status, the cache can
+//! still show the one before, and a reconcile that computes that older status again must write.
+//! So a write is skipped only when the new status equals the cached one *and* what kaws last
+//! wrote for the object (or kaws has not written it since it started: then the cache holds what
+//! the API server had when the watch listed it).
+
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Mutex,
+};
+
+use serde::Serialize;
+
+/// A fingerprint of a status as kaws would write it.
+pub fn fingerprint<S: Serialize>(status: &S) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_vec(status).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// What kaws last wrote per object (key: kind, namespace, name and uid).
+#[derive(Debug, Default)]
+pub struct StatusWrites {
+    written: Mutex<HashMap<String, u64>>,
+}
+
+impl StatusWrites {
+    /// Whether the status `new` must be written, given the cached object's status `cached`.
+    pub fn needed(&self, key: &str, cached: Option<u64>, new: u64) -> bool {
+        if cached != Some(new) {
+            return true;
+        }
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.get(key).is_some_and(|last| *last != new)
+    }
+
+    /// Records a status written.
+    pub fn wrote(&self, key: &str, status: u64) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.insert(key.to_string(), status);
+    }
+
+    /// Forgets an object that is gone.
+    pub fn forget(&self, key: &str) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_is_written_unless_both_the_cache_and_the_last_write_already_hold_it() {
+        let (a, b) = (fingerprint(&"A"), fingerprint(&"B"));
+        assert_ne!(a, b);
+        let w = StatusWrites::default();
+        // Since start, nothing written: the cache is the API server's view.
+        assert!(w.needed("k", None, a), "no status yet");
+        assert!(w.needed("k", Some(b), a), "the cache holds another status");
+        assert!(!w.needed("k", Some(a), a), "the cache holds it: no write");
+        // kaws wrote B; the cache still shows A and the reconcile computes A again: the API
+        // server has B, so A must be written back.
+        w.wrote("k", b);
+        assert!(
+            w.needed("k", Some(a), a),
+            "the cache lags behind kaws' own write"
+        );
+        assert!(!w.needed("k", Some(b), b), "cache and last write agree");
+        assert!(w.needed("k", Some(b), a), "a change");
+        // Other objects are not confused with this one; a forgotten one is trusted to its cache.
+        assert!(!w.needed("other", Some(a), a));
+        w.forget("k");
+        assert!(!w.needed("k", Some(a), a));
+    }
+}
