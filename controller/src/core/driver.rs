@@ -947,6 +947,11 @@ where
     if !earlier_attempt {
         common.create_pending_since = Some(Time(Timestamp::now()));
         write_status(api, obj, status).await?;
+        // Known as written: the end of this reconcile must not take a cache that lacks the
+        // intent for the API server's view and skip the write that settles it.
+        ctx.shared
+            .status_writes
+            .wrote(&written_key(obj), status_writes::fingerprint(status));
     }
     let tags = target.owner.desired_tags(&obj.common_spec().tags);
     let created = ctx
