@@ -967,11 +967,7 @@ where
             e.is_terminal()
                 || matches!(
                     e,
-                    Error::Throttled { .. }
-                        | Error::Busy { .. }
-                        | Error::RejectedWithGrace { .. }
-                        | Error::SecretNotFound { .. }
-                        | Error::DependencyNotReady(_)
+                    Error::Throttled { .. } | Error::Busy { .. } | Error::RejectedWithGrace { .. }
                 )
         }
         Ok(Created::New) => false,

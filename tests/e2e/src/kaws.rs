@@ -135,14 +135,24 @@ impl Kaws {
         }))
     }
 
-    /// Status writes of `kind` at the end of reconciles: `written` or `skipped` (unchanged).
-    pub async fn status_writes(&self, kind: &str, outcome: &str) -> anyhow::Result<u64> {
-        let text = self.metrics().await?;
+    /// A scrape of `/metrics` taken just after a reconcile of `kind` ended. With one object of
+    /// the kind and a resync period well above a reconcile's length, nothing of that kind is in
+    /// flight then, so the counters of two such scrapes differ by whole reconciles only (a
+    /// reconcile counts itself after its last AWS call and status write).
+    pub async fn metrics_between_reconciles(&self, kind: &str) -> anyhow::Result<String> {
         let needle = format!("kind=\"{kind}\"");
-        let outcome = format!("outcome=\"{outcome}\"");
-        Ok(sum_samples(&text, "kaws_status_writes_total", |labels| {
-            labels.contains(&needle) && labels.contains(&outcome)
-        }))
+        let count =
+            |text: &str| sum_samples(text, "kaws_reconciles_total", |l| l.contains(&needle));
+        let first = count(&self.metrics().await?);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let text = self.metrics().await?;
+            if count(&text) > first {
+                return Ok(text);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bail!("no {kind} reconcile ended within 30s")
     }
 
     /// Sends SIGKILL (no cleanup: the Lease is not released) and reaps the process.

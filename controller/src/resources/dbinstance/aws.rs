@@ -223,6 +223,14 @@ impl Rds {
     }
 }
 
+/// The password the resolve step checked (it refuses to go on without one).
+fn resolved_password(resolved: &Credentials) -> Result<Redacted> {
+    resolved
+        .desired
+        .clone()
+        .ok_or_else(|| Error::InvalidSpec("no master password was resolved".to_string()))
+}
+
 fn final_snapshot_identifier(obj: &DBInstance) -> String {
     obj.spec
         .final_snapshot_identifier
@@ -275,10 +283,7 @@ impl External<DBInstance> for Rds {
         observed: &ObservedDb,
         resolved: &Credentials,
     ) -> Result<()> {
-        // Resolved already: this only hands out the password.
-        let password = self
-            .require_password(obj, resolved.desired.as_ref())
-            .await?;
+        let password = resolved_password(resolved)?;
         if resolved.applied.as_ref() != Some(&password) {
             return Ok(());
         }
@@ -301,10 +306,7 @@ impl External<DBInstance> for Rds {
         let rds = self.clients.get(&target.region);
         let spec = &obj.spec;
         let id = identifier(obj);
-        // Resolved already: this only hands out the password.
-        let password = self
-            .require_password(obj, resolved.desired.as_ref())
-            .await?;
+        let password = resolved_password(resolved)?;
         // The password is stored before RDS sees it, so a crash after CreateDBInstance can
         // never lose a generated password; `pending` says RDS may not have it yet.
         self.write_connection(obj, &password, None, true).await?;
@@ -424,7 +426,7 @@ impl External<DBInstance> for Rds {
             };
         }
         if let Some(p) = &password {
-            let p = self.require_password(obj, Some(p)).await?;
+            let p = p.clone();
             // Stored first: whatever happens next, the password that may be in RDS is on record.
             self.write_connection(obj, &p, observed.endpoint.as_ref(), true)
                 .await?;
