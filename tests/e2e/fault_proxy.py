@@ -34,8 +34,9 @@ Fault kinds (rates are probabilities per request, drawn in this order):
 - `error`: the protocol's plain 500 (InternalError / InternalServerError / ServiceException /
   InternalFailure);
 - `reset_after`: forwarded to moto, then the socket is reset before the answer (the write
-  happened, the client never hears of it). Off by default: moto ignores EC2 ClientTokens, so an
-  SDK retry of RunInstances would make a duplicate real EC2 would not.
+  happened, the client never hears of it). Off by default. (Plain moto ignores EC2 ClientTokens,
+  so an SDK retry of RunInstances made a duplicate real EC2 would not; `moto_server.py` restores
+  EC2's idempotency.)
 - `latency_ms` (+ `jitter_ms`): added before every request of the service.
 
 Ignored writes: `POST /__faults` with `{"ignore": ["s3:PutBucketVersioning", ...]}` (service and

@@ -171,5 +171,29 @@ def _create_function_once(self, spec):
 LambdaBackend.create_function = _create_function_once
 
 
+# moto 5.2.5 ignores RunInstances' ClientToken: a retried launch (an SDK retry after a lost
+# answer, or kaws started again after being killed while the first launch was still on its way)
+# starts a second instance where EC2 answers with the first one. EC2's idempotency is what kaws
+# relies on there (the token is derived from the object's uid), so it is restored here: a
+# RunInstances whose token launched instances before answers with that reservation.
+from moto.ec2.models.instances import InstanceBackend  # noqa: E402
+
+_run_instances = InstanceBackend.run_instances
+_DEFAULT_TOKEN = "ABCDE"  # what moto's response layer passes when the request has no token
+
+
+def _run_instances_once(self, image_id, count, user_data, security_group_names, **kwargs):
+    token = kwargs.get("client_token")
+    with _create_lock:
+        if token and token != _DEFAULT_TOKEN:
+            for reservation in self.reservations.values():
+                if any(getattr(i, "client_token", None) == token for i in reservation.instances):
+                    return reservation
+        return _run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+
+
+InstanceBackend.run_instances = _run_instances_once
+
+
 if __name__ == "__main__":
     sys.exit(main())
