@@ -46,6 +46,8 @@ pub struct Ec2 {
     ec2: RegionalClients<Client>,
     kube: kube::Client,
     index: InstanceIndex,
+    /// Instance types and AMIs already looked up, per region.
+    lookups: Lookups,
     /// The controller's resync period, for objects without `kaws.io/resync-period`.
     resync_period: Duration,
 }
@@ -64,6 +66,7 @@ impl Ec2 {
             ec2: RegionalClients::new(sdk, metrics, build_client),
             kube,
             index: InstanceIndex::new(cluster_id),
+            lookups: Lookups::default(),
             resync_period,
         }
     }
@@ -537,8 +540,71 @@ fn unknown_type(instance_type: &str) -> Error {
     ))
 }
 
+/// How long a positive lookup is reused: an offered instance type stays offered and an AMI's
+/// root device never changes; the limit only bounds how long a deregistered AMI is believed to
+/// exist (RunInstances then refuses it anyway).
+const LOOKUP_TTL: Duration = Duration::from_secs(3600);
+
+/// What EC2 answered about instance types and AMIs, per region: every create of the same
+/// instance type and image asked the same two questions again (100 of 300 calls for 50
+/// instances). Only answers that let a create go on are kept; a refusal is asked again, so a
+/// fixed spec (or a newly shared AMI) is seen at once.
+#[derive(Debug, Default)]
+struct Lookups {
+    types: Answers<()>,
+    images: Answers<Option<RootDevice>>,
+}
+
+/// Answers per (region, what was asked), with when they were given.
+type Answers<V> = Mutex<HashMap<(String, String), (Instant, V)>>;
+
+impl Lookups {
+    async fn instance_type(
+        &self,
+        client: &Client,
+        region: &str,
+        instance_type: &str,
+    ) -> Result<()> {
+        let key = (region.to_string(), instance_type.to_string());
+        if fresh(&self.types, &key).is_some() {
+            return Ok(());
+        }
+        check_instance_type(client, instance_type).await?;
+        lock(&self.types).insert(key, (Instant::now(), ()));
+        Ok(())
+    }
+
+    async fn root_device(
+        &self,
+        client: &Client,
+        region: &str,
+        image_id: &str,
+    ) -> Result<Option<RootDevice>> {
+        let key = (region.to_string(), image_id.to_string());
+        if let Some(root) = fresh(&self.images, &key) {
+            return Ok(root);
+        }
+        let root = root_device(client, image_id).await?;
+        lock(&self.images).insert(key, (Instant::now(), root.clone()));
+        Ok(root)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A cached answer younger than [`LOOKUP_TTL`].
+fn fresh<V: Clone>(map: &Answers<V>, key: &(String, String)) -> Option<V> {
+    lock(map)
+        .get(key)
+        .filter(|(at, _)| at.elapsed() < LOOKUP_TTL)
+        .map(|(_, v)| v.clone())
+}
+
 /// The AMI's root device: its name and, when the AMI tells, its size in GiB. Also proves the
 /// AMI exists.
+#[derive(Clone, Debug)]
 struct RootDevice {
     name: String,
     size: Option<i32>,
@@ -686,8 +752,13 @@ impl External<Instance> for Ec2 {
         let spec = &obj.spec;
         let uid = obj.uid().unwrap_or_default();
         let user_data = resolved.clone();
-        check_instance_type(&client, &spec.instance_type).await?;
-        let root = root_device(&client, &spec.image_id).await?;
+        self.lookups
+            .instance_type(&client, &target.region, &spec.instance_type)
+            .await?;
+        let root = self
+            .lookups
+            .root_device(&client, &target.region, &spec.image_id)
+            .await?;
         let devices = block_devices(obj, root.as_ref())?;
         let previous = status.instance_id.clone();
         let token = diff::client_token(&uid, previous.as_deref());
@@ -1083,5 +1154,66 @@ mod tests {
             max_snapshot_age(&instance(Some("24h")), default),
             Duration::from_secs(300)
         );
+    }
+
+    #[tokio::test]
+    async fn instance_types_and_images_are_asked_once_per_region_and_refusals_again() {
+        use aws_sdk_ec2::operation::{
+            describe_images::DescribeImagesOutput,
+            describe_instance_types::DescribeInstanceTypesOutput,
+        };
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+        let types = mock!(Client::describe_instance_types).then_output(|| {
+            DescribeInstanceTypesOutput::builder()
+                .instance_types(
+                    ec2::InstanceTypeInfo::builder()
+                        .instance_type(ec2::InstanceType::T3Micro)
+                        .build(),
+                )
+                .build()
+        });
+        let images = mock!(Client::describe_images).then_output(|| {
+            DescribeImagesOutput::builder()
+                .images(
+                    ec2::Image::builder()
+                        .image_id("ami-1")
+                        .root_device_name("/dev/xvda")
+                        .build(),
+                )
+                .build()
+        });
+        let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[&types, &images]);
+        let lookups = Lookups::default();
+        for _ in 0..3 {
+            lookups
+                .instance_type(&client, "eu-west-1", "t3.micro")
+                .await
+                .expect("offered");
+            let root = lookups
+                .root_device(&client, "eu-west-1", "ami-1")
+                .await
+                .expect("exists");
+            assert_eq!(root.map(|r| r.name), Some("/dev/xvda".to_string()));
+        }
+        assert_eq!((types.num_calls(), images.num_calls()), (1, 1));
+        lookups
+            .instance_type(&client, "us-east-1", "t3.micro")
+            .await
+            .expect("offered");
+        assert_eq!(types.num_calls(), 2, "another region asks again");
+
+        // A type EC2 does not offer is refused every time, never remembered.
+        let none = mock!(Client::describe_instance_types)
+            .then_output(|| DescribeInstanceTypesOutput::builder().build());
+        let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[&none]);
+        for _ in 0..2 {
+            let err = lookups
+                .instance_type(&client, "eu-west-1", "t9.huge")
+                .await
+                .expect_err("not offered");
+            assert!(err.to_string().contains("t9.huge"), "{err}");
+        }
+        assert_eq!(none.num_calls(), 2);
     }
 }
