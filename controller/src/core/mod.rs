@@ -4,6 +4,7 @@
 pub mod api;
 pub mod backoff;
 pub mod conditions;
+pub mod documents;
 pub mod driver;
 pub mod error;
 pub mod events;

@@ -9,6 +9,7 @@ use super::types::{
 use crate::{
     aws::partition,
     core::{
+        documents,
         driver::{Availability, Change, Model, Target},
         names::tags::AWS_RESERVED_PREFIX,
     },
@@ -87,6 +88,7 @@ pub fn validate(spec: &BucketSpec) -> Result<(), String> {
             Ok(_) => return Err("policy must be a JSON object".to_string()),
             Err(e) => return Err(format!("policy is not valid JSON: {e}")),
         }
+        documents::canonical(policy).map_err(|e| format!("spec.policy: {e}"))?;
     }
     if let Some(enc) = &spec.encryption
         && enc.sse_algorithm == SseAlgorithm::Aes256
@@ -271,17 +273,12 @@ fn normalized_lifecycle(rules: &[LifecycleRule]) -> Vec<LifecycleRule> {
     rules
 }
 
-/// Policies are compared as JSON values, so S3 reformatting a document is not drift.
+/// Policies are compared by meaning (see `core::documents`), so S3 rewriting a document —
+/// reformatted, one-element arrays collapsed — is not drift.
 fn policy_matches(desired: Option<&str>, observed: Option<&str>) -> bool {
     match (desired, observed) {
         (None, None) => true,
-        (Some(d), Some(o)) => {
-            let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
-            match (parse(d), parse(o)) {
-                (Some(d), Some(o)) => d == o,
-                _ => d == o,
-            }
-        }
+        (Some(d), Some(o)) => documents::same(d, o),
         _ => false,
     }
 }
@@ -509,6 +506,15 @@ mod tests {
                 vec![],
             ),
             (
+                "S3 handing the policy back with one-element arrays collapsed is not drift",
+                "bucketName: b01\npolicy: '{\"Version\": \"2012-10-17\", \"Statement\": [{\"Effect\": \"Deny\", \"Principal\": {\"AWS\": [\"*\"]}, \"Action\": [\"s3:DeleteBucket\"], \"Resource\": [\"arn:aws:s3:::b01\"]}]}'",
+                ObservedBucket {
+                    policy: Some("{\"Version\":\"2012-10-17\",\"Statement\":{\"Effect\":\"Deny\",\"Principal\":\"*\",\"Action\":\"s3:DeleteBucket\",\"Resource\":\"arn:aws:s3:::b01\"}}".into()),
+                    ..converged()
+                },
+                vec![],
+            ),
+            (
                 "a policy added outside is removed",
                 "bucketName: b01",
                 ObservedBucket {
@@ -560,6 +566,11 @@ mod tests {
                 "policy not JSON",
                 "bucketName: b01\npolicy: '{not json'",
                 Some("policy is not valid JSON"),
+            ),
+            (
+                "a policy statement with a wrong value names where",
+                "bucketName: b01\npolicy: '{\"Statement\": [{\"Effect\": \"Allow\", \"Action\": [1, {}]}]}'",
+                Some("spec.policy: Statement[0].Action[1]: must be a string"),
             ),
             (
                 "policy not an object",
