@@ -14,7 +14,7 @@ use crate::{
         backoff::Backoffs,
         driver::{Connect, Shared},
         events::Events,
-        registry,
+        registry::{self, Launch},
         runner::{Readiness, RunOptions},
     },
     fence::Fence,
@@ -197,13 +197,13 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     };
     let mut tasks = tokio::task::JoinSet::new();
     for kind in kinds {
-        tasks.spawn(kind.start(
-            shared.clone(),
-            &connect,
-            options.clone(),
-            readiness.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(kind.start(Launch {
+            shared: shared.clone(),
+            connect: &connect,
+            options: options.clone(),
+            readiness: readiness.clone(),
+            shutdown: shutdown.clone(),
+        }));
     }
 
     let lost = async {

@@ -35,8 +35,8 @@ pub enum ManagementPolicy {
     ObserveOnly,
 }
 
-/// The fields a kind's [`Scope`] adds to its spec and status: [`Regional`] or [`Global`].
-pub trait Placement:
+/// What a group of API fields flattened into a spec or status must be.
+pub trait ApiFields:
     Clone
     + Debug
     + Default
@@ -48,9 +48,10 @@ pub trait Placement:
     + Sync
     + 'static
 {
-    const SCOPE: Scope;
-    /// What it adds to the status.
-    type Status: Clone
+}
+
+impl<T> ApiFields for T where
+    T: Clone
         + Debug
         + Default
         + Serialize
@@ -59,7 +60,15 @@ pub trait Placement:
         + PartialEq
         + Send
         + Sync
-        + 'static;
+        + 'static
+{
+}
+
+/// The fields a kind's [`Scope`] adds to its spec and status: [`Regional`] or [`Global`].
+pub trait Placement: ApiFields {
+    const SCOPE: Scope;
+    /// What it adds to the status.
+    type Status: ApiFields;
 
     /// `spec.region`, when the kind has one and it is set.
     fn region(&self) -> Option<&str>;

@@ -25,13 +25,17 @@ pub struct Kind {
     iam: &'static str,
     crd: fn() -> CustomResourceDefinition,
     reads: fn() -> Vec<ApiRef>,
-    start: fn(
-        Arc<Shared>,
-        &Connect<'_>,
-        RunOptions,
-        Readiness,
-        CancellationToken,
-    ) -> BoxFuture<'static, ()>,
+    start: fn(Launch<'_>) -> BoxFuture<'static, ()>,
+}
+
+/// What `kaws run` gives each kind's controller when it starts it.
+pub struct Launch<'a> {
+    pub shared: Arc<Shared>,
+    pub connect: &'a Connect<'a>,
+    pub options: RunOptions,
+    pub readiness: Readiness,
+    /// The controller's future ends after this fires.
+    pub shutdown: CancellationToken,
 }
 
 /// A kaws API another kind's objects reference.
@@ -83,16 +87,9 @@ impl Kind {
         self.iam
     }
 
-    /// Starts the kind's controller; the future ends after `shutdown`.
-    pub fn start(
-        &self,
-        shared: Arc<Shared>,
-        connect: &Connect<'_>,
-        options: RunOptions,
-        readiness: Readiness,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
-        (self.start)(shared, connect, options, readiness, shutdown)
+    /// Starts the kind's controller.
+    pub fn start(&self, launch: Launch<'_>) -> BoxFuture<'static, ()> {
+        (self.start)(launch)
     }
 
     /// What the chart needs to know about the kind (see [`chart_data`]).
@@ -122,16 +119,14 @@ fn reads<K: ManagedObject>() -> Vec<ApiRef> {
     apis
 }
 
-fn start<K: ManagedObject, E: External<K>>(
-    shared: Arc<Shared>,
-    connect: &Connect<'_>,
-    options: RunOptions,
-    readiness: Readiness,
-    shutdown: CancellationToken,
-) -> BoxFuture<'static, ()> {
-    let external = E::connect(connect);
+fn start<K: ManagedObject, E: External<K>>(launch: Launch<'_>) -> BoxFuture<'static, ()> {
+    let external = E::connect(launch.connect);
     Box::pin(runner::run_kind::<K, E>(
-        shared, external, options, readiness, shutdown,
+        launch.shared,
+        external,
+        launch.options,
+        launch.readiness,
+        launch.shutdown,
     ))
 }
 
