@@ -130,6 +130,17 @@ pub struct RunArgs {
     /// leader died. Whole seconds, at least 2s; renewed a third of it before expiry.
     #[arg(long, env = "KAWS_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub leader_election_lease_duration: Duration,
+
+    /// IAM kinds: kaws creates and changes roles, policies and instance profiles only under this
+    /// path (the shipped IAM policy grants no more); a spec naming a path outside is refused.
+    #[arg(long, env = "KAWS_IAM_PATH_PREFIX", default_value = crate::iam::DEFAULT_PATH_PREFIX)]
+    pub iam_path_prefix: String,
+
+    /// IAM kinds: ARN of the managed policy kaws sets as permissions boundary on every role it
+    /// creates (the shipped IAM policy lets kaws create roles only with it); a Role naming
+    /// another boundary is refused.
+    #[arg(long, env = "KAWS_IAM_PERMISSIONS_BOUNDARY")]
+    pub iam_permissions_boundary: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

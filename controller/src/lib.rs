@@ -7,6 +7,7 @@ pub mod core;
 pub mod crds;
 pub mod fence;
 pub mod http;
+pub mod iam;
 pub mod leader;
 pub mod metrics;
 pub mod resources;

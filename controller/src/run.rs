@@ -34,6 +34,8 @@ pub enum StartError {
     Kube(#[from] kube::Error),
     #[error("no AWS region: set --aws-region (KAWS_AWS_REGION) or AWS_REGION")]
     NoRegion,
+    #[error("{0}")]
+    Settings(String),
     #[error("the kube-system namespace has no uid; set --cluster-id")]
     NoClusterId,
     #[error(
@@ -188,8 +190,14 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         namespaces: args.watch_namespaces.clone(),
         concurrency: args.concurrency,
     };
+    let iam = crate::iam::Guard {
+        path_prefix: args.iam_path_prefix.clone(),
+        permissions_boundary: args.iam_permissions_boundary.clone(),
+    };
+    iam.validate().map_err(StartError::Settings)?;
     let connect = Connect {
         sdk: &sdk,
+        iam: &iam,
         metrics: &metrics,
         client: &client,
         cluster_id: &cluster_id,

@@ -45,6 +45,8 @@ for service, op in sorted(calls):
 policy = json.load(open(policy_path))
 granted = set()
 for st in policy["Statement"]:
+    if st.get("Effect") != "Allow":
+        continue
     actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
     granted.update(actions)
 

@@ -14,7 +14,62 @@
 //!   array); `Principal: "*"` as `{"AWS": ["*"]}`, which IAM treats the same;
 //! - whitespace and key order ignored (the comparison is on parsed JSON).
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// A policy document as a spec field: written as YAML/JSON structure or as a JSON string (also
+/// URL-encoded, as IAM hands documents back). Both forms mean the same document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Document(pub Value);
+
+impl Document {
+    /// The document as the JSON text AWS takes: a string as written, a structure serialized.
+    pub fn text(&self) -> String {
+        match &self.0 {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The canonical form (see [`canonical`]); an error names what is wrong and where.
+    pub fn canonical(&self) -> Result<Value, String> {
+        canonical(&self.text())
+    }
+
+    /// A document that parses, or `field` and the JSON path of what is wrong with it.
+    pub fn check(&self, field: &str) -> Result<(), String> {
+        self.canonical()
+            .map(|_| ())
+            .map_err(|e| format!("{field}: {e}"))
+    }
+
+    /// Whether `observed` (AWS's text) means this document.
+    pub fn same_as(&self, observed: &str) -> bool {
+        same(&self.text(), observed)
+    }
+}
+
+impl JsonSchema for Document {
+    fn schema_name() -> Cow<'static, str> {
+        "PolicyDocument".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // Structure or string: the API server keeps either as written.
+        json_schema!({
+            "description": "An IAM policy document: YAML/JSON structure or a JSON string.",
+            "x-kubernetes-preserve-unknown-fields": true
+        })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
 
 /// What IAM assumes when a document names no `Version`.
 const DEFAULT_VERSION: &str = "2008-10-17";

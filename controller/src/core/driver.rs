@@ -304,6 +304,8 @@ pub struct Connect<'a> {
     pub metrics: &'a SharedMetrics,
     pub client: &'a Client,
     pub cluster_id: &'a str,
+    /// What the IAM kinds may create and change (`--iam-path-prefix`, `--iam-permissions-boundary`).
+    pub iam: &'a crate::iam::Guard,
     /// The controller's default resync period.
     pub resync_period: Duration,
 }

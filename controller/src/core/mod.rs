@@ -12,6 +12,7 @@ pub mod loop_guard;
 pub mod names;
 pub mod ownership;
 pub mod policy;
+pub mod references;
 pub mod registry;
 pub mod runner;
 pub mod secrets;

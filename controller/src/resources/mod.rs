@@ -9,6 +9,9 @@ pub mod bucket;
 pub mod dbinstance;
 pub mod function;
 pub mod instance;
+pub mod instanceprofile;
+pub mod policy;
+pub mod role;
 pub mod table;
 
 use crate::core::registry::Kind;
@@ -20,6 +23,9 @@ pub const KINDS: &[Kind] = &[
     Kind::of::<table::Table, table::aws::DynamoDb>(),
     Kind::of::<instance::Instance, instance::aws::Ec2>(),
     Kind::of::<function::Function, function::aws::Lambda>(),
+    Kind::of::<role::Role, role::aws::Iam>(),
+    Kind::of::<policy::Policy, policy::aws::Iam>(),
+    Kind::of::<instanceprofile::InstanceProfile, instanceprofile::aws::Iam>(),
 ];
 
 /// The names `--kinds` accepts, e.g. `dbinstance`.

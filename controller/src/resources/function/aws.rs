@@ -15,7 +15,7 @@ use aws_sdk_lambda::{
     types as lambda,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
 use super::{
     diff::{self, CodePlan, ConfigField, FunctionChange, ObservedFunction, Resolved},
@@ -25,13 +25,12 @@ use crate::{
     aws::{CallMetrics, RegionalClients, classify, describe},
     core::secrets::{self, Redacted},
     core::{
-        conditions::is_true,
         driver::{Connect, Created, DeleteProgress, External, Model, Target},
         error::{Error, Result},
-        names::conditions,
+        references,
     },
     metrics::SharedMetrics,
-    resources::bucket::Bucket,
+    resources::{bucket::Bucket, role::Role},
 };
 
 /// Lambda and S3 clients, one per region, and the Kubernetes client that resolves `bucketRef`.
@@ -220,24 +219,23 @@ impl Lambda {
             return Ok(None);
         };
         let ns = obj.namespace().unwrap_or_default();
-        let api: Api<Bucket> = Api::namespaced(self.kube.clone(), &ns);
-        let Some(bucket) = api.get_opt(&r.name).await? else {
-            return Err(Error::DependencyNotReady(format!(
-                "Bucket {:?} referenced by code.bucketRef does not exist",
-                r.name
-            )));
-        };
-        let ready = bucket.status.as_ref().is_some_and(|s| {
-            s.common.observed_generation == bucket.metadata.generation
-                && is_true(&s.common.conditions, conditions::READY)
-        });
-        if !ready {
-            return Err(Error::DependencyNotReady(format!(
-                "Bucket {:?} referenced by code.bucketRef is not Ready",
-                r.name
-            )));
-        }
+        let bucket: Bucket = references::ready(&self.kube, &ns, &r.name, "code.bucketRef").await?;
         Ok(Some(bucket.spec.bucket_name.clone()))
+    }
+
+    /// The execution role's ARN: `role`, or that of the Ready Role `roleRef` names.
+    async fn role(&self, obj: &Function) -> Result<String> {
+        if let Some(role) = &obj.spec.role {
+            return Ok(role.clone());
+        }
+        let Some(r) = &obj.spec.role_ref else {
+            return Err(Error::InvalidSpec(
+                "set exactly one of spec.role and spec.roleRef".to_string(),
+            ));
+        };
+        let ns = obj.namespace().unwrap_or_default();
+        let role: Role = references::ready(&self.kube, &ns, &r.name, "spec.roleRef").await?;
+        references::arn_of(&role, "spec.roleRef")
     }
 
     /// The object at the code's key now (its ETag and version id), `None` for zip code.
@@ -452,7 +450,7 @@ pub async fn send_changes(
                     req.set_runtime(spec.runtime.as_deref().map(lambda::Runtime::from))
                 }
                 ConfigField::Handler => req.set_handler(spec.handler.clone()),
-                ConfigField::Role => req.role(&spec.role),
+                ConfigField::Role => req.role(&resolved.role),
                 ConfigField::Description => {
                     req.description(spec.description.clone().unwrap_or_default())
                 }
@@ -522,6 +520,7 @@ impl External<Function> for Lambda {
         };
         let source = self.code_source(obj, &target.region).await?;
         Ok(Resolved {
+            role: self.role(obj).await?,
             secret_variables,
             source,
         })
@@ -556,6 +555,7 @@ impl External<Function> for Lambda {
     ) -> Result<Created> {
         let spec = &obj.spec;
         let Resolved {
+            role,
             secret_variables,
             source,
         } = resolved;
@@ -577,7 +577,7 @@ impl External<Function> for Lambda {
             .package_type(lambda::PackageType::from(diff::package_type(spec)))
             .set_runtime(spec.runtime.as_deref().map(lambda::Runtime::from))
             .set_handler(spec.handler.clone())
-            .role(&spec.role)
+            .role(role)
             .code(code)
             .set_description(spec.description.clone())
             .set_memory_size(spec.memory_size)
@@ -777,7 +777,10 @@ mod tests {
         if let Availability::Busy { .. } = availability(&observed) {
             return Ok(None);
         }
-        let resolved = Resolved::default();
+        let resolved = Resolved {
+            role: ROLE.into(),
+            ..Resolved::default()
+        };
         let all = diff::diff(
             &obj.spec,
             obj.status.as_ref(),

@@ -76,6 +76,8 @@ pub struct ObservedFunction {
 /// What the spec references outside Lambda, as the resolve step read it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resolved {
+    /// The execution role's ARN: `role`, or the ARN of the Ready Role `roleRef` names.
+    pub role: String,
     /// The values of `environment.fromSecrets`, read from the Secrets.
     pub secret_variables: BTreeMap<String, Redacted>,
     /// The S3 object the spec points at now (`s3Bucket` or the Bucket of `bucketRef`, the key,
@@ -215,8 +217,14 @@ pub fn validate(spec: &FunctionSpec) -> Result<(), String> {
             return Err("handler is required for zip packages".to_string());
         }
     }
-    if !spec.role.starts_with("arn:") || !spec.role.contains(":role/") {
-        return Err(format!("role {:?} is not an IAM role ARN", spec.role));
+    match (&spec.role, &spec.role_ref) {
+        (Some(role), None) if !role.starts_with("arn:") || !role.contains(":role/") => {
+            return Err(format!("role {role:?} is not an IAM role ARN"));
+        }
+        (Some(_), Some(_)) | (None, None) => {
+            return Err("set exactly one of spec.role and spec.roleRef".to_string());
+        }
+        _ => {}
     }
     for arch in &spec.architectures {
         if arch != "x86_64" && arch != "arm64" {
@@ -476,7 +484,7 @@ pub fn diff(
         spec.handler.is_some() && observed.handler != spec.handler,
         ConfigField::Handler,
     );
-    config(observed.role != spec.role, ConfigField::Role);
+    config(observed.role != resolved.role, ConfigField::Role);
     config(
         observed.description != spec.description.clone().unwrap_or_default(),
         ConfigField::Description,
@@ -730,7 +738,7 @@ mod tests {
             handler: spec.handler.clone(),
             package_type: Some(package_type(spec).into()),
             image_uri: spec.code.image_uri.clone(),
-            role: spec.role.clone(),
+            role: spec.role.clone().unwrap_or_default(),
             memory_size: Some(128),
             timeout: Some(3),
             code_sha256: zip_bytes(spec).map(|b| code_sha256(&b)),
@@ -893,7 +901,7 @@ mod tests {
                 "role that is not a role ARN",
                 {
                     let mut s = zip_spec("");
-                    s.role = "fn-role".into();
+                    s.role = Some("fn-role".into());
                     s
                 },
                 Some("not an IAM role ARN"),
@@ -1181,7 +1189,10 @@ mod tests {
                 &spec,
                 status.as_ref(),
                 &observed,
-                &Resolved::default(),
+                &Resolved {
+                    role: ROLE.into(),
+                    ..Resolved::default()
+                },
                 &tags(),
             );
             assert_eq!(fields(&got), want, "{why}");
@@ -1202,6 +1213,7 @@ mod tests {
             ..Default::default()
         };
         let at = |source: CodeSource| Resolved {
+            role: ROLE.into(),
             source: Some(source),
             ..Default::default()
         };
@@ -1222,6 +1234,7 @@ mod tests {
             (
                 "a secret variable's value changed: environment",
                 Resolved {
+                    role: ROLE.into(),
                     secret_variables: [("TOKEN".to_string(), Redacted("new".into()))].into(),
                     source: Some(source.clone()),
                 },
@@ -1261,7 +1274,16 @@ mod tests {
             code_sha256: Some("old".into()),
             ..converged(&s)
         };
-        let changes = diff(&s, None, &observed, &Resolved::default(), &tags());
+        let changes = diff(
+            &s,
+            None,
+            &observed,
+            &Resolved {
+                role: ROLE.into(),
+                ..Resolved::default()
+            },
+            &tags(),
+        );
         assert_eq!(fields(&changes), vec!["code", "memorySize"]);
         let batch: Vec<&str> = next_batch(&changes)
             .into_iter()

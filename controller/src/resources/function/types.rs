@@ -11,6 +11,7 @@ use crate::{
     core::{
         api::{CommonSpec, CommonStatus, Regional},
         driver::Dependency,
+        references::LocalRef,
     },
     resources::bucket::Bucket,
 };
@@ -36,6 +37,7 @@ use crate::{
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(crate::core::api::REGION_IMMUTABLE_RULE).message("region is immutable"))]
+#[x_kube(validation = Rule::new("has(self.role) != has(self.roleRef)").message("set exactly one of role and roleRef"))]
 pub struct FunctionSpec {
     /// Name of the Lambda function: 1-64 letters, digits, hyphens and underscores. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("functionName is immutable"))]
@@ -63,9 +65,15 @@ pub struct FunctionSpec {
     #[schemars(length(max = 128), regex(pattern = r"^[^\s]+$"))]
     pub handler: Option<String>,
 
-    /// ARN of the IAM role Lambda assumes to run the function.
+    /// ARN of the IAM role Lambda assumes to run the function. Set this or `roleRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^arn:aws[a-zA-Z-]*:iam::[0-9]{12}:role/[a-zA-Z0-9+=,.@_/-]+$"))]
-    pub role: String,
+    pub role: Option<String>,
+
+    /// A kaws `Role` in the same namespace whose ARN Lambda assumes, instead of `role`. The
+    /// function waits with `DependencyNotReady` until the Role is Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_ref: Option<LocalRef>,
 
     /// Description of the function, at most 256 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -325,13 +333,18 @@ impl crate::core::driver::ManagedObject for Function {
             .collect()
     }
     fn dependencies() -> Vec<Dependency<Self>> {
-        vec![Dependency::on::<Bucket>(|f| {
-            f.spec
-                .code
-                .bucket_ref
-                .iter()
-                .map(|r| r.name.clone())
-                .collect()
-        })]
+        vec![
+            Dependency::on::<Bucket>(|f| {
+                f.spec
+                    .code
+                    .bucket_ref
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect()
+            }),
+            Dependency::on::<crate::resources::role::Role>(|f| {
+                f.spec.role_ref.iter().map(|r| r.name.clone()).collect()
+            }),
+        ]
     }
 }
