@@ -84,18 +84,15 @@ impl Iam {
                     .await
                     .map_err(|e| classify("UpdateAssumeRolePolicy", &e))?;
             }
-            RoleChange::Description(description) => {
+            RoleChange::Settings {
+                description,
+                max_session_duration,
+                ..
+            } => {
                 c.update_role()
                     .role_name(role)
                     .description(description)
-                    .send()
-                    .await
-                    .map_err(|e| classify("UpdateRole", &e))?;
-            }
-            RoleChange::MaxSessionDuration(seconds) => {
-                c.update_role()
-                    .role_name(role)
-                    .max_session_duration(*seconds)
+                    .max_session_duration(*max_session_duration)
                     .send()
                     .await
                     .map_err(|e| classify("UpdateRole", &e))?;

@@ -48,8 +48,13 @@ pub enum RoleChange {
     /// `None`: remove the boundary.
     PermissionsBoundary(Option<String>),
     AssumeRolePolicy(String),
-    Description(String),
-    MaxSessionDuration(i32),
+    /// One `UpdateRole` with both settings: IAM (and moto) take them together.
+    Settings {
+        description: String,
+        max_session_duration: i32,
+        /// Which of them differ, for Events.
+        changed: &'static str,
+    },
     DeleteInlinePolicy(String),
     PutInlinePolicy {
         name: String,
@@ -65,8 +70,7 @@ impl Change for RoleChange {
             RoleChange::Tags(_) => "tags",
             RoleChange::PermissionsBoundary(_) => "permissionsBoundary",
             RoleChange::AssumeRolePolicy(_) => "assumeRolePolicy",
-            RoleChange::Description(_) => "description",
-            RoleChange::MaxSessionDuration(_) => "maxSessionDuration",
+            RoleChange::Settings { changed, .. } => changed,
             RoleChange::DeleteInlinePolicy(_) | RoleChange::PutInlinePolicy { .. } => {
                 "inlinePolicies"
             }
@@ -140,14 +144,24 @@ pub fn diff(
         changes.push(RoleChange::AssumeRolePolicy(spec.assume_role_policy.text()));
     }
     let description = spec.description.clone().unwrap_or_default();
-    if description != observed.description.clone().unwrap_or_default() {
-        changes.push(RoleChange::Description(description));
-    }
-    let max_session = spec
+    let max_session_duration = spec
         .max_session_duration
         .unwrap_or(DEFAULT_MAX_SESSION_DURATION);
-    if max_session != observed.max_session_duration {
-        changes.push(RoleChange::MaxSessionDuration(max_session));
+    let changed = match (
+        description != observed.description.clone().unwrap_or_default(),
+        max_session_duration != observed.max_session_duration,
+    ) {
+        (true, true) => Some("description, maxSessionDuration"),
+        (true, false) => Some("description"),
+        (false, true) => Some("maxSessionDuration"),
+        (false, false) => None,
+    };
+    if let Some(changed) = changed {
+        changes.push(RoleChange::Settings {
+            description,
+            max_session_duration,
+            changed,
+        });
     }
     for name in observed.inline_policies.keys() {
         if !spec.inline_policies.contains_key(name) {
@@ -338,7 +352,7 @@ mod tests {
                 format!("{}description: app role\nmaxSessionDuration: 7200\n", base()),
                 converged(),
                 resolved(&[]),
-                vec!["description", "maxSessionDuration"],
+                vec!["description, maxSessionDuration"],
             ),
             (
                 "the controller's boundary goes on first",
