@@ -452,3 +452,89 @@ async fn a_function_waits_for_its_role_and_runs_with_its_arn() -> anyhow::Result
     assert!(waited < Duration::from_secs(30), "took {waited:?}");
     Ok(())
 }
+
+/// `examples/iam.yaml` (with an AMI moto knows): one apply, and the Function and the Instance
+/// end up Ready with the role and the instance profile kaws made for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_iam_example_becomes_ready_with_one_apply() -> anyhow::Result<()> {
+    let (env, iam) = env("10m").await?;
+    let ec2 = aws_sdk_ec2::Client::new(&env.aws);
+    let ami = ec2
+        .describe_images()
+        .send()
+        .await?
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .find(|id| id.len() <= 21)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("moto lists no AMI"))?;
+    let example =
+        std::fs::read_to_string(kaws_e2e::moto::workspace_root().join("examples/iam.yaml"))?;
+    // The example names a real AMI; moto knows other ids. Names are unique per test run (moto
+    // is shared by the tests of one run).
+    let suffix = unique_name("x");
+    let manifest = example.replace("ami-0abcdef1234567890", &ami).replace(
+        "kaws-example-worker",
+        &format!("kaws-example-worker-{suffix}"),
+    );
+    env.apply_ok(&manifest);
+    for kind in ["policy", "role", "instanceprofile", "function", "instance"] {
+        env.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!(
+                "{kind}.kaws.io",
+                kind = match kind {
+                    "function" => "functions.lambda",
+                    "instance" => "instances.ec2",
+                    "policy" => "policies.iam",
+                    "role" => "roles.iam",
+                    _ => "instanceprofiles.iam",
+                }
+            ),
+            "--all",
+            "--timeout=90s",
+        ]);
+    }
+    let profile_arn = iam
+        .get_instance_profile()
+        .instance_profile_name(format!("kaws-example-worker-{suffix}"))
+        .send()
+        .await?
+        .instance_profile()
+        .map(|p| p.arn().to_string())
+        .expect("profile");
+    let instance: kaws::resources::instance::Instance = env.api().get("worker").await?;
+    let id = instance
+        .status
+        .and_then(|s| s.instance_id)
+        .expect("an instance id");
+    let described = ec2.describe_instances().instance_ids(&id).send().await?;
+    let used = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find_map(|i| i.iam_instance_profile().and_then(|p| p.arn()))
+        .map(str::to_string);
+    assert_eq!(used.as_deref(), Some(profile_arn.as_str()));
+    let role_arn = iam
+        .get_role()
+        .role_name(format!("kaws-example-worker-{suffix}-function"))
+        .send()
+        .await?
+        .role()
+        .map(|r| r.arn().to_string())
+        .expect("role");
+    let lambda = aws_sdk_lambda::Client::new(&env.aws);
+    let f = lambda
+        .get_function()
+        .function_name(format!("kaws-example-worker-{suffix}"))
+        .send()
+        .await?;
+    assert_eq!(
+        f.configuration().and_then(|c| c.role()),
+        Some(role_arn.as_str())
+    );
+    Ok(())
+}

@@ -24,7 +24,7 @@ use base64::Engine;
 use kube::{Resource, ResourceExt};
 
 use super::{
-    diff::{self, InstanceChange, ObservedInstance, USER_DATA_TAG, state},
+    diff::{self, InstanceChange, ObservedInstance, Resolved, USER_DATA_TAG, state},
     types::{ADOPT_INSTANCE_ID, IamInstanceProfile, Instance, InstanceStatus},
 };
 use crate::{
@@ -35,9 +35,11 @@ use crate::{
         driver::{self, Connect, Created, DeleteProgress, External, Target},
         error::{Error, Result},
         names::{conditions, tags},
+        references,
         secrets::{self, Redacted},
     },
     metrics::SharedMetrics,
+    resources::instanceprofile::InstanceProfile,
 };
 
 /// EC2 clients per region, the batched instance index and the Kubernetes client that reads
@@ -332,6 +334,24 @@ fn steady(obj: &Instance) -> bool {
 
 impl Ec2 {
     /// The user data the spec asks for: inline, or read from the Secret.
+    /// The instance profile to use: as the spec names it, or the ARN of the Ready
+    /// `InstanceProfile` its `ref` names.
+    async fn profile(&self, obj: &Instance) -> Result<Option<IamInstanceProfile>> {
+        let Some(p) = &obj.spec.iam_instance_profile else {
+            return Ok(None);
+        };
+        let Some(r) = &p.reference else {
+            return Ok(Some(p.clone()));
+        };
+        let ns = obj.namespace().unwrap_or_default();
+        let profile: InstanceProfile =
+            references::ready(&self.kube, &ns, &r.name, "spec.iamInstanceProfile.ref").await?;
+        Ok(Some(IamInstanceProfile {
+            arn: Some(references::arn_of(&profile, "spec.iamInstanceProfile.ref")?),
+            ..IamInstanceProfile::default()
+        }))
+    }
+
     async fn user_data(&self, obj: &Instance) -> Result<Option<Redacted>> {
         if let Some(data) = &obj.spec.user_data {
             return Ok(Some(Redacted(data.clone())));
@@ -721,16 +741,20 @@ impl External<Instance> for Ec2 {
 
     /// The user data: inline, or read from `userDataSecretRef` (`SecretNotFound` when missing,
     /// `InvalidSpec` when too large).
-    async fn resolve(&self, obj: &Instance, _target: &Target) -> Result<Option<Redacted>> {
-        self.user_data(obj).await
+    async fn resolve(&self, obj: &Instance, _target: &Target) -> Result<Resolved> {
+        Ok(Resolved {
+            user_data: self.user_data(obj).await?,
+            profile: self.profile(obj).await?,
+        })
     }
 
     async fn observe(
         &self,
         obj: &Instance,
         target: &Target,
-        resolved: Option<&Option<Redacted>>,
+        resolved: Option<&Resolved>,
     ) -> Result<Option<ObservedInstance>> {
+        let resolved = resolved.map(|r| &r.user_data);
         let Some(mut observed) = self.observe_instance(obj, target, resolved).await? else {
             return Ok(None);
         };
@@ -744,14 +768,14 @@ impl External<Instance> for Ec2 {
         &self,
         obj: &Instance,
         target: &Target,
-        resolved: &Option<Redacted>,
+        resolved: &Resolved,
         tags: &BTreeMap<String, String>,
         status: &mut InstanceStatus,
     ) -> Result<Created> {
         let client = self.ec2.get(&target.region);
         let spec = &obj.spec;
         let uid = obj.uid().unwrap_or_default();
-        let user_data = resolved.clone();
+        let user_data = resolved.user_data.clone();
         self.lookups
             .instance_type(&client, &target.region, &spec.instance_type)
             .await?;
@@ -786,7 +810,7 @@ impl External<Instance> for Ec2 {
                     .collect()
             }))
             .set_key_name(spec.key_name.clone())
-            .set_iam_instance_profile(spec.iam_instance_profile.as_ref().map(profile_spec))
+            .set_iam_instance_profile(resolved.profile.as_ref().map(profile_spec))
             .set_user_data(
                 user_data
                     .as_ref()
@@ -854,7 +878,7 @@ impl External<Instance> for Ec2 {
         obj: &Instance,
         target: &Target,
         observed: &ObservedInstance,
-        _resolved: &Option<Redacted>,
+        _resolved: &Resolved,
         changes: &[InstanceChange],
     ) -> Result<()> {
         let client = self.ec2.get(&target.region);

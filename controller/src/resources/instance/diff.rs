@@ -161,9 +161,13 @@ pub fn validate(spec: &InstanceSpec) -> Result<(), String> {
         ));
     }
     if let Some(p) = &spec.iam_instance_profile
-        && p.name.is_some() == p.arn.is_some()
+        && [p.name.is_some(), p.arn.is_some(), p.reference.is_some()]
+            .iter()
+            .filter(|set| **set)
+            .count()
+            != 1
     {
-        return Err("iamInstanceProfile: set exactly one of name and arn".into());
+        return Err("iamInstanceProfile: set exactly one of name, arn and ref".into());
     }
     if spec.user_data.is_some() && spec.user_data_secret_ref.is_some() {
         return Err("set at most one of userData and userDataSecretRef".into());
@@ -433,13 +437,21 @@ pub fn fill_status(
     }
 }
 
-/// The pure model of a Instance: everything the driver decides without I/O.
+/// What the resolve step read: the user data (inline or from its Secret) and the instance
+/// profile to use (as the spec names it, or the ARN of the Ready `InstanceProfile` of `ref`).
+#[derive(Clone, Debug, Default)]
+pub struct Resolved {
+    pub user_data: Option<Redacted>,
+    pub profile: Option<IamInstanceProfile>,
+}
+
+/// The pure model of an Instance: everything the driver decides without I/O.
 pub struct InstanceModel;
 
 impl Model<Instance> for InstanceModel {
     type Observed = ObservedInstance;
     type Change = InstanceChange;
-    type Resolved = Option<Redacted>;
+    type Resolved = Resolved;
 
     fn describe(obj: &Instance) -> String {
         match obj.known_instance_id() {
@@ -506,10 +518,17 @@ impl Model<Instance> for InstanceModel {
     fn plan(
         obj: &Instance,
         observed: &ObservedInstance,
-        _resolved: &Option<Redacted>,
+        resolved: &Resolved,
         tags: &BTreeMap<String, String>,
     ) -> Vec<InstanceChange> {
-        diff(&obj.spec, observed, tags)
+        if obj.spec.iam_instance_profile == resolved.profile {
+            return diff(&obj.spec, observed, tags);
+        }
+        let spec = InstanceSpec {
+            iam_instance_profile: resolved.profile.clone(),
+            ..obj.spec.clone()
+        };
+        diff(&spec, observed, tags)
     }
 
     fn tags_change(

@@ -127,10 +127,10 @@ const USER_DATA_RULE: &str = "(has(self.replaceOnUserDataChange) && self.replace
 #[serde(transparent)]
 pub struct SecurityGroupId(#[schemars(regex(pattern = r"^sg-[0-9a-f]{8,17}$"))] pub String);
 
-/// An IAM instance profile, by name or by ARN (exactly one).
-#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+/// An IAM instance profile, by name, by ARN or as a kaws `InstanceProfile` (exactly one).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.name) != has(self.arn)").message("set exactly one of name and arn"))]
+#[x_kube(validation = Rule::new("[has(self.name), has(self.arn), has(self.ref)].filter(x, x).size() == 1").message("set exactly one of name, arn and ref"))]
 pub struct IamInstanceProfile {
     /// Name of the instance profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +138,10 @@ pub struct IamInstanceProfile {
     /// ARN of the instance profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
+    /// A kaws `InstanceProfile` in the same namespace; the instance waits with
+    /// `DependencyNotReady` until it is Ready, then uses its ARN.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<crate::core::references::LocalRef>,
 }
 
 /// A key of a Secret in the object's namespace.
@@ -376,6 +380,18 @@ impl crate::core::driver::ManagedObject for Instance {
     type Status = InstanceStatus;
     const KIND: &'static str = "Instance";
     type Placement = Regional;
+
+    fn dependencies() -> Vec<crate::core::driver::Dependency<Self>> {
+        vec![crate::core::driver::Dependency::on::<
+            crate::resources::instanceprofile::InstanceProfile,
+        >(|i| {
+            i.spec
+                .iam_instance_profile
+                .iter()
+                .filter_map(|p| p.reference.as_ref().map(|r| r.name.clone()))
+                .collect()
+        })]
+    }
     const WATCHES_SECRETS: bool = true;
 
     fn common_spec(&self) -> &CommonSpec {
