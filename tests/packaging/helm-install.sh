@@ -41,7 +41,7 @@ groups=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rules"]; p
 k -n "$ns" get serviceaccount kaws >/dev/null || fail "ServiceAccount"
 k -n "$ns" get service kaws-metrics >/dev/null || fail "Service"
 k -n "$ns" get deployment kaws -o jsonpath='{.spec.replicas}' | grep -x 1 >/dev/null || fail "Deployment replicas"
-if k -n "$ns" get role kaws-leader-election >/dev/null 2>&1; then fail "Lease Role without leader election"; fi
+if k -n "$ns" get roles.rbac.authorization.k8s.io kaws-leader-election >/dev/null 2>&1; then fail "Lease Role without leader election"; fi
 
 echo "== kubectl get aws / explain for every installed kind"
 for kind in bucket table; do
@@ -76,12 +76,14 @@ crds=$(k get crd -o jsonpath='{.items[*].metadata.name}' | tr ' ' '\n' | sort | 
 for crd in $crds; do
   kind=$(k get crd "$crd" -o jsonpath='{.spec.names.singular}')
   [ "$(k get crd "$crd" -o jsonpath='{.spec.names.categories}')" = '["aws"]' ] || fail "$crd is not in the category aws"
-  k explain "$kind.spec" >"$tmp/explain" || fail "kubectl explain $kind.spec"
+  # The group too: a kind's name may also be a built-in's (iam.kaws.io Role, RBAC Role).
+  gv="$(k get crd "$crd" -o jsonpath='{.spec.group}')/$(k get crd "$crd" -o jsonpath='{.spec.versions[0].name}')"
+  k explain "$kind.spec" --api-version="$gv" >"$tmp/explain" || fail "kubectl explain $kind.spec ($gv)"
   grep -q "DESCRIPTION" "$tmp/explain" || fail "kubectl explain $kind.spec has no description"
 done
 k -n "$ns" get deployment kaws -o jsonpath='{.spec.replicas}' | grep -x 2 >/dev/null || fail "replicas not upgraded"
 k -n "$ns" get deployment kaws -o json | grep '"KAWS_LEADER_ELECTION"' >/dev/null || fail "leader election env not set"
-k -n "$ns" get role kaws-leader-election -o json | grep '"leases"' >/dev/null || fail "Lease Role missing after upgrade"
+k -n "$ns" get roles.rbac.authorization.k8s.io kaws-leader-election -o json | grep '"leases"' >/dev/null || fail "Lease Role missing after upgrade"
 k -n "$ns" get rolebinding kaws-leader-election >/dev/null || fail "Lease RoleBinding missing"
 "$HELM" history "$release" -n "$ns" | grep deployed >/dev/null || fail "helm history"
 

@@ -58,8 +58,19 @@ fn group_json(name: &str, versions: &[String]) -> Value {
     json!({"name": name, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(json!({}))})
 }
 
+/// Built-in groups before CustomResourceDefinition groups, as kube-apiserver orders them (CRD
+/// groups get the lowest priority): a CRD whose kind or plural a built-in also has (kaws'
+/// `Role`, RBAC's `Role`) never shadows the built-in for `kubectl get role`.
 pub fn api_group_list(st: &State) -> Value {
-    let groups: Vec<Value> = groups(st).iter().map(|(g, vs)| group_json(g, vs)).collect();
+    let custom: BTreeSet<&str> = st
+        .defs
+        .values()
+        .filter(|d| d.custom)
+        .map(|d| d.group.as_str())
+        .collect();
+    let mut all: Vec<(String, Vec<String>)> = groups(st).into_iter().collect();
+    all.sort_by_key(|(g, _)| (custom.contains(g.as_str()), g.clone()));
+    let groups: Vec<Value> = all.iter().map(|(g, vs)| group_json(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
