@@ -96,6 +96,12 @@ pub struct RunArgs {
     #[arg(long, env = "KAWS_CLUSTER_ID")]
     pub cluster_id: Option<String>,
 
+    /// Only objects whose labels match this selector (e.g. `kaws.io/shard=a`): several kaws
+    /// Deployments, each with its own selector and leader-election Lease, split the objects of
+    /// one cluster between them. Empty: every object.
+    #[arg(long, env = "KAWS_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+
     /// Objects of one kind reconciled at the same time, over all watched namespaces together.
     #[arg(long, env = "KAWS_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,

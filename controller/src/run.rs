@@ -189,6 +189,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let options = RunOptions {
         namespaces: args.watch_namespaces.clone(),
         concurrency: args.concurrency,
+        label_selector: args.label_selector.clone().filter(|s| !s.is_empty()),
     };
     let iam = crate::iam::Guard {
         path_prefix: args.iam_path_prefix.clone(),

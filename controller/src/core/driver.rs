@@ -376,6 +376,7 @@ where
         return Ok(Action::await_change());
     };
     let started = Instant::now();
+    let key = object_key(obj.as_ref());
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.shared.client.clone(), &ns);
     let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
@@ -398,6 +399,7 @@ where
     ctx.shared
         .metrics
         .reconciled(K::KIND, outcome, started.elapsed());
+    tracing::debug!(kind = K::KIND, object = %key, outcome, elapsed = ?started.elapsed(), "reconciled");
     result
 }
 

@@ -49,6 +49,21 @@ pub struct RunOptions {
     /// Empty: every namespace.
     pub namespaces: Vec<String>,
     pub concurrency: u16,
+    /// Only objects with these labels (`--label-selector`): one shard of the cluster's objects.
+    pub label_selector: Option<String>,
+}
+
+/// The annotation `kubectl apply` keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a cached object what kaws never reads: `managedFields` and the
+/// `last-applied-configuration` annotation, which on a real cluster are often larger than the
+/// rest of the object together.
+pub fn strip<K: kube::Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// Runs the controller for kind `K` until `shutdown` fires.
@@ -81,8 +96,13 @@ pub async fn run_kind<K, E>(
     for api in apis {
         let scope = api.namespace().map(str::to_string);
         let (reader, writer) = reflector::store();
-        let stream = watcher(api, watcher::Config::default())
+        let mut config = watcher::Config::default();
+        if let Some(selector) = &options.label_selector {
+            config = config.labels(selector);
+        }
+        let stream = watcher(api, config)
             .default_backoff()
+            .modify(strip::<K>)
             .reflect(writer)
             .applied_objects()
             .predicate_filter(driver::trigger_hash::<K>, Default::default());
@@ -193,4 +213,36 @@ fn watch_dependency<K: ManagedObject>(
         },
         resource,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::{
+        api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry,
+    };
+
+    use super::*;
+
+    #[test]
+    fn caches_keep_nothing_kaws_never_reads() {
+        let mut obj = ConfigMap::default();
+        obj.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            ..Default::default()
+        }]);
+        obj.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_string(), "{\"big\": \"copy\"}".to_string()),
+                ("kaws.io/adopt".to_string(), "true".to_string()),
+            ]
+            .into(),
+        );
+        strip(&mut obj);
+        assert!(obj.managed_fields().is_empty());
+        assert_eq!(
+            obj.annotations().keys().collect::<Vec<_>>(),
+            ["kaws.io/adopt"],
+            "kaws' own annotations stay"
+        );
+    }
 }

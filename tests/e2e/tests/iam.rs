@@ -538,3 +538,94 @@ async fn the_iam_example_becomes_ready_with_one_apply() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Roles made outside kaws: not taken without `kaws.io/adopt`, adopted with it (tagged, and the
+/// inline policy the spec does not name removed), read without writes under ObserveOnly (even
+/// outside the prefix: reading grants nothing), and left in IAM by `Retain`.
+#[tokio::test(flavor = "multi_thread")]
+async fn existing_roles_are_adopted_only_when_asked_observed_without_writes_and_retained()
+-> anyhow::Result<()> {
+    let (env, iam) = env("10m").await?;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let legacy = unique_name("legacy");
+    iam.create_role()
+        .role_name(&legacy)
+        .path("/kaws/")
+        .assume_role_policy_document(trust)
+        .send()
+        .await?;
+    iam.put_role_policy()
+        .role_name(&legacy)
+        .policy_name("extra")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#)
+        .send()
+        .await?;
+    let admin = unique_name("admin");
+    iam.create_role()
+        .role_name(&admin)
+        .path("/")
+        .assume_role_policy_document(trust)
+        .send()
+        .await?;
+    let role_yaml = |name: &str, role: &str, annotations: &str, extra: &str| {
+        format!(
+            "apiVersion: iam.kaws.io/v1alpha1\nkind: Role\nmetadata:\n  name: {name}\n  annotations: {{{annotations}}}\nspec:\n  roleName: {role}\n{TRUST_YAML}{extra}"
+        )
+    };
+    env.apply_ok(&role_yaml(
+        "legacy",
+        &legacy,
+        "",
+        "  deletionPolicy: Retain\n",
+    ));
+    env.wait_condition_of::<Role>("legacy", "Synced", "False", Some("AlreadyExists"))
+        .await?;
+    env.apply_ok(&role_yaml(
+        "admin",
+        &admin,
+        "",
+        "  managementPolicy: ObserveOnly\n",
+    ));
+    let observed = env
+        .wait_condition_of::<Role>("admin", "Ready", "True", None)
+        .await?;
+    assert_eq!(
+        observed["status"]["arn"],
+        format!("arn:aws:iam::{ACCOUNT}:role/{admin}")
+    );
+    let writes = iam_writes(&env.kaws.metrics().await?);
+    assert_eq!(writes, 0, "refusing and observing wrote nothing");
+
+    env.apply_ok(&role_yaml(
+        "legacy",
+        &legacy,
+        "kaws.io/adopt: \"true\"",
+        "  deletionPolicy: Retain\n",
+    ));
+    env.wait_for::<Role>(
+        "legacy",
+        Duration::from_secs(60),
+        "adopted and converged",
+        |o| {
+            condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+                && o["status"]["inlinePolicyCount"] == 0
+        },
+    )
+    .await?;
+    let got = iam.get_role().role_name(&legacy).send().await?;
+    assert!(
+        got.role()
+            .is_some_and(|r| r.tags().iter().any(|t| t.key() == "kaws.io/owner")),
+        "the adopted role carries the owner tag"
+    );
+    env.kubectl_ok(&["delete", "roles.iam.kaws.io", "legacy", "admin"]);
+    assert!(
+        iam.get_role().role_name(&legacy).send().await.is_ok(),
+        "Retain left the role"
+    );
+    assert!(
+        iam.get_role().role_name(&admin).send().await.is_ok(),
+        "ObserveOnly left the role"
+    );
+    Ok(())
+}

@@ -9,7 +9,7 @@ use super::types::{
 use crate::{
     aws::partition,
     core::{
-        documents,
+        documents::Document,
         driver::{Availability, Change, Model, Target},
         names::tags::AWS_RESERVED_PREFIX,
     },
@@ -77,18 +77,21 @@ pub const MAX_POLICY_BYTES: usize = 20 * 1024;
 pub fn validate(spec: &BucketSpec) -> Result<(), String> {
     validate_name(&spec.bucket_name)?;
     if let Some(policy) = &spec.policy {
-        if policy.len() > MAX_POLICY_BYTES {
+        let text = policy.text();
+        if text.len() > MAX_POLICY_BYTES {
             return Err(format!(
                 "spec.policy is {} bytes; S3 accepts bucket policies of at most {MAX_POLICY_BYTES} (20 KB)",
-                policy.len()
+                text.len()
             ));
         }
-        match serde_json::from_str::<serde_json::Value>(policy) {
-            Ok(serde_json::Value::Object(_)) => {}
-            Ok(_) => return Err("policy must be a JSON object".to_string()),
-            Err(e) => return Err(format!("policy is not valid JSON: {e}")),
+        if let serde_json::Value::String(s) = &policy.0 {
+            match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(serde_json::Value::Object(_)) => {}
+                Ok(_) => return Err("policy must be a JSON object".to_string()),
+                Err(e) => return Err(format!("policy is not valid JSON: {e}")),
+            }
         }
-        documents::canonical(policy).map_err(|e| format!("spec.policy: {e}"))?;
+        policy.check("spec.policy")?;
     }
     if let Some(enc) = &spec.encryption
         && enc.sse_algorithm == SseAlgorithm::Aes256
@@ -231,8 +234,10 @@ pub fn diff(
         changes.push(BucketChange::CorsRules(spec.cors_rules.clone()));
     }
 
-    if !policy_matches(spec.policy.as_deref(), observed.policy.as_deref()) {
-        changes.push(BucketChange::Policy(spec.policy.clone()));
+    if !policy_matches(spec.policy.as_ref(), observed.policy.as_deref()) {
+        changes.push(BucketChange::Policy(
+            spec.policy.as_ref().map(Document::text),
+        ));
     }
     changes
 }
@@ -275,10 +280,10 @@ fn normalized_lifecycle(rules: &[LifecycleRule]) -> Vec<LifecycleRule> {
 
 /// Policies are compared by meaning (see `core::documents`), so S3 rewriting a document —
 /// reformatted, one-element arrays collapsed — is not drift.
-fn policy_matches(desired: Option<&str>, observed: Option<&str>) -> bool {
+fn policy_matches(desired: Option<&Document>, observed: Option<&str>) -> bool {
     match (desired, observed) {
         (None, None) => true,
-        (Some(d), Some(o)) => documents::same(d, o),
+        (Some(d), Some(o)) => d.same_as(o),
         _ => false,
     }
 }
@@ -510,6 +515,15 @@ mod tests {
                 "bucketName: b01\npolicy: '{\"Version\": \"2012-10-17\", \"Statement\": [{\"Effect\": \"Deny\", \"Principal\": {\"AWS\": [\"*\"]}, \"Action\": [\"s3:DeleteBucket\"], \"Resource\": [\"arn:aws:s3:::b01\"]}]}'",
                 ObservedBucket {
                     policy: Some("{\"Version\":\"2012-10-17\",\"Statement\":{\"Effect\":\"Deny\",\"Principal\":\"*\",\"Action\":\"s3:DeleteBucket\",\"Resource\":\"arn:aws:s3:::b01\"}}".into()),
+                    ..converged()
+                },
+                vec![],
+            ),
+            (
+                "a policy written as YAML structure is the document S3 hands back",
+                "bucketName: b01\npolicy:\n  Version: '2012-10-17'\n  Statement:\n    - Effect: Deny\n      Principal: '*'\n      Action: s3:DeleteBucket\n      Resource: arn:aws:s3:::b01",
+                ObservedBucket {
+                    policy: Some("{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Deny\",\"Principal\":\"*\",\"Action\":\"s3:DeleteBucket\",\"Resource\":\"arn:aws:s3:::b01\"}]}".into()),
                     ..converged()
                 },
                 vec![],

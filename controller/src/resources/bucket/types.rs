@@ -4,7 +4,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::core::api::{CommonSpec, CommonStatus, Regional};
+use crate::core::{
+    api::{CommonSpec, CommonStatus, Regional},
+    documents::Document,
+};
 
 /// An S3 bucket managed by kaws. Secure by default: all public access blocked and default
 /// encryption (SSE-S3) on.
@@ -63,10 +66,10 @@ pub struct BucketSpec {
     #[schemars(length(max = 100))]
     pub cors_rules: Vec<CorsRule>,
 
-    /// Bucket policy as a JSON document, at most 20 KB. Absent removes the bucket policy.
+    /// Bucket policy: a policy document as YAML structure or a JSON string, at most 20 KB as
+    /// JSON; compared by meaning. Absent removes the bucket policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 20480))]
-    pub policy: Option<String>,
+    pub policy: Option<Document>,
 
     /// On delete, first remove every object version and delete marker. Without it a non-empty
     /// bucket blocks deletion (reason `BucketNotEmpty`).
