@@ -331,7 +331,9 @@ pub struct Context<E> {
     pub shared: Arc<Shared>,
     pub external: E,
     /// `--concurrency`: reconciles of this kind at once, over every watched namespace (the
-    /// runner starts one kube-runtime controller per namespace, each with its own limit).
+    /// runner starts one kube-runtime controller per namespace). The only limit: a FIFO
+    /// semaphore, so objects are served in the order their reconciles were due (see
+    /// `runner.rs` for why kube-runtime's own limit is not used).
     pub in_flight: tokio::sync::Semaphore,
 }
 

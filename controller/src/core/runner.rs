@@ -144,7 +144,13 @@ pub async fn run_kind<K, E>(
             });
         }
         let controller = controller
-            .with_config(ControllerConfig::default().concurrency(options.concurrency))
+            // No limit here: kube-runtime keeps the messages a full runner cannot take in a
+            // hash set and picks from it in hash order, so under sustained load (resyncs
+            // arriving faster than they finish) some objects are never picked — in a bench
+            // of 200 Buckets at a 5 s resync, 43 were never reconciled in 12 minutes. Every
+            // reconcile starts at once and waits on `Context::in_flight`, a FIFO semaphore:
+            // the same limit, served in arrival order.
+            .with_config(ControllerConfig::default())
             .graceful_shutdown_on(async move { token.cancelled().await })
             .run(
                 driver::reconcile::<K, E>,

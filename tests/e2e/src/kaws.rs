@@ -11,8 +11,12 @@ use anyhow::{Context, bail};
 
 use crate::moto::{free_port, workspace_root};
 
-/// The `kaws` binary cargo built for this workspace.
+/// The `kaws` binary cargo built for this workspace (debug), or `KAWS_BINARY` (the release
+/// binary `make bench` measures).
 pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("KAWS_BINARY") {
+        return Ok(PathBuf::from(bin));
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));

@@ -1,0 +1,705 @@
+//! `make bench` / `make bench-quick`: performance figures read off one command
+//! (docs/performance.md).
+//!
+//! Starts moto, the test API server and the kaws binary (`KAWS_BINARY`, else the debug build),
+//! then for each measured kind:
+//! - converges N objects and times it against a plain Rust loop with the same AWS SDK issuing
+//!   the same calls (the per-object operation counts kaws made, read from its metrics) at the
+//!   same concurrency (kaws' default `--concurrency 4`): the ratio is the figure;
+//! - counts AWS calls per created object;
+//!
+//! then, in steady state, reads, writes and status writes per object per resync and the CPU
+//! per no-op reconcile (`/proc/<pid>/stat`); RSS idle with every kind; RSS with M paused objects
+//! carrying `managedFields` and a `last-applied-configuration` annotation; and the time a fresh
+//! kaws takes to be ready with them. Prints tables and writes `target/bench/bench.json`.
+//!
+//! `BENCH=full` (make bench): 200 Buckets, 100 Tables, 1,000 and 10,000 objects. Otherwise the
+//! quick variant: 10 Buckets, 5 Tables, 200 objects.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    pin::Pin,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use kaws::resources::{bucket::Bucket, table::Table};
+use kaws_e2e::{
+    Env,
+    env::{EnvOptions, REGION, condition},
+    kaws::sum_samples,
+    unique_name,
+};
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+/// Reconciles at once per kind: kaws' default `--concurrency`.
+const CONCURRENCY: usize = 4;
+struct Sizes {
+    buckets: usize,
+    tables: usize,
+    populations: Vec<usize>,
+    /// Resync period: long enough that kaws is not saturated by resyncs of all N objects
+    /// (moto answers a Bucket observation in ~170 ms).
+    resync: Duration,
+}
+
+fn sizes() -> Sizes {
+    if std::env::var("BENCH").as_deref() == Ok("full") {
+        Sizes {
+            buckets: 200,
+            tables: 100,
+            populations: vec![1_000, 10_000],
+            resync: Duration::from_secs(30),
+        }
+    } else {
+        Sizes {
+            buckets: 10,
+            tables: 5,
+            populations: vec![200],
+            resync: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `kaws_aws_api_calls_total` by operation for one service.
+fn operations(metrics: &str, service: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("kaws_aws_api_calls_total{") else {
+            continue;
+        };
+        if !rest.contains(&format!("service=\"{service}\"")) {
+            continue;
+        }
+        let Some(op) = rest
+            .split("operation=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+        else {
+            continue;
+        };
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(op.to_string()).or_default() += value as u64;
+    }
+    out
+}
+
+fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn is_read(op: &str) -> bool {
+    ["Get", "Describe", "List", "Head"]
+        .iter()
+        .any(|p| op.starts_with(p))
+}
+
+/// User + system CPU time of a process.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+async fn ready_count<K>(env: &Env) -> anyhow::Result<usize>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let list = env.api::<K>().list(&Default::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|o| {
+            serde_json::to_value(o)
+                .ok()
+                .is_some_and(|v| condition(&v, "Ready").is_some_and(|c| c["status"] == "True"))
+        })
+        .count())
+}
+
+type Call<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// One S3 call as kaws makes it (answers ignored: the baseline pays for the round trip only).
+fn s3_call<'a>(s3: &'a aws_sdk_s3::Client, bucket: &'a str, op: &str) -> Option<Call<'a>> {
+    use aws_sdk_s3::types as t;
+    Some(match op {
+        "CreateBucket" => Box::pin(async move {
+            let _ = s3
+                .create_bucket()
+                .bucket(bucket)
+                .create_bucket_configuration(
+                    t::CreateBucketConfiguration::builder()
+                        .location_constraint(t::BucketLocationConstraint::from(REGION))
+                        .build(),
+                )
+                .send()
+                .await;
+        }),
+        "HeadBucket" => Box::pin(async move {
+            let _ = s3.head_bucket().bucket(bucket).send().await;
+        }),
+        "GetBucketTagging" => Box::pin(async move {
+            let _ = s3.get_bucket_tagging().bucket(bucket).send().await;
+        }),
+        "GetBucketVersioning" => Box::pin(async move {
+            let _ = s3.get_bucket_versioning().bucket(bucket).send().await;
+        }),
+        "GetBucketEncryption" => Box::pin(async move {
+            let _ = s3.get_bucket_encryption().bucket(bucket).send().await;
+        }),
+        "GetPublicAccessBlock" => Box::pin(async move {
+            let _ = s3.get_public_access_block().bucket(bucket).send().await;
+        }),
+        "GetBucketLifecycleConfiguration" => Box::pin(async move {
+            let _ = s3
+                .get_bucket_lifecycle_configuration()
+                .bucket(bucket)
+                .send()
+                .await;
+        }),
+        "GetBucketCors" => Box::pin(async move {
+            let _ = s3.get_bucket_cors().bucket(bucket).send().await;
+        }),
+        "GetBucketPolicy" => Box::pin(async move {
+            let _ = s3.get_bucket_policy().bucket(bucket).send().await;
+        }),
+        "PutBucketTagging" => Box::pin(async move {
+            let Ok(tag) = t::Tag::builder().key("k").value("v").build() else {
+                return;
+            };
+            let Ok(tagging) = t::Tagging::builder().tag_set(tag).build() else {
+                return;
+            };
+            let _ = s3
+                .put_bucket_tagging()
+                .bucket(bucket)
+                .tagging(tagging)
+                .send()
+                .await;
+        }),
+        "PutPublicAccessBlock" => Box::pin(async move {
+            let _ = s3
+                .put_public_access_block()
+                .bucket(bucket)
+                .public_access_block_configuration(
+                    t::PublicAccessBlockConfiguration::builder()
+                        .block_public_acls(true)
+                        .ignore_public_acls(true)
+                        .block_public_policy(true)
+                        .restrict_public_buckets(true)
+                        .build(),
+                )
+                .send()
+                .await;
+        }),
+        "PutBucketEncryption" => Box::pin(async move {
+            let Ok(default) = t::ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(t::ServerSideEncryption::Aes256)
+                .build()
+            else {
+                return;
+            };
+            let rule = t::ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(default)
+                .build();
+            let Ok(config) = t::ServerSideEncryptionConfiguration::builder()
+                .rules(rule)
+                .build()
+            else {
+                return;
+            };
+            let _ = s3
+                .put_bucket_encryption()
+                .bucket(bucket)
+                .server_side_encryption_configuration(config)
+                .send()
+                .await;
+        }),
+        "PutBucketVersioning" => Box::pin(async move {
+            let _ = s3
+                .put_bucket_versioning()
+                .bucket(bucket)
+                .versioning_configuration(
+                    t::VersioningConfiguration::builder()
+                        .status(t::BucketVersioningStatus::Suspended)
+                        .build(),
+                )
+                .send()
+                .await;
+        }),
+        _ => return None,
+    })
+}
+
+/// One DynamoDB call as kaws makes it.
+fn ddb_call<'a>(ddb: &'a aws_sdk_dynamodb::Client, table: &'a str, op: &str) -> Option<Call<'a>> {
+    use aws_sdk_dynamodb::types as t;
+    let arn = format!("arn:aws:dynamodb:{REGION}:123456789012:table/{table}");
+    Some(match op {
+        "CreateTable" => Box::pin(async move {
+            let (Ok(attribute), Ok(key)) = (
+                t::AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(t::ScalarAttributeType::S)
+                    .build(),
+                t::KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(t::KeyType::Hash)
+                    .build(),
+            ) else {
+                return;
+            };
+            let _ = ddb
+                .create_table()
+                .table_name(table)
+                .billing_mode(t::BillingMode::PayPerRequest)
+                .attribute_definitions(attribute)
+                .key_schema(key)
+                .send()
+                .await;
+        }),
+        "DescribeTable" => Box::pin(async move {
+            let _ = ddb.describe_table().table_name(table).send().await;
+        }),
+        "DescribeContinuousBackups" => Box::pin(async move {
+            let _ = ddb
+                .describe_continuous_backups()
+                .table_name(table)
+                .send()
+                .await;
+        }),
+        "DescribeTimeToLive" => Box::pin(async move {
+            let _ = ddb.describe_time_to_live().table_name(table).send().await;
+        }),
+        "ListTagsOfResource" => Box::pin(async move {
+            let _ = ddb.list_tags_of_resource().resource_arn(arn).send().await;
+        }),
+        "TagResource" => Box::pin(async move {
+            let Ok(tag) = t::Tag::builder().key("k").value("v").build() else {
+                return;
+            };
+            let _ = ddb.tag_resource().resource_arn(arn).tags(tag).send().await;
+        }),
+        _ => return None,
+    })
+}
+
+/// The per-object call plan: each operation kaws made, `count / n` times, creates first, then
+/// writes, then reads.
+fn plan(ops: &BTreeMap<String, u64>, n: usize) -> Vec<String> {
+    let mut ordered: Vec<(&String, &u64)> = ops.iter().collect();
+    ordered.sort_by_key(|(op, _)| (!op.starts_with("Create"), is_read(op)));
+    let mut plan = Vec::new();
+    for (op, count) in ordered {
+        let per_object = (*count as f64 / n as f64).round() as usize;
+        plan.extend(std::iter::repeat_n(op.clone(), per_object));
+    }
+    plan
+}
+
+struct KindFigures {
+    kind: &'static str,
+    n: usize,
+    kaws: Duration,
+    baseline: Duration,
+    calls_per_create: f64,
+    not_replayed: Vec<String>,
+}
+
+/// Applies `manifest` (N objects of kind `K`) and times it until all are Ready; returns the
+/// time and the calls kaws made to `service` meanwhile.
+async fn converge<K>(
+    env: &Env,
+    n: usize,
+    service: &str,
+    manifest: String,
+) -> anyhow::Result<(Duration, BTreeMap<String, u64>)>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let before = operations(&env.kaws.metrics().await?, service);
+    let start = Instant::now();
+    env.apply_ok(&manifest);
+    while ready_count::<K>(env).await? < n {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(900),
+            "{n} objects not Ready in 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = start.elapsed();
+    Ok((
+        took,
+        delta(&operations(&env.kaws.metrics().await?, service), &before),
+    ))
+}
+
+async fn bucket(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
+    let manifest: String = (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: b{i}\nspec:\n  bucketName: {}\n",
+                unique_name("bench")
+            )
+        })
+        .collect();
+    let (kaws, ops) = converge::<Bucket>(env, n, "s3", manifest).await?;
+    let steps = plan(&ops, n);
+    let names: Vec<String> = (0..n).map(|_| unique_name("base")).collect();
+    let start = Instant::now();
+    futures::stream::iter(names.iter())
+        .for_each_concurrent(CONCURRENCY, |bucket| {
+            let steps = &steps;
+            async move {
+                for op in steps {
+                    if let Some(call) = s3_call(&env.s3, bucket, op) {
+                        call.await;
+                    }
+                }
+            }
+        })
+        .await;
+    Ok(KindFigures {
+        kind: "Bucket",
+        n,
+        kaws,
+        baseline: start.elapsed(),
+        calls_per_create: ops.values().sum::<u64>() as f64 / n as f64,
+        not_replayed: ops
+            .keys()
+            .filter(|op| s3_call(&env.s3, "x", op).is_none())
+            .cloned()
+            .collect(),
+    })
+}
+
+async fn table(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
+    let ddb = aws_sdk_dynamodb::Client::new(&env.aws);
+    let manifest: String = (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: dynamodb.kaws.io/v1alpha1\nkind: Table\nmetadata:\n  name: t{i}\nspec:\n  tableName: {}\n  keySchema: [{{attributeName: id, keyType: HASH}}]\n  attributeDefinitions: [{{attributeName: id, attributeType: S}}]\n",
+                unique_name("bench")
+            )
+        })
+        .collect();
+    let (kaws, ops) = converge::<Table>(env, n, "dynamodb", manifest).await?;
+    let steps = plan(&ops, n);
+    let names: Vec<String> = (0..n).map(|_| unique_name("base")).collect();
+    let start = Instant::now();
+    let ddb = &ddb;
+    futures::stream::iter(names.iter())
+        .for_each_concurrent(CONCURRENCY, |table| {
+            let steps = &steps;
+            async move {
+                for op in steps {
+                    if let Some(call) = ddb_call(ddb, table, op) {
+                        call.await;
+                    }
+                }
+            }
+        })
+        .await;
+    Ok(KindFigures {
+        kind: "Table",
+        n,
+        kaws,
+        baseline: start.elapsed(),
+        calls_per_create: ops.values().sum::<u64>() as f64 / n as f64,
+        not_replayed: ops
+            .keys()
+            .filter(|op| ddb_call(ddb, "x", op).is_none())
+            .cloned()
+            .collect(),
+    })
+}
+
+struct Steady {
+    reconciles: u64,
+    reads: u64,
+    writes: u64,
+    status_writes: u64,
+    cpu_per_reconcile: Duration,
+}
+
+/// Three whole resync periods with nothing to change.
+async fn steady(env: &Env, resync: Duration) -> anyhow::Result<Steady> {
+    tokio::time::sleep(resync).await;
+    let pid = env.kaws.pid();
+    let m0 = env.kaws.metrics().await?;
+    let c0 = cpu(pid);
+    tokio::time::sleep(resync * 3).await;
+    let m1 = env.kaws.metrics().await?;
+    let c1 = cpu(pid);
+    let calls = |m: &str, writes_only: bool| {
+        sum_samples(m, "kaws_aws_api_calls_total", |l| {
+            !writes_only
+                || ![
+                    "operation=\"Get",
+                    "operation=\"Head",
+                    "operation=\"List",
+                    "operation=\"Describe",
+                ]
+                .iter()
+                .any(|p| l.contains(p))
+        })
+    };
+    let reconciles = |m: &str| sum_samples(m, "kaws_reconciles_total", |_| true);
+    let status = |m: &str| {
+        sum_samples(m, "kaws_status_writes_total", |l| {
+            l.contains("outcome=\"written\"")
+        })
+    };
+    let n = reconciles(&m1) - reconciles(&m0);
+    let writes = calls(&m1, true) - calls(&m0, true);
+    Ok(Steady {
+        reconciles: n,
+        reads: calls(&m1, false) - calls(&m0, false) - writes,
+        writes,
+        status_writes: status(&m1) - status(&m0),
+        cpu_per_reconcile: (c1 - c0) / n.max(1) as u32,
+    })
+}
+
+/// Paused Buckets `from..to`, applied server-side (so they carry `managedFields`) with the
+/// `last-applied-configuration` annotation `kubectl apply` leaves.
+async fn populate(env: &Env, from: usize, to: usize) -> anyhow::Result<()> {
+    let api = env.api::<Bucket>();
+    let results: Vec<kube::Result<Bucket>> = futures::stream::iter(from..to)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("p{i}");
+                let app = format!("app-{}", i % 50);
+                let spec = json!({
+                    "bucketName": format!("kaws-population-{i}"),
+                    "versioning": "Enabled",
+                    "tags": {"team": "platform", "cost-center": "1234", "app": app},
+                    "lifecycleRules": [{"id": "expire", "expirationDays": 30}],
+                });
+                let applied = json!({
+                    "apiVersion": "s3.kaws.io/v1alpha1",
+                    "kind": "Bucket",
+                    "metadata": {"name": name, "annotations": {"kaws.io/paused": "true"}},
+                    "spec": spec,
+                });
+                let object = json!({
+                    "apiVersion": "s3.kaws.io/v1alpha1",
+                    "kind": "Bucket",
+                    "metadata": {
+                        "name": name,
+                        "labels": {"app": app},
+                        "annotations": {
+                            "kaws.io/paused": "true",
+                            "kubectl.kubernetes.io/last-applied-configuration": applied.to_string(),
+                        },
+                    },
+                    "spec": spec,
+                });
+                api.patch(
+                    &name,
+                    &PatchParams::apply("bench").force(),
+                    &Patch::Apply(object),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+struct Population {
+    objects: usize,
+    rss: f64,
+    fresh_rss: f64,
+    startup: Duration,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let sizes = sizes();
+    let full = sizes.populations.len() > 1;
+    let mut env = Env::start_with(EnvOptions {
+        resync_period: format!("{}s", sizes.resync.as_secs()),
+        ..Default::default()
+    })
+    .await?;
+    let binary = kaws_e2e::kaws::binary()?;
+    let size_mib = std::fs::metadata(&binary)?.len() as f64 / 1024.0 / 1024.0;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_mib(env.kaws.pid());
+
+    let kinds = vec![
+        bucket(&env, sizes.buckets).await?,
+        table(&env, sizes.tables).await?,
+    ];
+    let objects = sizes.buckets + sizes.tables;
+    let steady = steady(&env, sizes.resync).await?;
+
+    let mut populations = Vec::new();
+    let mut have = 0;
+    for &m in &sizes.populations {
+        let target = sum_samples(&env.kaws.metrics().await?, "kaws_reconciles_total", |_| true)
+            + (m - have) as u64;
+        populate(&env, have, m).await?;
+        have = m;
+        // Every new object reconciled once (paused: no AWS call).
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while sum_samples(&env.kaws.metrics().await?, "kaws_reconciles_total", |_| true) < target
+        {
+            anyhow::ensure!(Instant::now() < deadline, "{m} objects not reconciled");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss = rss_mib(env.kaws.pid());
+        env.kaws.kill()?;
+        let start = Instant::now();
+        let fresh = env.start_kaws(&BTreeMap::new()).await?;
+        let startup = start.elapsed();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let fresh_rss = rss_mib(fresh.pid());
+        env.kaws = fresh;
+        populations.push(Population {
+            objects: m,
+            rss,
+            fresh_rss,
+            startup,
+        });
+    }
+
+    println!();
+    println!(
+        "kaws bench ({}): {} ({size_mib:.1} MiB)",
+        if full { "full" } else { "quick" },
+        binary.display()
+    );
+    println!();
+    println!(
+        "| kind | N | kaws: apply to all Ready | plain SDK loop, same calls | ratio | AWS calls per create |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut json_kinds = Vec::new();
+    for k in &kinds {
+        let ratio = k.kaws.as_secs_f64() / k.baseline.as_secs_f64().max(0.001);
+        println!(
+            "| {} | {} | {:.2} s | {:.2} s | {ratio:.2}× | {:.1} |",
+            k.kind,
+            k.n,
+            k.kaws.as_secs_f64(),
+            k.baseline.as_secs_f64(),
+            k.calls_per_create
+        );
+        json_kinds.push(json!({
+            "kind": k.kind, "n": k.n, "kaws_seconds": k.kaws.as_secs_f64(),
+            "baseline_seconds": k.baseline.as_secs_f64(), "ratio": ratio,
+            "calls_per_create": k.calls_per_create, "not_replayed": k.not_replayed,
+        }));
+    }
+    for k in kinds.iter().filter(|k| !k.not_replayed.is_empty()) {
+        println!("({}: not replayed by the baseline: {:?})", k.kind, k.not_replayed);
+    }
+    let per_reconcile = |x: u64| x as f64 / steady.reconciles.max(1) as f64;
+    println!();
+    println!(
+        "| steady state: {objects} objects, resync {}s, 3 periods | value |",
+        sizes.resync.as_secs()
+    );
+    println!("|---|---|");
+    println!("| reconciles | {} |", steady.reconciles);
+    println!(
+        "| AWS reads per object per resync | {:.2} |",
+        per_reconcile(steady.reads)
+    );
+    println!("| AWS writes | {} |", steady.writes);
+    println!("| status writes | {} |", steady.status_writes);
+    println!(
+        "| CPU per no-op reconcile (its AWS reads included) | {:.2} ms |",
+        steady.cpu_per_reconcile.as_secs_f64() * 1000.0
+    );
+    println!();
+    println!("| memory and start-up | value |");
+    println!("|---|---|");
+    println!("| RSS idle, every kind, no object | {idle:.1} MiB |");
+    for p in &populations {
+        println!(
+            "| RSS with {} more objects (managedFields, last-applied) | {:.1} MiB; a fresh start with them: {:.1} MiB |",
+            p.objects, p.rss, p.fresh_rss
+        );
+        println!(
+            "| start-up to ready with {} objects | {:.2} s |",
+            p.objects,
+            p.startup.as_secs_f64()
+        );
+    }
+    let report = json!({
+        "variant": if full { "full" } else { "quick" },
+        "binary": binary.display().to_string(),
+        "binary_mib": size_mib,
+        "kinds": json_kinds,
+        "steady": {
+            "objects": objects, "reconciles": steady.reconciles, "reads": steady.reads,
+            "writes": steady.writes, "status_writes": steady.status_writes,
+            "cpu_ms_per_reconcile": steady.cpu_per_reconcile.as_secs_f64() * 1000.0,
+        },
+        "rss_idle_mib": idle,
+        "populations": populations.iter().map(|p| json!({
+            "objects": p.objects, "rss_mib": p.rss, "fresh_rss_mib": p.fresh_rss,
+            "startup_seconds": p.startup.as_secs_f64(),
+        })).collect::<Vec<Value>>(),
+    });
+    let dir = kaws_e2e::moto::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("bench.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!();
+    println!("JSON: {}", dir.join("bench.json").display());
+    // The targets that hold on any machine: nothing written when nothing changed.
+    anyhow::ensure!(steady.writes == 0, "AWS writes in steady state");
+    anyhow::ensure!(steady.status_writes == 0, "status writes in steady state");
+    Ok(())
+}
