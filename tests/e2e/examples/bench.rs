@@ -46,6 +46,15 @@ struct Sizes {
 }
 
 fn sizes() -> Sizes {
+    let mut sizes = preset();
+    // `BENCH_POPULATIONS=1000,5000` overrides the object counts of the memory runs.
+    if let Ok(list) = std::env::var("BENCH_POPULATIONS") {
+        sizes.populations = list.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+    }
+    sizes
+}
+
+fn preset() -> Sizes {
     if std::env::var("BENCH").as_deref() == Ok("full") {
         Sizes {
             buckets: 200,
@@ -561,7 +570,7 @@ struct Population {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let sizes = sizes();
-    let full = sizes.populations.len() > 1;
+    let full = std::env::var("BENCH").as_deref() == Ok("full");
     let mut env = Env::start_with(EnvOptions {
         resync_period: format!("{}s", sizes.resync.as_secs()),
         ..Default::default()
@@ -602,6 +611,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let fresh_rss = rss_mib(fresh.pid());
         env.kaws = fresh;
+        println!(
+            "{m} objects: RSS {rss:.1} MiB, fresh start {fresh_rss:.1} MiB, ready in {:.2} s",
+            startup.as_secs_f64()
+        );
         populations.push(Population {
             objects: m,
             rss,
