@@ -49,7 +49,10 @@ fn sizes() -> Sizes {
     let mut sizes = preset();
     // `BENCH_POPULATIONS=1000,5000` overrides the object counts of the memory runs.
     if let Ok(list) = std::env::var("BENCH_POPULATIONS") {
-        sizes.populations = list.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+        sizes.populations = list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect();
     }
     sizes
 }
@@ -591,13 +594,16 @@ async fn main() -> anyhow::Result<()> {
     let mut populations = Vec::new();
     let mut have = 0;
     for &m in &sizes.populations {
-        let target = sum_samples(&env.kaws.metrics().await?, "kaws_reconciles_total", |_| true)
-            + (m - have) as u64;
+        let target = sum_samples(&env.kaws.metrics().await?, "kaws_reconciles_total", |_| {
+            true
+        }) + (m - have) as u64;
         populate(&env, have, m).await?;
         have = m;
         // Every new object reconciled once (paused: no AWS call).
         let deadline = Instant::now() + Duration::from_secs(900);
-        while sum_samples(&env.kaws.metrics().await?, "kaws_reconciles_total", |_| true) < target
+        while sum_samples(&env.kaws.metrics().await?, "kaws_reconciles_total", |_| {
+            true
+        }) < target
         {
             anyhow::ensure!(Instant::now() < deadline, "{m} objects not reconciled");
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -652,7 +658,10 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
     for k in kinds.iter().filter(|k| !k.not_replayed.is_empty()) {
-        println!("({}: not replayed by the baseline: {:?})", k.kind, k.not_replayed);
+        println!(
+            "({}: not replayed by the baseline: {:?})",
+            k.kind, k.not_replayed
+        );
     }
     let per_reconcile = |x: u64| x as f64 / steady.reconciles.max(1) as f64;
     println!();
