@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_iam::{Client, error::ProvideErrorMetadata};
+use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 
 use crate::{
-    aws::CallMetrics,
-    core::{error::Error, names::tags},
+    aws::{CallMetrics, classify, describe},
+    core::{driver::DeleteProgress, error::Error, names::tags},
     metrics::SharedMetrics,
 };
 
@@ -174,6 +175,43 @@ pub fn single_attempt() -> aws_sdk_iam::config::Builder {
 /// Whether an IAM error says the entity does not exist.
 pub fn is_no_such_entity<E: ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("NoSuchEntity")
+}
+
+/// The answer of a removal (detach, delete an inline policy or a version, remove a role from a
+/// profile): done, also when IAM says the entity is gone already.
+pub fn removed<T, E>(
+    operation: &str,
+    res: Result<T, SdkError<E, HttpResponse>>,
+) -> Result<(), Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if is_no_such_entity(&e) => Ok(()),
+        Err(e) => Err(classify(operation, &e)),
+    }
+}
+
+/// The answer of the final delete call of a role, policy or instance profile: gone (also when
+/// it was gone already); `DeleteConflict` means something was attached between the observation
+/// and now, so it is looked at again soon.
+pub fn deleted<T, E>(
+    operation: &str,
+    res: Result<T, SdkError<E, HttpResponse>>,
+) -> Result<DeleteProgress, Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match res {
+        Ok(_) => Ok(DeleteProgress::Gone),
+        Err(e) if is_no_such_entity(&e) => Ok(DeleteProgress::Gone),
+        Err(e) if e.code() == Some("DeleteConflict") => Err(Error::AwsTransient {
+            operation: operation.to_string(),
+            message: describe(&e),
+        }),
+        Err(e) => Err(classify(operation, &e)),
+    }
 }
 
 /// Whether tags say a resource belongs to a kaws object of cluster `cluster_id`.

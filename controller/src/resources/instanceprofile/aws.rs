@@ -88,17 +88,14 @@ impl Iam {
                 }
             }
             InstanceProfileChange::RemoveRole(role) => {
-                match c
-                    .remove_role_from_instance_profile()
-                    .instance_profile_name(profile)
-                    .role_name(role)
-                    .send()
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_no_such_entity(&e) => {}
-                    Err(e) => return Err(classify("RemoveRoleFromInstanceProfile", &e)),
-                }
+                iam::removed(
+                    "RemoveRoleFromInstanceProfile",
+                    c.remove_role_from_instance_profile()
+                        .instance_profile_name(profile)
+                        .role_name(role)
+                        .send()
+                        .await,
+                )?;
             }
             InstanceProfileChange::AddRole(role) => {
                 c.add_role_to_instance_profile()
@@ -234,20 +231,13 @@ impl External<InstanceProfile> for Iam {
             self.apply_change(name, &InstanceProfileChange::RemoveRole(role.clone()))
                 .await?;
         }
-        match self
-            .iam
-            .delete_instance_profile()
-            .instance_profile_name(name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(DeleteProgress::Gone),
-            Err(e) if is_no_such_entity(&e) => Ok(DeleteProgress::Gone),
-            Err(e) if e.code() == Some("DeleteConflict") => Err(Error::AwsTransient {
-                operation: "DeleteInstanceProfile".to_string(),
-                message: crate::aws::describe(&e),
-            }),
-            Err(e) => Err(classify("DeleteInstanceProfile", &e)),
-        }
+        iam::deleted(
+            "DeleteInstanceProfile",
+            self.iam
+                .delete_instance_profile()
+                .instance_profile_name(name)
+                .send()
+                .await,
+        )
     }
 }

@@ -151,17 +151,14 @@ fn in_use(arn: &str, entity: &str) -> Error {
 }
 
 async fn delete_version(c: &Client, arn: &str, version: &str) -> Result<()> {
-    match c
-        .delete_policy_version()
-        .policy_arn(arn)
-        .version_id(version)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_no_such_entity(&e) => Ok(()),
-        Err(e) => Err(classify("DeletePolicyVersion", &e)),
-    }
+    iam::removed(
+        "DeletePolicyVersion",
+        c.delete_policy_version()
+            .policy_arn(arn)
+            .version_id(version)
+            .send()
+            .await,
+    )
 }
 
 #[async_trait]
@@ -316,14 +313,9 @@ impl External<Policy> for Iam {
         for version in observed.versions.iter().filter(|v| !v.is_default) {
             delete_version(&self.iam, arn, &version.id).await?;
         }
-        match self.iam.delete_policy().policy_arn(arn).send().await {
-            Ok(_) => Ok(DeleteProgress::Gone),
-            Err(e) if is_no_such_entity(&e) => Ok(DeleteProgress::Gone),
-            Err(e) if e.code() == Some("DeleteConflict") => Err(Error::AwsTransient {
-                operation: "DeletePolicy".to_string(),
-                message: crate::aws::describe(&e),
-            }),
-            Err(e) => Err(classify("DeletePolicy", &e)),
-        }
+        iam::deleted(
+            "DeletePolicy",
+            self.iam.delete_policy().policy_arn(arn).send().await,
+        )
     }
 }

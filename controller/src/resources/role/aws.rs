@@ -98,17 +98,14 @@ impl Iam {
                     .map_err(|e| classify("UpdateRole", &e))?;
             }
             RoleChange::DeleteInlinePolicy(name) => {
-                match c
-                    .delete_role_policy()
-                    .role_name(role)
-                    .policy_name(name)
-                    .send()
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_no_such_entity(&e) => {}
-                    Err(e) => return Err(classify("DeleteRolePolicy", &e)),
-                }
+                iam::removed(
+                    "DeleteRolePolicy",
+                    c.delete_role_policy()
+                        .role_name(role)
+                        .policy_name(name)
+                        .send()
+                        .await,
+                )?;
             }
             RoleChange::PutInlinePolicy { name, document } => {
                 c.put_role_policy()
@@ -173,18 +170,15 @@ impl Iam {
             ours.push(name);
         }
         for name in ours {
-            match self
-                .iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(&name)
-                .role_name(role)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_no_such_entity(&e) => {}
-                Err(e) => return Err(classify("RemoveRoleFromInstanceProfile", &e)),
-            }
+            iam::removed(
+                "RemoveRoleFromInstanceProfile",
+                self.iam
+                    .remove_role_from_instance_profile()
+                    .instance_profile_name(&name)
+                    .role_name(role)
+                    .send()
+                    .await,
+            )?;
         }
         Ok(())
     }
@@ -192,17 +186,14 @@ impl Iam {
 
 /// Detaches a managed policy; already detached is done.
 pub async fn detach(c: &Client, role: &str, arn: &str) -> Result<()> {
-    match c
-        .detach_role_policy()
-        .role_name(role)
-        .policy_arn(arn)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_no_such_entity(&e) => Ok(()),
-        Err(e) => Err(classify("DetachRolePolicy", &e)),
-    }
+    iam::removed(
+        "DetachRolePolicy",
+        c.detach_role_policy()
+            .role_name(role)
+            .policy_arn(arn)
+            .send()
+            .await,
+    )
 }
 
 #[async_trait]
@@ -394,15 +385,9 @@ impl External<Role> for Iam {
             self.apply_change(role, &RoleChange::DeleteInlinePolicy(name.clone()))
                 .await?;
         }
-        match self.iam.delete_role().role_name(role).send().await {
-            Ok(_) => Ok(DeleteProgress::Gone),
-            Err(e) if is_no_such_entity(&e) => Ok(DeleteProgress::Gone),
-            // Something was attached between the observation and now: look again soon.
-            Err(e) if e.code() == Some("DeleteConflict") => Err(Error::AwsTransient {
-                operation: "DeleteRole".to_string(),
-                message: crate::aws::describe(&e),
-            }),
-            Err(e) => Err(classify("DeleteRole", &e)),
-        }
+        iam::deleted(
+            "DeleteRole",
+            self.iam.delete_role().role_name(role).send().await,
+        )
     }
 }
