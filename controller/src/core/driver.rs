@@ -191,7 +191,8 @@ pub trait Model<K: ManagedObject>: Send + Sync + 'static {
     ) -> Vec<Self::Change>;
     /// The part of a non-empty plan to apply in this reconcile: all of it, unless AWS takes
     /// some changes only one call at a time (one DynamoDB index step, Lambda's code before its
-    /// configuration); the rest follows once AWS shows these.
+    /// configuration); the rest follows once AWS shows these — in the same reconcile when AWS
+    /// shows them at once and is ready for more, up to a few batches.
     fn next_batch(plan: Vec<Self::Change>) -> Vec<Self::Change> {
         plan
     }
@@ -231,7 +232,8 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
 
     /// The resolve step: reads what the spec references outside AWS (Secrets, other kaws objects
     /// and what they point to) for the steps that act on it. The driver runs it before `observe`
-    /// on every apply reconcile — never on delete, never under `ObserveOnly`, never cached — so
+    /// on every apply reconcile, and again before the observe that confirms a create or a write
+    /// of its own — never on delete, never under `ObserveOnly`, never cached — so
     /// `SecretNotFound` and `DependencyNotReady` come from here only.
     async fn resolve(&self, obj: &K, target: &Target) -> Result<ResolvedOf<K, Self>>;
     /// Reads the AWS resource; `Ok(None)` when it does not exist. AWS calls only: it runs on
@@ -353,13 +355,15 @@ fn object_key<K: ManagedObject>(obj: &K) -> String {
 }
 
 /// Changes to anything but status: the only changes that need a reconcile. Status writes by
-/// kaws itself are filtered out, which is what keeps terminal errors from looping.
+/// kaws itself are filtered out, which is what keeps terminal errors from looping. Finalizers
+/// are left out too: kaws adds its own and goes on in the same reconcile (see
+/// [`add_finalizer`]), so the watch event of that patch needs no second reconcile; a finalizer
+/// someone removes is put back at the object's next reconcile.
 pub fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     let meta = obj.meta();
     let mut h = DefaultHasher::new();
     meta.generation.hash(&mut h);
     meta.annotations.hash(&mut h);
-    meta.finalizers.hash(&mut h);
     meta.deletion_timestamp
         .as_ref()
         .map(|t| t.0.as_second())
@@ -381,18 +385,10 @@ where
     let key = object_key(obj.as_ref());
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.shared.client.clone(), &ns);
-    let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            FinalizerEvent::Apply(o) => apply(o.as_ref(), &ctx, &api).await,
-            FinalizerEvent::Cleanup(o) => cleanup(o.as_ref(), &ctx, &api).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-        other => Error::InvalidSpec(other.to_string()),
-    });
+    let result = match add_finalizer(&api, obj).await {
+        Ok(obj) => run_finalizer(&api, obj, &ctx).await,
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(_) => "success",
         Err(Error::StillDeleting(_)) => "deleting",
@@ -403,6 +399,59 @@ where
         .reconciled(K::KIND, outcome, started.elapsed());
     tracing::debug!(kind = K::KIND, object = %key, outcome, elapsed = ?started.elapsed(), "reconciled");
     result
+}
+
+/// Puts kaws' finalizer on an object that lacks it and is not being deleted, and returns the
+/// object as the API server now has it, so that the same reconcile goes on to create: no round
+/// trip through the watch (which is why [`trigger_hash`] leaves finalizers out). The patch
+/// tests the list it extends, so a concurrent change to the finalizers fails it (retried).
+async fn add_finalizer<K: ManagedObject>(api: &Api<K>, obj: Arc<K>) -> Result<Arc<K>> {
+    let has = obj.finalizers().iter().any(|f| f == FINALIZER);
+    if has || obj.meta().deletion_timestamp.is_some() {
+        return Ok(obj);
+    }
+    let patch = if obj.finalizers().is_empty() {
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ])
+    } else {
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": obj.finalizers() },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch)
+        .map_err(|e| Error::InvalidSpec(format!("finalizer patch: {e}")))?;
+    let patched = api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await?;
+    Ok(Arc::new(patched))
+}
+
+/// kube-runtime's finalizer flow (the finalizer is on by now, or the object is being deleted):
+/// apply, or clean up and release.
+async fn run_finalizer<K, E>(api: &Api<K>, obj: Arc<K>, ctx: &Context<E>) -> Result<Action>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    finalizer::finalizer(api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply(o.as_ref(), ctx, api).await,
+            FinalizerEvent::Cleanup(o) => cleanup(o.as_ref(), ctx, api).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::InvalidSpec(other.to_string()),
+    })
 }
 
 /// What to do after an error that escaped `reconcile`.
@@ -698,6 +747,82 @@ where
     }))
 }
 
+/// What one reconcile has done so far: it goes on observing after its own create and its own
+/// writes, so a resource AWS shows at once converges in this reconcile instead of the next.
+#[derive(Default)]
+struct Done {
+    /// This reconcile created the resource.
+    created: bool,
+    /// The batches this reconcile applied.
+    wrote: Option<Wrote>,
+}
+
+/// Batches applied in one reconcile, told as one Event.
+struct Wrote {
+    /// Fields changed, in order, each once.
+    fields: Vec<&'static str>,
+    /// A correction of drift rather than a spec change.
+    drift: bool,
+    /// The last batch, as the loop guard identifies it.
+    last: u64,
+    /// How many batches were applied.
+    batches: u32,
+    /// The loop guard's count for the last batch.
+    write: u32,
+}
+
+/// Most batches one reconcile applies; the rest follows at the next (see [`Model::next_batch`]).
+const MAX_BATCHES: u32 = 4;
+
+impl Wrote {
+    fn fields(&self) -> String {
+        self.fields.join(", ")
+    }
+
+    fn event(&self, what: &str) -> Notice {
+        if self.drift {
+            Notice::normal(
+                reasons::DRIFT_CORRECTED,
+                format!("corrected drift of {what}: {}", self.fields()),
+            )
+        } else {
+            Notice::normal(
+                reasons::UPDATED,
+                format!("updated {what}: {}", self.fields()),
+            )
+        }
+    }
+
+    /// How the reconcile ends when AWS does not show the last batch yet.
+    fn pending(&self, what: &str) -> Progress {
+        let fields = self.fields();
+        Progress {
+            ready: ConditionState::no(
+                reasons::UPDATING,
+                format!("{what} is being updated: {fields}"),
+            ),
+            synced: ConditionState::yes(
+                if self.drift {
+                    reasons::DRIFT_CORRECTED
+                } else {
+                    reasons::RECONCILE_SUCCESS
+                },
+                format!("applied {fields}"),
+            ),
+            requeue: Some(loop_guard::confirm_after(self.write)),
+            event: Some(self.event(what)),
+        }
+    }
+}
+
+/// Where one observe-and-act step left the reconcile.
+enum Step {
+    /// The reconcile ends with this.
+    Finished(Progress),
+    /// It created the resource or applied a batch: observe again to confirm.
+    Confirm,
+}
+
 async fn apply_inner<K, E>(
     obj: &K,
     ctx: &Context<E>,
@@ -709,21 +834,75 @@ where
     K: ManagedObject,
     E: External<K>,
 {
-    let shared = &ctx.shared;
-    let external = &ctx.external;
     E::Model::validate(obj).map_err(Error::InvalidSpec)?;
-    let target = target(obj, shared);
+    let target = target(obj, &ctx.shared);
     let what = E::Model::describe(obj);
     if obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly {
         return observe_only(obj, ctx, &target, &what, status).await;
     }
     // Before observe, on every apply (never on delete, never cached): what the spec references.
-    let resolved = external.resolve(obj, &target).await?;
-    let Some(observed) = external.observe(obj, &target, Some(&resolved)).await? else {
-        return create(obj, ctx, api, &target, &resolved, &what, status).await;
+    let mut resolved = ctx.external.resolve(obj, &target).await?;
+    let mut done = Done::default();
+    // One create and at most `MAX_BATCHES` writes, each confirmed by the next step, so the loop
+    // always ends.
+    loop {
+        let step = observe_and_act(
+            obj, ctx, api, &target, &resolved, &what, status, previous, &mut done,
+        )
+        .await?;
+        match step {
+            Step::Finished(progress) => return Ok(progress),
+            // What kaws just wrote may be what the resolve step reads (a DBInstance's
+            // connection Secret records the password RDS now has): read it again.
+            Step::Confirm => resolved = ctx.external.resolve(obj, &target).await?,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the reconcile's state, threaded through its steps
+async fn observe_and_act<K, E>(
+    obj: &K,
+    ctx: &Context<E>,
+    api: &Api<K>,
+    target: &Target,
+    resolved: &ResolvedOf<K, E>,
+    what: &str,
+    status: &mut K::Status,
+    previous: Option<&K::Status>,
+    done: &mut Done,
+) -> Result<Step>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let shared = &ctx.shared;
+    let external = &ctx.external;
+    let Some(observed) = external.observe(obj, target, Some(resolved)).await? else {
+        if done.created {
+            // Created, but not shown yet (AWS reads are eventually consistent): confirm soon.
+            return Ok(Step::Finished(creating(
+                format!("{what} is being created"),
+                "created",
+                POLL_AFTER_WRITE,
+            )));
+        }
+        let created = create(obj, ctx, api, target, resolved, status).await?;
+        return Ok(match created {
+            Created::New => {
+                done.created = true;
+                Step::Confirm
+            }
+            // Someone else's, most likely (it may still lack its owner's tags): look again once
+            // its creator had time to tag it.
+            Created::Existed => Step::Finished(creating(
+                format!("{what} already exists; checking whose it is"),
+                "create found an existing resource",
+                POLL_BUSY,
+            )),
+        });
     };
 
-    E::Model::fill_status(obj, &target, &observed, status);
+    E::Model::fill_status(obj, target, &observed, status);
     K::Placement::record(&mut K::common_status_mut(status).placement, &target.region);
     let availability = E::Model::availability(&observed);
 
@@ -736,7 +915,7 @@ where
         create_pending = true;
     }
     let ownership = ownership::check(
-        &what,
+        what,
         &target.owner,
         E::Model::observed_tags(&observed),
         obj.annotations(),
@@ -750,11 +929,12 @@ where
     let tags = target.owner.desired_tags(&obj.common_spec().tags);
     match ownership {
         // `Created` is told only now that the resource is proven ours: a create that merely
-        // reached an existing resource (a lost name race) never claims it did. The intent is
-        // confirmed fresh first: a watch cache lagging behind the status write that settled it
-        // would otherwise tell `Created` twice (seen in `make chaos`, name-races).
+        // reached an existing resource (a lost name race) never claims it did. Unless this very
+        // reconcile created it, the intent is confirmed fresh first: a watch cache lagging
+        // behind the status write that settled it would otherwise tell `Created` twice (seen in
+        // `make chaos`, name-races).
         Ownership::Ours if create_pending => {
-            if recorded_create(api, obj).await?.is_some() {
+            if done.created || recorded_create(api, obj).await?.is_some() {
                 shared
                     .events
                     .normal(obj, reasons::CREATED, format!("created {what}"))
@@ -773,47 +953,48 @@ where
             // so two objects racing for one name can never both configure it.
             if let Some(change) = E::Model::tags_change(&observed, &tags) {
                 external
-                    .update(obj, &target, &observed, &resolved, &[change])
+                    .update(obj, target, &observed, resolved, &[change])
                     .await?;
             }
             tracing::info!(kind = K::KIND, object = %object_key(obj), "tagged {what}, created by this object before its owner tags were on");
-            return Ok(Progress {
-                ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
-                synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "tagged"),
-                requeue: Some(POLL_AFTER_WRITE),
-                event: None,
-            });
+            return Ok(Step::Finished(creating(
+                format!("{what} is being created"),
+                "tagged",
+                POLL_AFTER_WRITE,
+            )));
         }
     }
     if let Some(why) = E::Model::conflict(obj, &observed) {
         return Err(Error::InvalidSpec(why));
     }
     external
-        .after_observe(obj, &target, &observed, &resolved)
+        .after_observe(obj, target, &observed, resolved)
         .await?;
 
     match availability {
         Availability::Available => {}
         Availability::Busy { reason, message } => {
-            return Ok(Progress {
+            // What this reconcile applied is still told, with the state AWS is in now.
+            let event = done.wrote.as_ref().map(|w| w.event(what));
+            return Ok(Step::Finished(Progress {
                 ready: ConditionState::no(&reason, message),
                 synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "waiting for AWS"),
                 requeue: Some(POLL_BUSY),
-                event: None,
-            });
+                event,
+            }));
         }
         Availability::Failed { reason, message } => {
             let state = ConditionState::no(&reason, message.clone());
-            return Ok(Progress {
+            return Ok(Step::Finished(Progress {
                 ready: state.clone(),
                 synced: state,
                 requeue: None,
                 event: Some(Notice::warning(&reason, message)),
-            });
+            }));
         }
     }
 
-    let plan = E::Model::plan(obj, &observed, &resolved, &tags);
+    let plan = E::Model::plan(obj, &observed, resolved, &tags);
     let changes = if plan.is_empty() {
         plan
     } else {
@@ -822,21 +1003,31 @@ where
     let key = object_key(obj);
     if changes.is_empty() {
         shared.update_guard.converged(&key);
-        return Ok(Progress {
+        return Ok(Step::Finished(Progress {
             ready: ConditionState::yes(
                 reasons::AVAILABLE,
                 format!("{what} is available and matches the spec"),
             ),
             synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "AWS matches the spec"),
             requeue: None,
-            event: None,
-        });
+            // What this reconcile applied, now shown by AWS.
+            event: done.wrote.as_ref().map(|w| w.event(what)),
+        }));
+    }
+    let this = attempt(obj, &changes);
+    if let Some(wrote) = &done.wrote
+        && (wrote.last == this.changes || wrote.batches >= MAX_BATCHES)
+    {
+        // AWS does not show this reconcile's last batch yet: the next reconcile confirms it,
+        // and the loop guard counts it if AWS never does.
+        return Ok(Step::Finished(wrote.pending(what)));
     }
 
     let fields = changed_fields(&changes);
+    let changes_hash = this.changes;
     let write = match shared.update_guard.check(
         &key,
-        attempt(obj, &changes),
+        this,
         resync_period(obj, shared.resync_period),
         Instant::now(),
     ) {
@@ -848,56 +1039,58 @@ where
                 annotations::RECONCILE_REQUESTED_AT
             );
             let state = ConditionState::no(reasons::NOT_CONVERGING, message.clone());
-            return Ok(Progress {
+            return Ok(Step::Finished(Progress {
                 ready: state.clone(),
                 synced: state,
                 requeue: None,
                 event: first.then(|| Notice::warning(reasons::NOT_CONVERGING, message)),
-            });
+            }));
         }
     };
     external
-        .apply_changes(obj, &target, &observed, &resolved, &changes, status)
+        .apply_changes(obj, target, &observed, resolved, &changes, status)
         .await?;
-    // The spec this status describes was already applied and converged (Ready), or a drift
-    // correction is still under way: what differs now was changed outside Kubernetes. Kinds that
-    // apply a spec change in several reconciles (one DynamoDB step at a time) pass through
-    // Ready=False in between, so their later steps are not mistaken for drift.
-    let drift = ownership == Ownership::Ours
-        && previous.is_some_and(|p| {
-            let c = K::common_status(p);
-            let drift_under_way = c
-                .conditions
-                .iter()
-                .any(|c| c.type_ == conditions::SYNCED && c.reason == reasons::DRIFT_CORRECTED);
-            c.observed_generation == obj.meta().generation
-                && is_true(&c.conditions, conditions::SYNCED)
-                && (is_true(&c.conditions, conditions::READY) || drift_under_way)
-        });
-    let (reason, note) = if drift {
-        (
-            reasons::DRIFT_CORRECTED,
-            format!("corrected drift of {what}: {fields}"),
-        )
-    } else {
-        (reasons::UPDATED, format!("updated {what}: {fields}"))
-    };
-    Ok(Progress {
-        ready: ConditionState::no(
-            reasons::UPDATING,
-            format!("{what} is being updated: {fields}"),
-        ),
-        synced: ConditionState::yes(
-            if drift {
-                reasons::DRIFT_CORRECTED
-            } else {
-                reasons::RECONCILE_SUCCESS
-            },
-            format!("applied {fields}"),
-        ),
-        requeue: Some(loop_guard::confirm_after(write)),
-        event: Some(Notice::normal(reason, note)),
-    })
+    let wrote = done.wrote.get_or_insert_with(|| Wrote {
+        fields: Vec::new(),
+        // The spec this status describes was already applied and converged (Ready), or a
+        // drift correction is still under way: what differs now was changed outside
+        // Kubernetes. Kinds that apply a spec change in several reconciles (one DynamoDB step
+        // at a time) pass through Ready=False in between, so their later steps are not
+        // mistaken for drift.
+        drift: ownership == Ownership::Ours
+            && previous.is_some_and(|p| {
+                let c = K::common_status(p);
+                let drift_under_way = c
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == conditions::SYNCED && c.reason == reasons::DRIFT_CORRECTED);
+                c.observed_generation == obj.meta().generation
+                    && is_true(&c.conditions, conditions::SYNCED)
+                    && (is_true(&c.conditions, conditions::READY) || drift_under_way)
+            }),
+        last: 0,
+        batches: 0,
+        write: 0,
+    });
+    for field in changes.iter().map(Change::field) {
+        if !wrote.fields.contains(&field) {
+            wrote.fields.push(field);
+        }
+    }
+    wrote.last = changes_hash;
+    wrote.batches += 1;
+    wrote.write = write;
+    Ok(Step::Confirm)
+}
+
+/// `Ready=False`, reason `Creating`: the resource was just created or is being claimed.
+fn creating(ready: String, synced: &str, requeue: Duration) -> Progress {
+    Progress {
+        ready: ConditionState::no(reasons::CREATING, ready),
+        synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, synced),
+        requeue: Some(requeue),
+        event: None,
+    }
 }
 
 /// What the update-loop guard compares between reconciles: the change set (hashed, so no value
@@ -934,9 +1127,8 @@ async fn create<K, E>(
     api: &Api<K>,
     target: &Target,
     resolved: &ResolvedOf<K, E>,
-    what: &str,
     status: &mut K::Status,
-) -> Result<Progress>
+) -> Result<Created>
 where
     K: ManagedObject,
     E: External<K>,
@@ -981,28 +1173,7 @@ where
     if settled_without_resource && !earlier_attempt {
         K::common_status_mut(status).create_pending_since = None;
     }
-    match created? {
-        Created::New => Ok(Progress {
-            ready: ConditionState::no(reasons::CREATING, format!("{what} is being created")),
-            synced: ConditionState::yes(reasons::RECONCILE_SUCCESS, "created"),
-            requeue: Some(POLL_AFTER_WRITE),
-            event: None,
-        }),
-        // Someone else's, most likely (it may still lack its owner's tags): look again once its
-        // creator had time to tag it.
-        Created::Existed => Ok(Progress {
-            ready: ConditionState::no(
-                reasons::CREATING,
-                format!("{what} already exists; checking whose it is"),
-            ),
-            synced: ConditionState::yes(
-                reasons::RECONCILE_SUCCESS,
-                "create found an existing resource",
-            ),
-            requeue: Some(POLL_BUSY),
-            event: None,
-        }),
-    }
+    created
 }
 
 fn changed_fields<C: Change>(changes: &[C]) -> String {
@@ -1186,10 +1357,19 @@ mod tests {
                 true,
             ),
             (
-                "finalizer added",
+                "finalizer added (kaws' own, in the reconcile that goes on to create)",
                 {
                     let mut b = base.clone();
                     b.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+                    b
+                },
+                false,
+            ),
+            (
+                "deletion requested",
+                {
+                    let mut b = base.clone();
+                    b.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
                     b
                 },
                 true,

@@ -324,12 +324,13 @@ async fn type_change_stops_modifies_and_starts_while_security_groups_change_in_p
         .filter(|(reason, _)| reason == "Updated")
         .map(|(_, note)| note)
         .collect();
+    // One Event per reconcile that applied steps: moto shows each at once, so all three may be
+    // told in one Event, in the order applied.
+    let told = notes.join(" | ");
     let steps: Vec<usize> = ["stopping the instance", "instanceType", "starting"]
         .iter()
         .map(|step| {
-            notes
-                .iter()
-                .rposition(|n| n.contains(step))
+            told.rfind(step)
                 .unwrap_or_else(|| panic!("no Updated event for {step:?} in {notes:?}"))
         })
         .collect();
