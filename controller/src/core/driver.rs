@@ -386,7 +386,7 @@ where
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.shared.client.clone(), &ns);
     let result = match add_finalizer(&api, obj).await {
-        Ok(obj) => run_finalizer(&api, obj, &ctx).await,
+        Ok((obj, fresh)) => run_finalizer(&api, obj, fresh, &ctx).await,
         Err(e) => Err(e),
     };
     let outcome = match &result {
@@ -402,13 +402,14 @@ where
 }
 
 /// Puts kaws' finalizer on an object that lacks it and is not being deleted, and returns the
-/// object as the API server now has it, so that the same reconcile goes on to create: no round
-/// trip through the watch (which is why [`trigger_hash`] leaves finalizers out). The patch
-/// tests the list it extends, so a concurrent change to the finalizers fails it (retried).
-async fn add_finalizer<K: ManagedObject>(api: &Api<K>, obj: Arc<K>) -> Result<Arc<K>> {
+/// object as the API server now has it (`true`: fresh, not from the watch cache), so that the
+/// same reconcile goes on to create: no round trip through the watch (which is why
+/// [`trigger_hash`] leaves finalizers out). The patch tests the list it extends, so a
+/// concurrent change to the finalizers fails it (retried).
+async fn add_finalizer<K: ManagedObject>(api: &Api<K>, obj: Arc<K>) -> Result<(Arc<K>, bool)> {
     let has = obj.finalizers().iter().any(|f| f == FINALIZER);
     if has || obj.meta().deletion_timestamp.is_some() {
-        return Ok(obj);
+        return Ok((obj, false));
     }
     let patch = if obj.finalizers().is_empty() {
         json!([
@@ -430,19 +431,24 @@ async fn add_finalizer<K: ManagedObject>(api: &Api<K>, obj: Arc<K>) -> Result<Ar
             &Patch::Json::<()>(patch),
         )
         .await?;
-    Ok(Arc::new(patched))
+    Ok((Arc::new(patched), true))
 }
 
 /// kube-runtime's finalizer flow (the finalizer is on by now, or the object is being deleted):
 /// apply, or clean up and release.
-async fn run_finalizer<K, E>(api: &Api<K>, obj: Arc<K>, ctx: &Context<E>) -> Result<Action>
+async fn run_finalizer<K, E>(
+    api: &Api<K>,
+    obj: Arc<K>,
+    fresh: bool,
+    ctx: &Context<E>,
+) -> Result<Action>
 where
     K: ManagedObject,
     E: External<K>,
 {
     finalizer::finalizer(api, FINALIZER, obj, |event| async {
         match event {
-            FinalizerEvent::Apply(o) => apply(o.as_ref(), ctx, api).await,
+            FinalizerEvent::Apply(o) => apply(o.as_ref(), fresh, ctx, api).await,
             FinalizerEvent::Cleanup(o) => cleanup(o.as_ref(), ctx, api).await,
         }
     })
@@ -603,7 +609,9 @@ fn set_conditions<K: ManagedObject>(
     common.observed_generation = generation;
 }
 
-async fn apply<K, E>(obj: &K, ctx: &Context<E>, api: &Api<K>) -> Result<Action>
+/// `fresh`: `obj` is the API server's answer to a write of this reconcile, not the watch cache's
+/// copy, so its status is known current.
+async fn apply<K, E>(obj: &K, fresh: bool, ctx: &Context<E>, api: &Api<K>) -> Result<Action>
 where
     K: ManagedObject,
     E: External<K>,
@@ -618,7 +626,7 @@ where
     }
 
     let previous = obj.status().cloned();
-    let result = apply_inner(obj, ctx, api, &mut status, previous.as_ref()).await;
+    let result = apply_inner(obj, fresh, ctx, api, &mut status, previous.as_ref()).await;
     let outcome = match &result {
         Ok(progress) => Outcome::Applied(progress.clone()),
         Err(err) => {
@@ -751,6 +759,9 @@ where
 /// writes, so a resource AWS shows at once converges in this reconcile instead of the next.
 #[derive(Default)]
 struct Done {
+    /// The object came fresh from the API server (see [`apply`]): what its status says about
+    /// an earlier create attempt needs no second read.
+    fresh: bool,
     /// This reconcile created the resource.
     created: bool,
     /// The batches this reconcile applied.
@@ -825,6 +836,7 @@ enum Step {
 
 async fn apply_inner<K, E>(
     obj: &K,
+    fresh: bool,
     ctx: &Context<E>,
     api: &Api<K>,
     status: &mut K::Status,
@@ -842,7 +854,10 @@ where
     }
     // Before observe, on every apply (never on delete, never cached): what the spec references.
     let mut resolved = ctx.external.resolve(obj, &target).await?;
-    let mut done = Done::default();
+    let mut done = Done {
+        fresh,
+        ..Done::default()
+    };
     // One create and at most `MAX_BATCHES` writes, each confirmed by the next step, so the loop
     // always ends.
     loop {
@@ -886,7 +901,7 @@ where
                 POLL_AFTER_WRITE,
             )));
         }
-        let created = create(obj, ctx, api, target, resolved, status).await?;
+        let created = create(obj, ctx, api, target, resolved, done.fresh, status).await?;
         return Ok(match created {
             Created::New => {
                 done.created = true;
@@ -1127,6 +1142,7 @@ async fn create<K, E>(
     api: &Api<K>,
     target: &Target,
     resolved: &ResolvedOf<K, E>,
+    fresh: bool,
     status: &mut K::Status,
 ) -> Result<Created>
 where
@@ -1136,8 +1152,9 @@ where
     let common = K::common_status_mut(status);
     K::Placement::record(&mut common.placement, &target.region);
     // Set by an earlier attempt whose outcome is unknown: keep its time and never clear it here,
-    // since that attempt may have created the resource.
-    if common.create_pending_since.is_none() {
+    // since that attempt may have created the resource. The watch cache may lag behind it; an
+    // object fresh from the API server does not.
+    if common.create_pending_since.is_none() && !fresh {
         common.create_pending_since = recorded_create(api, obj).await?;
     }
     let common = K::common_status_mut(status);

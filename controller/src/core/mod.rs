@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod batch;
 pub mod conditions;
 pub mod documents;
 pub mod driver;

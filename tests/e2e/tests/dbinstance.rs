@@ -689,3 +689,100 @@ async fn concurrency_limits_a_kind_across_all_watched_namespaces() -> anyhow::Re
     kaws.stop()?;
     Ok(())
 }
+
+/// Batched observation: at a steady state one `DescribeDBInstances` (tags included) serves every
+/// DBInstance of a region, so its calls follow the clock, not the number of objects; drift is
+/// still corrected at the next resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_instances_share_one_listing_and_drift_is_still_corrected() -> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        resync_period: "8s".into(),
+        ..Default::default()
+    })
+    .await?;
+    let count = 12;
+    let ids: Vec<String> = (0..count).map(|_| unique_name("fleet")).collect();
+    let manifest: String = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "---\n{}",
+                db_yaml(
+                    &format!("d{i}"),
+                    id,
+                    "skipFinalSnapshot: true\ntags: {team: data}",
+                    ""
+                )
+            )
+        })
+        .collect();
+    env.apply_ok(&manifest);
+    for i in 0..count {
+        env.wait_condition_of::<DBInstance>(&format!("d{i}"), "Ready", "True", None)
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rds_calls = |op: &'static str| {
+        let op = format!("operation=\"{op}\"");
+        let env = &env;
+        async move {
+            env.kaws
+                .aws_calls(|l| l.contains("service=\"rds\"") && l.contains(&op))
+                .await
+        }
+    };
+    let writes = || async {
+        env.kaws
+            .aws_calls(|l| l.contains("service=\"rds\"") && !l.contains("operation=\"Describe"))
+            .await
+    };
+    let window = Duration::from_secs(24);
+    let (reconciles, describes, written) = (
+        env.kaws.reconciles("DBInstance").await?,
+        rds_calls("DescribeDBInstances").await?,
+        writes().await?,
+    );
+    tokio::time::sleep(window).await;
+    let reconciles = env.kaws.reconciles("DBInstance").await? - reconciles;
+    let describes = rds_calls("DescribeDBInstances").await? - describes;
+    let written = writes().await? - written;
+    println!(
+        "{count} DB instances, resync 8s, {window:?}: {reconciles} reconciles, {describes} DescribeDBInstances, {written} writes"
+    );
+    assert!(
+        reconciles >= 2 * count as u64,
+        "every object resynced at least twice: {reconciles}"
+    );
+    // A listing lives a quarter of the resync period (2 s): at most one per 2 s.
+    let bound = window.as_secs() / 2 + 2;
+    assert!(
+        describes <= bound,
+        "{describes} DescribeDBInstances for {reconciles} reconciles (bound {bound})"
+    );
+    assert_eq!(written, 0, "steady state writes nothing");
+
+    // Drift (a tag removed, the backup retention changed) is corrected from the listing.
+    let db = instance(&env, &ids[0]).await.expect("instance");
+    let arn = db.db_instance_arn().unwrap_or_default().to_string();
+    rds(&env)
+        .remove_tags_from_resource()
+        .resource_name(&arn)
+        .tag_keys("team")
+        .send()
+        .await?;
+    let note = env.wait_event("d0", "DriftCorrected").await?;
+    assert!(note.contains("tags"), "{note}");
+    let tags = rds(&env)
+        .list_tags_for_resource()
+        .resource_name(&arn)
+        .send()
+        .await?;
+    assert!(
+        tags.tag_list()
+            .iter()
+            .any(|t| t.key() == Some("team") && t.value() == Some("data")),
+        "{tags:?}"
+    );
+    Ok(())
+}

@@ -965,3 +965,106 @@ async fn retained_and_observe_only_functions_are_left_in_aws() -> anyhow::Result
     assert_eq!(write_calls(&env).await?, writes, "no write call at all");
     Ok(())
 }
+
+/// Batched observation: at a steady state one `ListFunctions` serves every Function of a
+/// region, so its calls follow the clock, not the number of objects; what the listing lacks
+/// (tags, reserved concurrency, image URI) comes from `GetFunction` every
+/// `DETAILS_EVERY` resync periods. Drift in either part is still corrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_functions_share_one_listing_and_drift_is_still_corrected() -> anyhow::Result<()> {
+    let env = Env::start_with(kaws_e2e::env::EnvOptions {
+        resync_period: "8s".into(),
+        ..Default::default()
+    })
+    .await?;
+    let role = role(&env).await?;
+    let code = format!("{{zipFile: {}}}", STANDARD.encode(zip(b"fleet")));
+    let count = 20;
+    let names: Vec<String> = (0..count).map(|_| unique_name("fleet")).collect();
+    let manifest: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "---\n{}",
+                function_yaml(
+                    &format!("f{i}"),
+                    n,
+                    &role,
+                    &code,
+                    "memorySize: 256\ntags: {team: data}"
+                )
+            )
+        })
+        .collect();
+    env.apply_ok(&manifest);
+    for i in 0..count {
+        wait_ready(&env, &format!("f{i}")).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let window = Duration::from_secs(24);
+    let (reconciles, lists, gets, writes) = (
+        env.kaws.reconciles("Function").await?,
+        lambda_calls(&env, "ListFunctions").await?,
+        lambda_calls(&env, "GetFunction").await?,
+        write_calls(&env).await?,
+    );
+    tokio::time::sleep(window).await;
+    let reconciles = env.kaws.reconciles("Function").await? - reconciles;
+    let lists = lambda_calls(&env, "ListFunctions").await? - lists;
+    let gets = lambda_calls(&env, "GetFunction").await? - gets;
+    let writes = write_calls(&env).await? - writes;
+    println!(
+        "{count} functions, resync 8s, {window:?}: {reconciles} reconciles, {lists} ListFunctions, {gets} GetFunction, {writes} writes"
+    );
+    assert!(
+        reconciles >= 2 * count as u64,
+        "every object resynced at least twice: {reconciles}"
+    );
+    // A listing lives a quarter of the resync period (2 s): at most one per 2 s.
+    let bound = window.as_secs() / 2 + 2;
+    assert!(lists <= bound, "{lists} ListFunctions (bound {bound})");
+    assert!(
+        gets <= count as u64,
+        "details at most once per function in a window shorter than {} periods: {gets} GetFunction",
+        kaws::resources::function::aws::DETAILS_EVERY
+    );
+    assert_eq!(writes, 0, "steady state writes nothing");
+
+    // Drift of a listed field (memory) is corrected at the next resync.
+    let client = lambda(&env);
+    client
+        .update_function_configuration()
+        .function_name(&names[0])
+        .memory_size(512)
+        .send()
+        .await?;
+    let note = env.wait_event("f0", "DriftCorrected").await?;
+    assert!(note.contains("memorySize"), "{note}");
+    // Drift of a tag, which the listing lacks, within DETAILS_EVERY periods (here of 1 s).
+    env.kubectl_ok(&["annotate", "function/f1", "kaws.io/resync-period=1s"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let arn = client
+        .get_function()
+        .function_name(&names[1])
+        .send()
+        .await?
+        .configuration()
+        .and_then(|c| c.function_arn())
+        .unwrap_or_default()
+        .to_string();
+    client
+        .untag_resource()
+        .resource(&arn)
+        .tag_keys("team")
+        .send()
+        .await?;
+    let note = env.wait_event("f1", "DriftCorrected").await?;
+    assert!(note.contains("tags"), "{note}");
+    let tags = client.list_tags().resource(&arn).send().await?;
+    assert_eq!(
+        tags.tags().and_then(|t| t.get("team")).map(String::as_str),
+        Some("data")
+    );
+    Ok(())
+}

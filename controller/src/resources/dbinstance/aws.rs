@@ -1,8 +1,15 @@
 //! The DBInstance's AWS side: RDS calls that observe, create, modify and delete an instance, and
 //! the connection Secret kept next to it. Never waits for RDS: busy states are polled by the
 //! driver.
+//!
+//! Observation is batched: at a steady-state resync the DB instances of a region are served from
+//! one paged `DescribeDBInstances` (tags included, in `TagList`), taken at most once per listing
+//! lifetime (see `core::batch`), instead of one call per object.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use aws_config::{Region, SdkConfig};
@@ -17,6 +24,7 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
+        batch::{self, BatchedView},
         driver::{Connect, Created, DeleteProgress, External, Target},
         error::{Error, Result},
     },
@@ -28,13 +36,24 @@ use crate::{
 pub struct Rds {
     clients: RegionalClients<Client>,
     kube: kube::Client,
+    /// The region's DB instances from one `DescribeDBInstances`, by identifier.
+    index: BatchedView<ObservedDb>,
+    /// The controller's resync period, for objects without `kaws.io/resync-period`.
+    resync_period: Duration,
 }
 
 impl Rds {
-    pub fn new(sdk: SdkConfig, metrics: SharedMetrics, kube: kube::Client) -> Self {
+    pub fn new(
+        sdk: SdkConfig,
+        metrics: SharedMetrics,
+        kube: kube::Client,
+        resync_period: Duration,
+    ) -> Self {
         Self {
             clients: RegionalClients::new(sdk, metrics, build_client),
             kube,
+            index: BatchedView::default(),
+            resync_period,
         }
     }
 }
@@ -62,6 +81,24 @@ pub async fn describe(rds: &Client, id: &str) -> Result<Option<ObservedDb>> {
         Err(e) => return Err(classify("DescribeDBInstances", &e)),
     };
     Ok(out.db_instances().first().map(to_observed))
+}
+
+/// Every DB instance in the client's region, by identifier, all pages.
+async fn list(rds: &Client) -> Result<HashMap<String, ObservedDb>> {
+    let mut pages = rds
+        .describe_db_instances()
+        .max_records(100)
+        .into_paginator()
+        .send();
+    let mut out = HashMap::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| classify("DescribeDBInstances", &e))?;
+        for db in page.db_instances() {
+            let o = to_observed(db);
+            out.insert(o.identifier.clone(), o);
+        }
+    }
+    Ok(out)
 }
 
 fn to_observed(db: &rds::DbInstance) -> ObservedDb {
@@ -251,7 +288,12 @@ impl External<DBInstance> for Rds {
     const IAM_STATEMENTS: &'static str = "RDS";
 
     fn connect(c: &Connect<'_>) -> Self {
-        Self::new(c.sdk.clone(), c.metrics.clone(), c.client.clone())
+        Self::new(
+            c.sdk.clone(),
+            c.metrics.clone(),
+            c.client.clone(),
+            c.resync_period,
+        )
     }
 
     /// The master password — the referenced Secret's, or the generated one the connection
@@ -271,7 +313,18 @@ impl External<DBInstance> for Rds {
         _resolved: Option<&Credentials>,
     ) -> Result<Option<ObservedDb>> {
         let rds = self.clients.get(&target.region);
-        describe(&rds, &identifier(obj)).await
+        let id = identifier(obj);
+        if batch::steady(obj) {
+            let max_age = batch::max_age(obj, self.resync_period);
+            let batched = self
+                .index
+                .get(&target.region, &id, max_age, || list(&rds))
+                .await?;
+            if batched.is_some() {
+                return Ok(batched);
+            }
+        }
+        describe(&rds, &id).await
     }
 
     /// Keeps the connection Secret current (endpoint, recreated when deleted) once RDS has the
@@ -306,6 +359,7 @@ impl External<DBInstance> for Rds {
         let rds = self.clients.get(&target.region);
         let spec = &obj.spec;
         let id = identifier(obj);
+        self.index.written(&id);
         let password = resolved_password(resolved)?;
         // The password is stored before RDS sees it, so a crash after CreateDBInstance can
         // never lose a generated password; `pending` says RDS may not have it yet.
@@ -386,6 +440,7 @@ impl External<DBInstance> for Rds {
         changes: &[DbChange],
     ) -> Result<()> {
         let rds = self.clients.get(&target.region);
+        self.index.written(&identifier(obj));
         let mut modify = rds
             .modify_db_instance()
             .db_instance_identifier(identifier(obj))

@@ -1,9 +1,17 @@
 //! The Function's AWS side: Lambda calls that observe, create, update and delete a function, and
 //! the S3 HEAD that tells whether a new object sits at the code's key.
+//!
+//! Observation is batched: at a steady-state resync the functions of a region are served from
+//! one paged `ListFunctions` (see `core::batch`). The listing lacks tags, the reserved
+//! concurrency and an image's URI; those come from the function's last `GetFunction`, read
+//! again every [`DETAILS_EVERY`] resync periods (1 hour at the default 10 minutes), after any
+//! write by kaws, and whenever the function's `RevisionId` moved. Drift of those three fields is
+//! therefore corrected within that longer period; drift of everything else at the next resync.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::Duration,
+    sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -25,7 +33,8 @@ use crate::{
     aws::{CallMetrics, RegionalClients, classify, describe},
     core::secrets::{self, Redacted},
     core::{
-        driver::{Connect, Created, DeleteProgress, External, Model, Target},
+        batch::{self, BatchedView},
+        driver::{self, Connect, Created, DeleteProgress, External, Model, Target},
         error::{Error, Result},
         references,
     },
@@ -38,16 +47,125 @@ pub struct Lambda {
     lambda: RegionalClients<Client>,
     s3: RegionalClients<aws_sdk_s3::Client>,
     kube: kube::Client,
+    /// The region's functions from one `ListFunctions`, by name.
+    index: BatchedView<ObservedFunction>,
+    /// What the listing lacks, per (region, function name), from the last `GetFunction`.
+    details: Mutex<HashMap<(String, String), Details>>,
+    /// The controller's resync period, for objects without `kaws.io/resync-period`.
+    resync_period: Duration,
+}
+
+/// How many of an object's resync periods the fields `ListFunctions` lacks are taken from the
+/// last `GetFunction` before it is read again.
+pub const DETAILS_EVERY: u32 = 6;
+
+/// What `ListFunctions` does not return, as the last `GetFunction` had it.
+#[derive(Clone, Debug)]
+struct Details {
+    read: Instant,
+    revision_id: Option<String>,
+    tags: BTreeMap<String, String>,
+    reserved_concurrency: Option<i32>,
+    image_uri: Option<String>,
+}
+
+impl Details {
+    fn of(o: &ObservedFunction) -> Self {
+        Self {
+            read: Instant::now(),
+            revision_id: o.revision_id.clone(),
+            tags: o.tags.clone(),
+            reserved_concurrency: o.reserved_concurrency,
+            image_uri: o.image_uri.clone(),
+        }
+    }
+
+    /// `listed` completed with these details, if they still describe it.
+    fn complete(
+        &self,
+        mut listed: ObservedFunction,
+        max_age: Duration,
+    ) -> Option<ObservedFunction> {
+        if self.read.elapsed() >= max_age || self.revision_id != listed.revision_id {
+            return None;
+        }
+        listed.tags = self.tags.clone();
+        listed.reserved_concurrency = self.reserved_concurrency;
+        listed.image_uri = self.image_uri.clone();
+        Some(listed)
+    }
 }
 
 impl Lambda {
-    pub fn new(sdk: SdkConfig, metrics: SharedMetrics, kube: kube::Client) -> Self {
+    pub fn new(
+        sdk: SdkConfig,
+        metrics: SharedMetrics,
+        kube: kube::Client,
+        resync_period: Duration,
+    ) -> Self {
         Self {
             lambda: RegionalClients::new(sdk.clone(), metrics.clone(), build_client),
             s3: RegionalClients::new(sdk, metrics, build_s3_client),
             kube,
+            index: BatchedView::default(),
+            details: Mutex::new(HashMap::new()),
+            resync_period,
         }
     }
+
+    fn details(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Details>> {
+        self.details.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Before any write to function `name`: neither the listing nor the details answer for it
+    /// until it was read again.
+    fn writing(&self, region: &str, name: &str) {
+        self.index.written(name);
+        self.details()
+            .remove(&(region.to_string(), name.to_string()));
+    }
+
+    /// The function from the region's listing and its last details, when both are recent
+    /// enough for a steady object.
+    async fn batched(
+        &self,
+        client: &Client,
+        obj: &Function,
+        region: &str,
+    ) -> Result<Option<ObservedFunction>> {
+        let name = &obj.spec.function_name;
+        let key = (region.to_string(), name.clone());
+        let Some(details) = self.details().get(&key).cloned() else {
+            return Ok(None);
+        };
+        let max_age = batch::max_age(obj, self.resync_period);
+        let listed = self
+            .index
+            .get(region, name, max_age, || list_functions(client))
+            .await?;
+        let details_age = driver::resync_period(obj, self.resync_period) * DETAILS_EVERY;
+        Ok(listed.and_then(|l| details.complete(l, details_age)))
+    }
+}
+
+/// Every function (`$LATEST`) in the client's region, by name, all pages; without tags,
+/// reserved concurrency and image URI, which `ListFunctions` does not return.
+async fn list_functions(client: &Client) -> Result<HashMap<String, ObservedFunction>> {
+    let mut pages = client
+        .list_functions()
+        .max_items(50)
+        .into_paginator()
+        .send();
+    let mut out = HashMap::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| lambda_error("ListFunctions", &e))?;
+        for c in page.functions() {
+            if let Some(name) = c.function_name() {
+                out.insert(name.to_string(), from_configuration(c));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Client {
@@ -112,8 +230,22 @@ where
 fn to_observed(
     out: &aws_sdk_lambda::operation::get_function::GetFunctionOutput,
 ) -> Option<ObservedFunction> {
-    let c = out.configuration()?;
-    Some(ObservedFunction {
+    let mut observed = from_configuration(out.configuration()?);
+    observed.reserved_concurrency = out
+        .concurrency()
+        .and_then(|c| c.reserved_concurrent_executions());
+    observed.image_uri = out.code().and_then(|c| c.image_uri()).map(str::to_string);
+    observed.tags = out
+        .tags()
+        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Some(observed)
+}
+
+/// The function as its configuration tells it (what `GetFunction` and `ListFunctions` share):
+/// no tags, reserved concurrency or image URI.
+fn from_configuration(c: &lambda::FunctionConfiguration) -> ObservedFunction {
+    ObservedFunction {
         arn: c.function_arn().unwrap_or_default().to_string(),
         version: c.version().map(str::to_string),
         runtime: c.runtime().map(|r| r.as_str().to_string()),
@@ -159,11 +291,9 @@ fn to_observed(
             .and_then(|d| d.target_arn())
             .filter(|a| !a.is_empty())
             .map(str::to_string),
-        reserved_concurrency: out
-            .concurrency()
-            .and_then(|c| c.reserved_concurrent_executions()),
+        reserved_concurrency: None,
         package_type: c.package_type().map(|p| p.as_str().to_string()),
-        image_uri: out.code().and_then(|c| c.image_uri()).map(str::to_string),
+        image_uri: None,
         code_sha256: c.code_sha256().map(str::to_string),
         code_size: c.code_size(),
         state: c.state().map(|s| s.as_str().to_string()),
@@ -171,11 +301,8 @@ fn to_observed(
         last_update_status: c.last_update_status().map(|s| s.as_str().to_string()),
         revision_id: c.revision_id().map(str::to_string),
         last_modified: c.last_modified().map(str::to_string),
-        tags: out
-            .tags()
-            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default(),
-    })
+        tags: BTreeMap::new(),
+    }
 }
 
 /// `GetFunction`, `None` when the function does not exist. GetFunction reports a concurrency
@@ -504,7 +631,12 @@ impl External<Function> for Lambda {
     const IAM_STATEMENTS: &'static str = "Lambda";
 
     fn connect(c: &Connect<'_>) -> Self {
-        Self::new(c.sdk.clone(), c.metrics.clone(), c.client.clone())
+        Self::new(
+            c.sdk.clone(),
+            c.metrics.clone(),
+            c.client.clone(),
+            c.resync_period,
+        )
     }
 
     /// The values of `environment.fromSecrets` (`SecretNotFound` names the first missing one)
@@ -537,12 +669,20 @@ impl External<Function> for Lambda {
                 .status
                 .as_ref()
                 .is_some_and(|s| s.reserved_concurrent_executions.is_some());
-        get_function(
-            &self.lambda.get(&target.region),
-            &obj.spec.function_name,
-            confirm_concurrency,
-        )
-        .await
+        let client = self.lambda.get(&target.region);
+        if batch::steady(obj)
+            && let Some(observed) = self.batched(&client, obj, &target.region).await?
+        {
+            return Ok(Some(observed));
+        }
+        let name = &obj.spec.function_name;
+        let observed = get_function(&client, name, confirm_concurrency).await?;
+        let key = (target.region.clone(), name.clone());
+        match &observed {
+            Some(o) => self.details().insert(key, Details::of(o)),
+            None => self.details().remove(&key),
+        };
+        Ok(observed)
     }
 
     async fn create(
@@ -553,6 +693,7 @@ impl External<Function> for Lambda {
         tags: &BTreeMap<String, String>,
         status: &mut FunctionStatus,
     ) -> Result<Created> {
+        self.writing(&target.region, &obj.spec.function_name);
         let spec = &obj.spec;
         let Resolved {
             role,
@@ -624,6 +765,7 @@ impl External<Function> for Lambda {
         resolved: &Resolved,
         changes: &[FunctionChange],
     ) -> Result<()> {
+        self.writing(&target.region, &obj.spec.function_name);
         send_changes(
             &self.lambda.get(&target.region),
             obj,
@@ -646,6 +788,7 @@ impl External<Function> for Lambda {
         changes: &[FunctionChange],
         status: &mut FunctionStatus,
     ) -> Result<()> {
+        self.writing(&target.region, &obj.spec.function_name);
         let published = send_changes(
             &self.lambda.get(&target.region),
             obj,

@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -30,11 +30,10 @@ use super::{
 use crate::{
     aws::{self, CallMetrics, RegionalClients, classify},
     core::{
-        backoff::RESYNC_JITTER_PERCENT,
-        conditions::is_true,
-        driver::{self, Connect, Created, DeleteProgress, External, Target},
+        batch::{self, BatchedView},
+        driver::{Connect, Created, DeleteProgress, External, Target},
         error::{Error, Result},
-        names::{conditions, tags},
+        names::tags,
         references,
         secrets::{self, Redacted},
     },
@@ -47,7 +46,11 @@ use crate::{
 pub struct Ec2 {
     ec2: RegionalClients<Client>,
     kube: kube::Client,
-    index: InstanceIndex,
+    /// This cluster's instances per region, from one `DescribeInstances` filtered by the owner
+    /// tag.
+    index: BatchedView<ObservedInstance>,
+    /// `tag:kaws.io/owner` filter value matching every object of this cluster.
+    owner_filter: String,
     /// Instance types and AMIs already looked up, per region.
     lookups: Lookups,
     /// The controller's resync period, for objects without `kaws.io/resync-period`.
@@ -67,7 +70,8 @@ impl Ec2 {
         Self {
             ec2: RegionalClients::new(sdk, metrics, build_client),
             kube,
-            index: InstanceIndex::new(cluster_id),
+            index: BatchedView::default(),
+            owner_filter: format!("{cluster_id}/*"),
             lookups: Lookups::default(),
             resync_period,
         }
@@ -80,17 +84,6 @@ fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Clien
         .interceptor(CallMetrics(metrics.clone()))
         .build();
     Client::from_conf(conf)
-}
-
-/// How old a snapshot may be to serve `obj`'s resync: resyncs are jittered by
-/// ±[`RESYNC_JITTER_PERCENT`], so objects that resync together fall within twice that share of
-/// their period; a snapshot living that share and a little more (a quarter period at ±10%)
-/// serves all of them. Sized by the object's own period (`kaws.io/resync-period`), so an object
-/// checked more often than the controller's default never gets an older view than it asked for.
-fn max_snapshot_age(obj: &Instance, default_resync: Duration) -> Duration {
-    let period = driver::resync_period(obj, default_resync);
-    (period * (2 * RESYNC_JITTER_PERCENT + 5) / 100)
-        .clamp(Duration::from_secs(1), Duration::from_secs(300))
 }
 
 /// EC2 errors that heal by themselves: a state race (start while stopping) and the short
@@ -116,90 +109,6 @@ where
         err.code(),
         Some("InvalidInstanceID.NotFound" | "InvalidInstanceID.Malformed")
     )
-}
-
-/// One `DescribeInstances` answer of this cluster's instances in a region.
-struct Snapshot {
-    /// When the call was made: anything written after it is not reflected.
-    started: Instant,
-    instances: HashMap<String, ObservedInstance>,
-}
-
-/// The batched view of the cluster's instances, one snapshot per region.
-struct InstanceIndex {
-    /// `tag:kaws.io/owner` filter value matching every object of this cluster.
-    owner_filter: String,
-    /// A lock per region, so that concurrent reconciles share one refresh.
-    regions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Snapshot>>>>>,
-    /// Last write kaws made to each instance.
-    writes: Mutex<HashMap<String, Instant>>,
-}
-
-impl InstanceIndex {
-    fn new(cluster_id: &str) -> Self {
-        Self {
-            owner_filter: format!("{cluster_id}/*"),
-            regions: Mutex::new(HashMap::new()),
-            writes: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn written(&self, id: &str) {
-        self.writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), Instant::now());
-    }
-
-    fn written_since(&self, id: &str, when: Instant) -> bool {
-        self.writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .is_some_and(|w| *w >= when)
-    }
-
-    /// The instance from a snapshot at most `max_age` old (refreshing it when it is older);
-    /// `None` when the snapshot cannot answer for it (not in it, or changed by kaws since).
-    async fn get(
-        &self,
-        client: &Client,
-        region: &str,
-        id: &str,
-        max_age: Duration,
-    ) -> Result<Option<ObservedInstance>> {
-        let slot = self
-            .regions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(region.to_string())
-            .or_default()
-            .clone();
-        let mut snapshot = slot.lock().await;
-        let stale = snapshot
-            .as_ref()
-            .is_none_or(|s| s.started.elapsed() >= max_age);
-        if stale {
-            let started = Instant::now();
-            let filter = ec2::Filter::builder()
-                .name(format!("tag:{}", tags::OWNER))
-                .values(&self.owner_filter)
-                .build();
-            let instances = describe(client, |r| r.filters(filter.clone()))
-                .await?
-                .into_iter()
-                .map(|i| (i.instance_id.clone(), i))
-                .collect();
-            *snapshot = Some(Snapshot { started, instances });
-        }
-        let Some(s) = snapshot.as_ref() else {
-            return Ok(None);
-        };
-        if self.written_since(id, s.started) {
-            return Ok(None);
-        }
-        Ok(s.instances.get(id).cloned())
-    }
 }
 
 type DescribeBuilder =
@@ -321,18 +230,20 @@ fn to_observed(i: &ec2::Instance, owner: Option<&str>) -> Option<ObservedInstanc
     })
 }
 
-/// Whether the object is in a steady state (applied, Ready, not being deleted), so a batched
-/// snapshot is recent enough for it.
-fn steady(obj: &Instance) -> bool {
-    obj.meta().deletion_timestamp.is_none()
-        && obj.status.as_ref().is_some_and(|s| {
-            s.common.observed_generation == obj.meta().generation
-                && is_true(&s.common.conditions, conditions::READY)
-                && is_true(&s.common.conditions, conditions::SYNCED)
-        })
-}
-
 impl Ec2 {
+    /// Every instance of this cluster in the client's region, by instance id.
+    async fn owned_instances(&self, client: &Client) -> Result<HashMap<String, ObservedInstance>> {
+        let filter = ec2::Filter::builder()
+            .name(format!("tag:{}", tags::OWNER))
+            .values(&self.owner_filter)
+            .build();
+        Ok(describe(client, |r| r.filters(filter))
+            .await?
+            .into_iter()
+            .map(|i| (i.instance_id.clone(), i))
+            .collect())
+    }
+
     /// The user data the spec asks for: inline, or read from the Secret.
     /// The instance profile to use: as the spec names it, or the ARN of the Ready
     /// `InstanceProfile` its `ref` names.
@@ -424,9 +335,10 @@ impl Ec2 {
         let client = self.ec2.get(&target.region);
         let uid = obj.uid().unwrap_or_default();
         if let Some(id) = obj.known_instance_id() {
-            let batched = if steady(obj) {
-                let max_age = max_snapshot_age(obj, self.resync_period);
-                self.index.get(&client, &target.region, id, max_age).await?
+            let batched = if batch::steady(obj) {
+                let max_age = batch::max_age(obj, self.resync_period);
+                let list = || self.owned_instances(&client);
+                self.index.get(&target.region, id, max_age, list).await?
             } else {
                 None
             };
@@ -436,7 +348,7 @@ impl Ec2 {
             };
             match found {
                 Some(mut o) if !o.is(state::TERMINATED) => {
-                    if !steady(obj) {
+                    if !batch::steady(obj) {
                         self.complete(&client, &mut o).await?;
                     }
                     return Ok(Some(o));
@@ -1143,42 +1055,6 @@ async fn set_profile(client: &Client, id: &str, wanted: Option<&IamInstanceProfi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::names::annotations;
-
-    fn instance(resync_annotation: Option<&str>) -> Instance {
-        let spec = serde_saphyr::from_str("imageId: ami-12c6146b\ninstanceType: t3.micro\n")
-            .expect("fixture spec parses");
-        let mut obj = Instance::new("web", spec);
-        if let Some(period) = resync_annotation {
-            obj.annotations_mut()
-                .insert(annotations::RESYNC_PERIOD.into(), period.into());
-        }
-        obj
-    }
-
-    #[test]
-    fn a_snapshot_is_never_older_than_a_share_of_the_objects_own_resync_period() {
-        let default = Duration::from_secs(600);
-        // The controller's period: a quarter of it (resyncs spread ±10%).
-        assert_eq!(
-            max_snapshot_age(&instance(None), default),
-            Duration::from_secs(150)
-        );
-        // An object checked every 30 s must not be served a 150 s old view.
-        assert_eq!(
-            max_snapshot_age(&instance(Some("30s")), default),
-            Duration::from_millis(7500)
-        );
-        // Bounds: at least 1 s, at most 5 min.
-        assert_eq!(
-            max_snapshot_age(&instance(Some("2s")), default),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            max_snapshot_age(&instance(Some("24h")), default),
-            Duration::from_secs(300)
-        );
-    }
 
     #[tokio::test]
     async fn instance_types_and_images_are_asked_once_per_region_and_refusals_again() {
