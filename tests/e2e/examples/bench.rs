@@ -23,8 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::StreamExt;
-use kaws::resources::{bucket::Bucket, table::Table};
+use kaws::resources::{
+    bucket::Bucket, dbinstance::DBInstance, function::Function, instance::Instance, table::Table,
+};
 use kaws_e2e::{
     Env,
     env::{EnvOptions, REGION, condition},
@@ -39,6 +42,9 @@ const CONCURRENCY: usize = 4;
 struct Sizes {
     buckets: usize,
     tables: usize,
+    dbinstances: usize,
+    instances: usize,
+    functions: usize,
     populations: Vec<usize>,
     /// Resync period: long enough that kaws is not saturated by resyncs of all N objects
     /// (moto answers a Bucket observation in ~170 ms).
@@ -62,6 +68,9 @@ fn preset() -> Sizes {
         Sizes {
             buckets: 200,
             tables: 100,
+            dbinstances: 20,
+            instances: 50,
+            functions: 50,
             populations: vec![1_000, 10_000],
             resync: Duration::from_secs(30),
         }
@@ -69,6 +78,9 @@ fn preset() -> Sizes {
         Sizes {
             buckets: 10,
             tables: 5,
+            dbinstances: 3,
+            instances: 5,
+            functions: 5,
             populations: vec![200],
             resync: Duration::from_secs(5),
         }
@@ -131,11 +143,17 @@ fn cpu(pid: u32) -> Duration {
 }
 
 fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` memory field in MiB: `VmRSS:` is `RssAnon:` (what kaws allocated)
+/// plus `RssFile:` (mostly the binary's code pages the kernel mapped, shared and evictable).
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok())
         })
@@ -464,6 +482,317 @@ async fn table(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     })
 }
 
+/// Runs `replay` for N fresh names, `CONCURRENCY` at a time: the baseline's time.
+async fn baseline<F, Fut>(prefix: &str, n: usize, replay: F) -> Duration
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let names: Vec<String> = (0..n).map(|_| unique_name(prefix)).collect();
+    let start = Instant::now();
+    futures::stream::iter(names)
+        .for_each_concurrent(CONCURRENCY, &replay)
+        .await;
+    start.elapsed()
+}
+
+fn figures(
+    kind: &'static str,
+    n: usize,
+    kaws: Duration,
+    baseline: Duration,
+    ops: &BTreeMap<String, u64>,
+    replayed: &[&str],
+) -> KindFigures {
+    KindFigures {
+        kind,
+        n,
+        kaws,
+        baseline,
+        calls_per_create: ops.values().sum::<u64>() as f64 / n as f64,
+        not_replayed: ops
+            .keys()
+            .filter(|op| !replayed.contains(&op.as_str()))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The RDS operations [`rds_replay`] makes.
+const RDS_REPLAYED: &[&str] = &[
+    "CreateDBInstance",
+    "DescribeDBInstances",
+    "AddTagsToResource",
+    "ListTagsForResource",
+];
+
+/// One DB instance's calls as kaws makes them, in `steps` order.
+async fn rds_replay(rds: &aws_sdk_rds::Client, id: &str, steps: &[String]) {
+    let arn = format!("arn:aws:rds:{REGION}:123456789012:db:{id}");
+    let tag = aws_sdk_rds::types::Tag::builder()
+        .key("kaws.io/owner")
+        .value("bench")
+        .build();
+    for op in steps {
+        match op.as_str() {
+            "CreateDBInstance" => {
+                let _ = rds
+                    .create_db_instance()
+                    .db_instance_identifier(id)
+                    .engine("postgres")
+                    .db_instance_class("db.t4g.micro")
+                    .allocated_storage(20)
+                    .master_username("app")
+                    .master_user_password("bench-password-1")
+                    .tags(tag.clone())
+                    .send()
+                    .await;
+            }
+            "DescribeDBInstances" => {
+                let _ = rds
+                    .describe_db_instances()
+                    .db_instance_identifier(id)
+                    .send()
+                    .await;
+            }
+            "AddTagsToResource" => {
+                let _ = rds
+                    .add_tags_to_resource()
+                    .resource_name(&arn)
+                    .tags(tag.clone())
+                    .send()
+                    .await;
+            }
+            "ListTagsForResource" => {
+                let _ = rds
+                    .list_tags_for_resource()
+                    .resource_name(&arn)
+                    .send()
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn dbinstance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
+    let rds = aws_sdk_rds::Client::new(&env.aws);
+    let manifest: String = (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: rds.kaws.io/v1alpha1\nkind: DBInstance\nmetadata:\n  name: d{i}\nspec:\n  dbInstanceIdentifier: {}\n  engine: postgres\n  dbInstanceClass: db.t4g.micro\n  allocatedStorage: 20\n  masterUsername: app\n  skipFinalSnapshot: true\n  writeConnectionSecretTo: {{name: d{i}-conn}}\n",
+                unique_name("bench")
+            )
+        })
+        .collect();
+    let (kaws, ops) = converge::<DBInstance>(env, n, "rds", manifest).await?;
+    let steps = plan(&ops, n);
+    let (rds, steps) = (&rds, &steps);
+    let base = baseline(
+        "base",
+        n,
+        |id| async move { rds_replay(rds, &id, steps).await },
+    )
+    .await;
+    Ok(figures("DBInstance", n, kaws, base, &ops, RDS_REPLAYED))
+}
+
+/// The EC2 operations [`ec2_replay`] makes.
+const EC2_REPLAYED: &[&str] = &[
+    "RunInstances",
+    "DescribeInstances",
+    "DescribeInstanceTypes",
+    "DescribeImages",
+    "DescribeInstanceAttribute",
+    "CreateTags",
+];
+
+/// One instance's calls as kaws makes them, in `steps` order (the launch first).
+async fn ec2_replay(ec2: &aws_sdk_ec2::Client, ami: &str, name: &str, steps: &[String]) {
+    use aws_sdk_ec2::types as t;
+    let tag = t::Tag::builder().key("Name").value(name).build();
+    let mut id = String::new();
+    for op in steps {
+        match op.as_str() {
+            "RunInstances" => {
+                let out = ec2
+                    .run_instances()
+                    .image_id(ami)
+                    .instance_type(t::InstanceType::T3Micro)
+                    .min_count(1)
+                    .max_count(1)
+                    .tag_specifications(
+                        t::TagSpecification::builder()
+                            .resource_type(t::ResourceType::Instance)
+                            .tags(tag.clone())
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                if let Ok(out) = out {
+                    id = out
+                        .instances()
+                        .first()
+                        .and_then(|i| i.instance_id())
+                        .unwrap_or_default()
+                        .to_string();
+                }
+            }
+            "DescribeInstances" => {
+                let _ = ec2.describe_instances().instance_ids(&id).send().await;
+            }
+            "DescribeInstanceTypes" => {
+                let _ = ec2
+                    .describe_instance_types()
+                    .instance_types(t::InstanceType::T3Micro)
+                    .send()
+                    .await;
+            }
+            "DescribeImages" => {
+                let _ = ec2.describe_images().image_ids(ami).send().await;
+            }
+            "DescribeInstanceAttribute" => {
+                let _ = ec2
+                    .describe_instance_attribute()
+                    .instance_id(&id)
+                    .attribute(t::InstanceAttributeName::UserData)
+                    .send()
+                    .await;
+            }
+            "CreateTags" => {
+                let _ = ec2
+                    .create_tags()
+                    .resources(&id)
+                    .tags(tag.clone())
+                    .send()
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn instance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
+    let ec2 = aws_sdk_ec2::Client::new(&env.aws);
+    let ami = ec2
+        .describe_images()
+        .send()
+        .await?
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .find(|id| id.len() <= 21)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("moto lists no AMI"))?;
+    let manifest: String = (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: ec2.kaws.io/v1alpha1\nkind: Instance\nmetadata:\n  name: i{i}\nspec:\n  imageId: {ami}\n  instanceType: t3.micro\n"
+            )
+        })
+        .collect();
+    let (kaws, ops) = converge::<Instance>(env, n, "ec2", manifest).await?;
+    let steps = plan(&ops, n);
+    let (ec2, ami, steps) = (&ec2, &ami, &steps);
+    let base = baseline("base", n, |name| async move {
+        ec2_replay(ec2, ami, &name, steps).await
+    })
+    .await;
+    Ok(figures("Instance", n, kaws, base, &ops, EC2_REPLAYED))
+}
+
+/// The Lambda operations [`lambda_replay`] makes.
+const LAMBDA_REPLAYED: &[&str] = &[
+    "CreateFunction",
+    "GetFunction",
+    "ListFunctions",
+    "GetFunctionConcurrency",
+    "TagResource",
+];
+
+/// One function's calls as kaws makes them, in `steps` order.
+async fn lambda_replay(
+    lambda: &aws_sdk_lambda::Client,
+    role: &str,
+    code: &[u8],
+    name: &str,
+    steps: &[String],
+) {
+    use aws_sdk_lambda::{primitives::Blob, types as t};
+    let arn = format!("arn:aws:lambda:{REGION}:123456789012:function:{name}");
+    for op in steps {
+        match op.as_str() {
+            "CreateFunction" => {
+                let _ = lambda
+                    .create_function()
+                    .function_name(name)
+                    .runtime(t::Runtime::Python312)
+                    .handler("app.handler")
+                    .role(role)
+                    .code(t::FunctionCode::builder().zip_file(Blob::new(code)).build())
+                    .tags("kaws.io/owner", "bench")
+                    .send()
+                    .await;
+            }
+            "GetFunction" => {
+                let _ = lambda.get_function().function_name(name).send().await;
+            }
+            "ListFunctions" => {
+                let _ = lambda.list_functions().send().await;
+            }
+            "GetFunctionConcurrency" => {
+                let _ = lambda
+                    .get_function_concurrency()
+                    .function_name(name)
+                    .send()
+                    .await;
+            }
+            "TagResource" => {
+                let _ = lambda
+                    .tag_resource()
+                    .resource(&arn)
+                    .tags("k", "v")
+                    .send()
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn function(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
+    let lambda = aws_sdk_lambda::Client::new(&env.aws);
+    let role = aws_sdk_iam::Client::new(&env.aws)
+        .create_role()
+        .role_name(unique_name("bench-fn"))
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await?
+        .role()
+        .map(|r| r.arn().to_string())
+        .unwrap_or_default();
+    let code = kaws_e2e::fixtures::zip(b"def handler(event, context):\n    return 1\n");
+    let manifest: String = (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata:\n  name: f{i}\nspec:\n  functionName: {}\n  runtime: python3.12\n  handler: app.handler\n  role: {role}\n  code: {{zipFile: {}}}\n",
+                unique_name("bench"),
+                STANDARD.encode(&code)
+            )
+        })
+        .collect();
+    let (kaws, ops) = converge::<Function>(env, n, "lambda", manifest).await?;
+    let steps = plan(&ops, n);
+    let (lambda, role, code, steps) = (&lambda, &role, &code, &steps);
+    let base = baseline("base", n, |name| async move {
+        lambda_replay(lambda, role, code, &name, steps).await
+    })
+    .await;
+    Ok(figures("Function", n, kaws, base, &ops, LAMBDA_REPLAYED))
+}
+
 struct Steady {
     reconciles: u64,
     reads: u64,
@@ -583,12 +912,16 @@ async fn main() -> anyhow::Result<()> {
     let size_mib = std::fs::metadata(&binary)?.len() as f64 / 1024.0 / 1024.0;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = rss_mib(env.kaws.pid());
+    let idle_anon = status_mib(env.kaws.pid(), "RssAnon:");
 
     let kinds = vec![
         bucket(&env, sizes.buckets).await?,
         table(&env, sizes.tables).await?,
+        dbinstance(&env, sizes.dbinstances).await?,
+        instance(&env, sizes.instances).await?,
+        function(&env, sizes.functions).await?,
     ];
-    let objects = sizes.buckets + sizes.tables;
+    let objects: usize = kinds.iter().map(|k| k.n).sum();
     let steady = steady(&env, sizes.resync).await?;
 
     let mut populations = Vec::new();
@@ -684,7 +1017,10 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| memory and start-up | value |");
     println!("|---|---|");
-    println!("| RSS idle, every kind, no object | {idle:.1} MiB |");
+    println!(
+        "| RSS idle, every kind, no object | {idle:.1} MiB: {idle_anon:.1} MiB allocated (RssAnon), {:.1} MiB code pages mapped from the binary (RssFile) |",
+        idle - idle_anon
+    );
     for p in &populations {
         println!(
             "| RSS with {} more objects (managedFields, last-applied) | {:.1} MiB; a fresh start with them: {:.1} MiB |",
@@ -707,6 +1043,7 @@ async fn main() -> anyhow::Result<()> {
             "cpu_ms_per_reconcile": steady.cpu_per_reconcile.as_secs_f64() * 1000.0,
         },
         "rss_idle_mib": idle,
+        "rss_idle_anon_mib": idle_anon,
         "populations": populations.iter().map(|p| json!({
             "objects": p.objects, "rss_mib": p.rss, "fresh_rss_mib": p.fresh_rss,
             "startup_seconds": p.startup.as_secs_f64(),

@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod env;
 pub mod fault_proxy;
+pub mod fixtures;
 pub mod kaws;
 pub mod kubectl;
 pub mod moto;
