@@ -727,16 +727,7 @@ async fn ec2_replay(ec2: &aws_sdk_ec2::Client, ami: &str, name: &str, steps: &[S
 
 async fn instance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let ec2 = aws_sdk_ec2::Client::new(&env.aws);
-    let ami = ec2
-        .describe_images()
-        .send()
-        .await?
-        .images()
-        .iter()
-        .filter_map(|i| i.image_id())
-        .find(|id| id.len() <= 21)
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("moto lists no AMI"))?;
+    let ami = kaws_e2e::fixtures::moto_ami(&env.aws).await?;
     let manifest: String = (0..n)
         .map(|i| {
             format!(
@@ -815,17 +806,7 @@ async fn lambda_replay(
 
 async fn function(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let lambda = aws_sdk_lambda::Client::new(&env.aws);
-    let role = aws_sdk_iam::Client::new(&env.aws)
-        .create_role()
-        .role_name(unique_name("bench-fn"))
-        .assume_role_policy_document(
-            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
-        )
-        .send()
-        .await?
-        .role()
-        .map(|r| r.arn().to_string())
-        .unwrap_or_default();
+    let role = kaws_e2e::fixtures::lambda_role(&env.aws, "bench-fn").await?;
     let code = kaws_e2e::fixtures::zip(b"def handler(event, context):\n    return 1\n");
     let manifest: String = (0..n)
         .map(|i| {

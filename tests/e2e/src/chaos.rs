@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use kube::{
     Api,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams},
@@ -132,28 +131,8 @@ pub struct Fixtures {
 
 impl Fixtures {
     pub async fn create(aws: &aws_config::SdkConfig) -> anyhow::Result<Fixtures> {
-        let images = aws_sdk_ec2::Client::new(aws)
-            .describe_images()
-            .send()
-            .await?;
-        let ami = images
-            .images()
-            .iter()
-            .filter_map(|i| i.image_id())
-            .find(|id| id.len() <= 21)
-            .context("moto lists no AMI")?
-            .to_string();
-        let role = aws_sdk_iam::Client::new(aws)
-            .create_role()
-            .role_name(unique_name("chaos-role"))
-            .assume_role_policy_document(
-                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
-            )
-            .send()
-            .await?
-            .role()
-            .map(|r| r.arn().to_string())
-            .context("CreateRole returned no role")?;
+        let ami = crate::fixtures::moto_ami(aws).await?;
+        let role = crate::fixtures::lambda_role(aws, "chaos-role").await?;
         Ok(Fixtures { ami, role })
     }
 }

@@ -17,16 +17,7 @@ fn lambda(env: &Env) -> aws_sdk_lambda::Client {
 
 /// moto checks that the role exists in IAM, as Lambda does.
 async fn role(env: &Env) -> anyhow::Result<String> {
-    let iam = aws_sdk_iam::Client::new(&env.aws);
-    let out = iam
-        .create_role()
-        .role_name(unique_name("fn-role"))
-        .assume_role_policy_document(
-            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
-        )
-        .send()
-        .await?;
-    Ok(out.role().map(|r| r.arn().to_string()).unwrap_or_default())
+    kaws_e2e::fixtures::lambda_role(&env.aws, "fn-role").await
 }
 
 fn sha256_b64(bytes: &[u8]) -> String {

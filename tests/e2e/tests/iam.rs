@@ -459,16 +459,7 @@ async fn a_function_waits_for_its_role_and_runs_with_its_arn() -> anyhow::Result
 async fn the_iam_example_becomes_ready_with_one_apply() -> anyhow::Result<()> {
     let (env, iam) = env("10m").await?;
     let ec2 = aws_sdk_ec2::Client::new(&env.aws);
-    let ami = ec2
-        .describe_images()
-        .send()
-        .await?
-        .images()
-        .iter()
-        .filter_map(|i| i.image_id())
-        .find(|id| id.len() <= 21)
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("moto lists no AMI"))?;
+    let ami = kaws_e2e::fixtures::moto_ami(&env.aws).await?;
     let example =
         std::fs::read_to_string(kaws_e2e::moto::workspace_root().join("examples/iam.yaml"))?;
     // The example names a real AMI; moto knows other ids. Names are unique per test run (moto

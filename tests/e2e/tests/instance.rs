@@ -23,13 +23,7 @@ fn ec2_client(env: &Env) -> aws_sdk_ec2::Client {
 
 /// An AMI moto knows in the test region.
 async fn ami(env: &Env) -> anyhow::Result<String> {
-    let out = ec2_client(env).describe_images().send().await?;
-    out.images()
-        .iter()
-        .filter_map(|i| i.image_id())
-        .find(|id| id.len() <= 21)
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("moto lists no AMI"))
+    kaws_e2e::fixtures::moto_ami(&env.aws).await
 }
 
 async fn security_group(env: &Env, name: &str) -> anyhow::Result<String> {
