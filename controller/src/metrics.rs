@@ -59,7 +59,7 @@ pub struct Metrics {
     objects: Family<ObjectLabels, Gauge>,
     status_writes: Family<ReconcileLabels, Counter>,
     leading: Gauge,
-    readiness: Mutex<HashMap<(String, String), bool>>,
+    readiness: Mutex<HashMap<String, bool>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,27 +194,31 @@ impl Metrics {
             .inc();
     }
 
-    /// Records whether object `key` of `kind` is Ready; `None` forgets it (object gone).
+    /// Records whether object `key` (`Kind/namespace/name`) of `kind` is Ready; `None` forgets
+    /// it (object gone).
     pub fn object_ready(&self, kind: &str, key: &str, ready: Option<bool>) {
         let mut readiness = self.readiness.lock().unwrap_or_else(|e| e.into_inner());
-        let id = (kind.to_string(), key.to_string());
-        match ready {
-            Some(r) => readiness.insert(id, r),
-            None => readiness.remove(&id),
+        // O(1) per reconcile: only a change moves the counts (a count over every object here
+        // cost 10,000 comparisons per reconcile with 10,000 objects).
+        let old = match (ready, readiness.get_mut(key)) {
+            (Some(r), Some(slot)) => Some(std::mem::replace(slot, r)),
+            (Some(r), None) => readiness.insert(key.to_string(), r),
+            (None, _) => readiness.remove(key),
         };
-        let (mut yes, mut no) = (0, 0);
-        for ((k, _), r) in readiness.iter() {
-            if k == kind {
-                if *r { yes += 1 } else { no += 1 }
-            }
+        if old == ready {
+            return;
         }
-        for (label, count) in [("true", yes), ("false", no)] {
-            self.objects
-                .get_or_create(&ObjectLabels {
-                    kind: kind.to_string(),
-                    ready: label.to_string(),
-                })
-                .set(count);
+        let gauge = |r: bool| {
+            self.objects.get_or_create(&ObjectLabels {
+                kind: kind.to_string(),
+                ready: r.to_string(),
+            })
+        };
+        if let Some(old) = old {
+            gauge(old).dec();
+        }
+        if let Some(new) = ready {
+            gauge(new).inc();
         }
     }
 
@@ -238,9 +242,15 @@ mod tests {
         let m = Metrics::new();
         m.aws_call("s3", "GetBucketTagging", "success");
         m.aws_call("s3", "GetBucketTagging", "success");
-        m.object_ready("Bucket", "ns/a", Some(true));
-        m.object_ready("Bucket", "ns/b", Some(false));
-        m.object_ready("Bucket", "ns/b", None);
+        m.object_ready("Bucket", "Bucket/ns/a", Some(true));
+        m.object_ready("Bucket", "Bucket/ns/a", Some(true));
+        m.object_ready("Bucket", "Bucket/ns/b", Some(false));
+        m.object_ready("Bucket", "Bucket/ns/b", None);
+        m.object_ready("Bucket", "Bucket/ns/b", None);
+        m.object_ready("Table", "Table/ns/a", Some(false));
+        m.object_ready("Table", "Table/ns/a", Some(true));
+        m.object_ready("Table", "Table/ns/c", Some(true));
+        m.object_ready("Table", "Table/ns/c", Some(false));
         let text = m.encode();
         assert!(text.contains(
             r#"kaws_aws_api_calls_total{service="s3",operation="GetBucketTagging",outcome="success"} 2"#
@@ -253,5 +263,11 @@ mod tests {
             text.contains(r#"kaws_managed_objects{kind="Bucket",ready="false"} 0"#),
             "{text}"
         );
+        for line in [
+            r#"kaws_managed_objects{kind="Table",ready="true"} 1"#,
+            r#"kaws_managed_objects{kind="Table",ready="false"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -1,8 +1,12 @@
 //! Runs one kind's kube-runtime `Controller` per watched scope, wired to the shared driver.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::Poll,
+    time::Duration,
 };
 
 use futures::StreamExt;
@@ -17,7 +21,9 @@ use kube::{
         watcher,
     },
 };
-use tokio_util::sync::CancellationToken;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, time::DelayQueue};
 
 use super::driver::{self, Context, Dependency, External, ManagedObject, Shared};
 
@@ -53,17 +59,27 @@ pub struct RunOptions {
     pub label_selector: Option<String>,
 }
 
-/// The annotation `kubectl apply` keeps the whole applied object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Drops from a cached object what kaws never reads: `managedFields` and the
-/// `last-applied-configuration` annotation, which on a real cluster are often larger than the
-/// rest of the object together.
+/// Drops from a cached object what kaws never reads: `managedFields`, labels (selectors are
+/// evaluated by the API server) and every annotation but kaws' own (`kaws.io/…`,
+/// `<kind>.kaws.io/…`); on a real cluster `managedFields` and `last-applied-configuration` are
+/// often larger than the rest of the object together. Safe because kaws never writes an object
+/// back from its cache: its writes are patches of the fields they change. Nor do other
+/// annotations trigger a reconcile any more ([`driver::trigger_hash`] hashes what is left).
 pub fn strip<K: kube::Resource>(obj: &mut K) {
-    obj.managed_fields_mut().clear();
-    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| is_kaws_annotation(key));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
     }
+}
+
+fn is_kaws_annotation(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(prefix, _)| prefix == "kaws.io" || prefix.ends_with(".kaws.io"))
 }
 
 /// Runs the controller for kind `K` until `shutdown` fires.
@@ -100,11 +116,28 @@ pub async fn run_kind<K, E>(
         if let Some(selector) = &options.label_selector {
             config = config.labels(selector);
         }
+        let (defer, deferred) = tokio::sync::mpsc::unbounded_channel();
+        let default_resync = shared.resync_period;
         let stream = watcher(api, config)
             .default_backoff()
             .modify(strip::<K>)
             .reflect(writer)
-            .applied_objects()
+            .filter_map(move |event| {
+                futures::future::ready(match event {
+                    // Found by a (re)list with nothing due: spread over its resync period.
+                    Ok(watcher::Event::InitApply(obj)) if driver::settled(&obj) => {
+                        let delay = spread(driver::resync_period(&obj, default_resync));
+                        // Closed only when the controller is stopping.
+                        let _ = defer.send((ObjectRef::from(&obj), delay));
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(obj) | watcher::Event::Apply(obj)) => {
+                        Some(Ok(obj))
+                    }
+                    Ok(_) => None,
+                    Err(err) => Some(Err(err)),
+                })
+            })
             .predicate_filter(driver::trigger_hash::<K>, Default::default());
         let ready_reader = reader.clone();
         let readiness = readiness.clone();
@@ -120,7 +153,8 @@ pub async fn run_kind<K, E>(
             }
         });
         let token = shutdown.clone();
-        let mut controller = Controller::for_stream(stream, reader.clone());
+        let mut controller =
+            Controller::for_stream(stream, reader.clone()).reconcile_on(when_due(deferred));
         for dependency in K::dependencies() {
             controller = watch_dependency(
                 controller,
@@ -166,6 +200,43 @@ pub async fn run_kind<K, E>(
     }
     futures::future::join_all(controllers).await;
     tracing::info!(kind = K::KIND, "controller stopped");
+}
+
+/// A uniformly random point of `period`: when a settled object found at start-up is first
+/// reconciled.
+fn spread(period: Duration) -> Duration {
+    rand::rng().random_range(Duration::ZERO..period.max(Duration::from_millis(1)))
+}
+
+/// Each object sent on `deferred` once its delay has passed. The queue holds a reference per
+/// object (not a spawned reconcile waiting for its turn), so a start-up with 10,000 settled
+/// objects costs 10,000 small entries, not 10,000 tasks.
+fn when_due<K: kube::Resource + 'static>(
+    mut deferred: mpsc::UnboundedReceiver<(ObjectRef<K>, Duration)>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K::DynamicType: Send,
+{
+    let mut queue = DelayQueue::new();
+    let mut open = true;
+    futures::stream::poll_fn(move |cx| {
+        while open {
+            match deferred.poll_recv(cx) {
+                Poll::Ready(Some((obj, delay))) => {
+                    queue.insert(obj, delay);
+                }
+                Poll::Ready(None) => open = false,
+                Poll::Pending => break,
+            }
+        }
+        match queue.poll_expired(cx) {
+            Poll::Ready(Some(due)) => Poll::Ready(Some(due.into_inner())),
+            // Empty: woken by the next send (`poll_recv` registered the waker) unless closed.
+            Poll::Ready(None) if open => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 /// The cached objects whose spec references `secret` (same namespace, named in
@@ -229,6 +300,9 @@ mod tests {
 
     use super::*;
 
+    /// The annotation `kubectl apply` keeps the whole applied object in.
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
     #[test]
     fn caches_keep_nothing_kaws_never_reads() {
         let mut obj = ConfigMap::default();
@@ -240,15 +314,34 @@ mod tests {
             [
                 (LAST_APPLIED.to_string(), "{\"big\": \"copy\"}".to_string()),
                 ("kaws.io/adopt".to_string(), "true".to_string()),
+                ("ec2.kaws.io/instance-id".to_string(), "i-1".to_string()),
+                ("team.example.com/owner".to_string(), "web".to_string()),
             ]
             .into(),
         );
+        obj.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
         strip(&mut obj);
-        assert!(obj.managed_fields().is_empty());
+        assert_eq!(
+            obj.metadata.managed_fields, None,
+            "no empty Vec kept either"
+        );
+        assert_eq!(obj.metadata.labels, None);
         assert_eq!(
             obj.annotations().keys().collect::<Vec<_>>(),
-            ["kaws.io/adopt"],
+            ["ec2.kaws.io/instance-id", "kaws.io/adopt"],
             "kaws' own annotations stay"
         );
+        // Nothing of kaws' left: no empty map kept.
+        obj.metadata.annotations = Some([(LAST_APPLIED.to_string(), "{}".to_string())].into());
+        strip(&mut obj);
+        assert_eq!(obj.metadata.annotations, None);
+        for other in [
+            "notkaws.io/x",
+            "kaws.io.evil.com/x",
+            "kaws.io",
+            "example.com/kaws.io/x",
+        ] {
+            assert!(!is_kaws_annotation(other), "{other}");
+        }
     }
 }

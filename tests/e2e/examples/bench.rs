@@ -874,6 +874,15 @@ async fn steady(env: &Env, resync: Duration) -> anyhow::Result<Steady> {
     })
 }
 
+/// Reconciles the running kaws has finished, every kind and outcome.
+async fn reconciles(env: &Env) -> anyhow::Result<u64> {
+    Ok(sum_samples(
+        &env.kaws.metrics().await?,
+        "kaws_reconciles_total",
+        |_| true,
+    ))
+}
+
 /// Paused Buckets `from..to`, applied server-side (so they carry `managedFields`) with the
 /// `last-applied-configuration` annotation `kubectl apply` leaves.
 async fn populate(env: &Env, from: usize, to: usize) -> anyhow::Result<()> {
@@ -931,6 +940,8 @@ struct Population {
     rss: f64,
     fresh_rss: f64,
     startup: Duration,
+    /// From the fresh start until it had reconciled every object once.
+    reconciled: Duration,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -962,17 +973,12 @@ async fn main() -> anyhow::Result<()> {
     let mut populations = Vec::new();
     let mut have = 0;
     for &m in &sizes.populations {
-        let target = sum_samples(&env.kaws.metrics().await?, "kaws_reconciles_total", |_| {
-            true
-        }) + (m - have) as u64;
+        let target = reconciles(&env).await? + (m - have) as u64;
         populate(&env, have, m).await?;
         have = m;
         // Every new object reconciled once (paused: no AWS call).
         let deadline = Instant::now() + Duration::from_secs(900);
-        while sum_samples(&env.kaws.metrics().await?, "kaws_reconciles_total", |_| {
-            true
-        }) < target
-        {
+        while reconciles(&env).await? < target {
             anyhow::ensure!(Instant::now() < deadline, "{m} objects not reconciled");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -980,23 +986,44 @@ async fn main() -> anyhow::Result<()> {
         let rss = rss_mib(env.kaws.pid());
         env.kaws.kill()?;
         let start = Instant::now();
-        let fresh = env.start_kaws(&BTreeMap::new()).await?;
+        env.kaws = env.start_kaws(&BTreeMap::new()).await?;
         let startup = start.elapsed();
+        // Measured once the fresh kaws has reconciled every object (those it found settled are
+        // spread over a resync period), so its memory includes that work.
+        let all = (m + objects) as u64;
+        while reconciles(&env).await? < all {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{m} objects not reconciled after a restart"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let reconciled = start.elapsed();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let fresh_rss = rss_mib(fresh.pid());
-        env.kaws = fresh;
+        let fresh_rss = rss_mib(env.kaws.pid());
         println!(
-            "{m} objects: RSS {rss:.1} MiB, fresh start {fresh_rss:.1} MiB, ready in {:.2} s",
-            startup.as_secs_f64()
+            "{m} objects: RSS {rss:.1} MiB, fresh start {fresh_rss:.1} MiB, ready in {:.2} s, \
+             every object reconciled in {:.2} s",
+            startup.as_secs_f64(),
+            reconciled.as_secs_f64()
         );
         populations.push(Population {
             objects: m,
             rss,
             fresh_rss,
             startup,
+            reconciled,
         });
     }
 
+    // `BENCH_HOLD=600`: keep the last kaws running that many seconds, to attach a profiler.
+    if let Some(secs) = std::env::var("BENCH_HOLD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        println!("holding kaws (pid {}) for {secs} s", env.kaws.pid());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     println!();
     println!(
         "kaws bench ({}): {} ({size_mib:.1} MiB)",
@@ -1058,13 +1085,17 @@ async fn main() -> anyhow::Result<()> {
     );
     for p in &populations {
         println!(
-            "| RSS with {} more objects (managedFields, last-applied) | {:.1} MiB; a fresh start with them: {:.1} MiB |",
+            "| RSS with {} more objects (managedFields, last-applied) | {:.1} MiB; a fresh start with them, once it reconciled each: {:.1} MiB |",
             p.objects, p.rss, p.fresh_rss
         );
         println!(
             "| start-up to ready with {} objects | {:.2} s |",
             p.objects,
             p.startup.as_secs_f64()
+        );
+        println!(
+            "| start-up to every object reconciled once (settled ones spread over the resync period) | {:.2} s |",
+            p.reconciled.as_secs_f64()
         );
     }
     let report = json!({
@@ -1082,6 +1113,7 @@ async fn main() -> anyhow::Result<()> {
         "populations": populations.iter().map(|p| json!({
             "objects": p.objects, "rss_mib": p.rss, "fresh_rss_mib": p.fresh_rss,
             "startup_seconds": p.startup.as_secs_f64(),
+            "reconciled_seconds": p.reconciled.as_secs_f64(),
         })).collect::<Vec<Value>>(),
     });
     let dir = kaws_e2e::moto::workspace_root().join("target/bench");

@@ -267,3 +267,109 @@ impl crate::core::driver::ManagedObject for Bucket {
         &mut status.common
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::driver::settled;
+
+    fn bucket(yaml: &str) -> Bucket {
+        serde_saphyr::from_str(yaml).expect("fixture parses")
+    }
+
+    const SETTLED: &str = "
+metadata: {name: a, namespace: n, generation: 2, finalizers: [kaws.io/finalizer]}
+spec: {bucketName: a-bucket}
+status:
+  observedGeneration: 2
+  conditions:
+    - {type: Ready, status: 'True', reason: Available, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}
+    - {type: Synced, status: 'True', reason: Synced, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}
+";
+
+    /// What a (re)started kaws may spread over the resync period, and what it must reconcile
+    /// at once.
+    #[test]
+    fn only_objects_whose_status_records_their_spec_as_handled_are_settled() {
+        assert!(settled(&bucket(SETTLED)), "applied, Ready and Synced");
+        let paused = SETTLED
+            .replace(
+                "name: a,",
+                "name: a, annotations: {kaws.io/paused: 'true'},",
+            )
+            .replace(
+                "status: 'True', reason: Synced",
+                "status: 'False', reason: Paused",
+            );
+        assert!(settled(&bucket(&paused)), "paused, and its status says so");
+        let at_once = [
+            (
+                "no status yet",
+                SETTLED.split("status:\n").next().unwrap().to_string(),
+            ),
+            (
+                "spec changed while kaws was down",
+                SETTLED.replace("generation: 2,", "generation: 3,"),
+            ),
+            (
+                "not Ready",
+                SETTLED.replace(
+                    "status: 'True', reason: Available",
+                    "status: 'False', reason: Creating",
+                ),
+            ),
+            (
+                "a failure being retried",
+                SETTLED.replace(
+                    "status: 'True', reason: Synced",
+                    "status: 'False', reason: Throttled",
+                ),
+            ),
+            (
+                "paused since its last reconcile",
+                SETTLED.replace(
+                    "name: a,",
+                    "name: a, annotations: {kaws.io/paused: 'true'},",
+                ),
+            ),
+            (
+                "unpaused since its last reconcile",
+                paused.replace("kaws.io/paused: 'true'", "kaws.io/paused: 'false'"),
+            ),
+            (
+                "no finalizer",
+                SETTLED.replace("finalizers: [kaws.io/finalizer]", "finalizers: []"),
+            ),
+            (
+                "being deleted",
+                SETTLED.replace(
+                    "generation: 2,",
+                    "generation: 2, deletionTimestamp: '2026-01-01T00:00:00Z',",
+                ),
+            ),
+            (
+                "a reconcile requested",
+                SETTLED.replace(
+                    "name: a,",
+                    "name: a, annotations: {kaws.io/reconcile-requested-at: '1'},",
+                ),
+            ),
+        ];
+        for (why, yaml) in at_once {
+            assert!(!settled(&bucket(&yaml)), "{why}");
+        }
+        let handled = SETTLED
+            .replace(
+                "name: a,",
+                "name: a, annotations: {kaws.io/reconcile-requested-at: '1'},",
+            )
+            .replace(
+                "observedGeneration: 2",
+                "observedGeneration: 2\n  lastHandledReconcileAt: '1'",
+            );
+        assert!(
+            settled(&bucket(&handled)),
+            "the requested reconcile was handled"
+        );
+    }
+}
