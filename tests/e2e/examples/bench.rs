@@ -874,15 +874,6 @@ async fn steady(env: &Env, resync: Duration) -> anyhow::Result<Steady> {
     })
 }
 
-/// Reconciles the running kaws has finished, every kind and outcome.
-async fn reconciles(env: &Env) -> anyhow::Result<u64> {
-    Ok(sum_samples(
-        &env.kaws.metrics().await?,
-        "kaws_reconciles_total",
-        |_| true,
-    ))
-}
-
 /// Paused Buckets `from..to`, applied server-side (so they carry `managedFields`) with the
 /// `last-applied-configuration` annotation `kubectl apply` leaves.
 async fn populate(env: &Env, from: usize, to: usize) -> anyhow::Result<()> {
@@ -973,12 +964,12 @@ async fn main() -> anyhow::Result<()> {
     let mut populations = Vec::new();
     let mut have = 0;
     for &m in &sizes.populations {
-        let target = reconciles(&env).await? + (m - have) as u64;
+        let target = env.kaws.reconciles_of_every_kind().await? + (m - have) as u64;
         populate(&env, have, m).await?;
         have = m;
         // Every new object reconciled once (paused: no AWS call).
         let deadline = Instant::now() + Duration::from_secs(900);
-        while reconciles(&env).await? < target {
+        while env.kaws.reconciles_of_every_kind().await? < target {
             anyhow::ensure!(Instant::now() < deadline, "{m} objects not reconciled");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -991,7 +982,7 @@ async fn main() -> anyhow::Result<()> {
         // Measured once the fresh kaws has reconciled every object (those it found settled are
         // spread over a resync period), so its memory includes that work.
         let all = (m + objects) as u64;
-        while reconciles(&env).await? < all {
+        while env.kaws.reconciles_of_every_kind().await? < all {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "{m} objects not reconciled after a restart"

@@ -7,20 +7,11 @@ use kaws::resources::bucket::Bucket;
 use kaws_e2e::{
     Env,
     env::{EnvOptions, condition},
-    kaws::sum_samples,
     unique_name,
 };
 
 const OBJECTS: usize = 12;
 const RESYNC: Duration = Duration::from_secs(9);
-
-async fn reconciles(env: &Env) -> anyhow::Result<u64> {
-    Ok(sum_samples(
-        &env.kaws.metrics().await?,
-        "kaws_reconciles_total",
-        |_| true,
-    ))
-}
 
 fn bucket(name: &str, bucket: &str, versioning: &str) -> String {
     format!(
@@ -69,14 +60,14 @@ async fn a_restart_spreads_settled_objects_and_acts_at_once_on_changed_ones() ->
     // Two seconds in: about 2/9 of the settled ones are due (a restart that reconciled them all
     // at once would have done the 12 Bucket observations in ~1 s here).
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed())).await;
-    let early = reconciles(&env).await?;
+    let early = env.kaws.reconciles("Bucket").await?;
     assert!(
         early <= (OBJECTS as u64) * 2 / 3,
         "{early} of {OBJECTS} objects reconciled within 2 s of the restart: not spread"
     );
     // Every settled object is still looked at within its resync period.
     let deadline = started + RESYNC + Duration::from_secs(6);
-    while reconciles(&env).await? < OBJECTS as u64 {
+    while env.kaws.reconciles("Bucket").await? < OBJECTS as u64 {
         anyhow::ensure!(
             Instant::now() < deadline,
             "not every object reconciled within a resync period of the restart"
