@@ -86,7 +86,7 @@ test: tools lint
 ## steady-state calls, status writes and CPU, RSS at 1,000 and 10,000 objects, start-up time.
 ## Prints tables, writes target/bench/bench.json.
 bench: tools
-	$(CARGO) build --release --locked -p kaws --bin kaws
+	$(CARGO) build --release --locked -p kaws --bin kaws -p kaws-sdk-loop --bin kaws-sdk-loop
 	$(CARGO) build --workspace --all-targets
 	KAWS_BINARY=$(CURDIR)/target/release/kaws BENCH=full $${CARGO_TARGET_DIR:-target}/debug/examples/bench
 

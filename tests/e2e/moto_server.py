@@ -4,6 +4,7 @@ ships a fix. The fixes only touch response serialisation, never moto's behaviour
 a fix says it fills in an operation moto 5.2.5 does not implement at all.
 """
 
+import os
 import sys
 
 from moto.core import serialize
@@ -193,6 +194,76 @@ def _run_instances_once(self, image_id, count, user_data, security_group_names, 
 
 
 InstanceBackend.run_instances = _run_instances_once
+
+
+# Not a fix, an option for the benchmark: werkzeug answers every request with
+# `Connection: close`, so each AWS call opens a new TCP connection, where against AWS the SDK
+# keeps its connections. With KAWS_MOTO_KEEP_ALIVE=1 connections stay open, so `make bench`
+# charges kaws for its calls and not for a new connection per call. werkzeug closes because
+# after each request it discards whatever the socket still holds (which, on a kept connection,
+# would be the next request); here a request's input stream ends where its body ends, so that
+# discarding reads only what is left of the body.
+if os.environ.get("KAWS_MOTO_KEEP_ALIVE") == "1":
+    from werkzeug.serving import WSGIRequestHandler
+
+    class _BodyReader:
+        """The connection's stream, cut off at the end of the request body."""
+
+        def __init__(self, inner, length):
+            self.inner = inner
+            self.left = length
+
+        def _size(self, size):
+            if size is None or size < 0:
+                return self.left
+            return min(size, self.left)
+
+        def _took(self, data):
+            self.left -= len(data)
+            return data
+
+        def read(self, size=-1):
+            return self._took(self.inner.read(self._size(size))) if self.left else b""
+
+        def read1(self, size=-1):
+            return self._took(self.inner.read1(self._size(size))) if self.left else b""
+
+        def readline(self, size=-1):
+            return self._took(self.inner.readline(self._size(size))) if self.left else b""
+
+        def readinto(self, b):
+            if not self.left:
+                return 0
+            view = memoryview(b)[: self.left]
+            n = self.inner.readinto(view) or 0
+            self.left -= n
+            return n
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    _send_header = WSGIRequestHandler.send_header
+    _run_wsgi = WSGIRequestHandler.run_wsgi
+
+    def _send_header_keep_alive(self, keyword, value):
+        if keyword.lower() == "connection" and value.lower() == "close":
+            return
+        _send_header(self, keyword, value)
+
+    def _run_wsgi_keep_alive(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            # No length to stop at (the SDKs send one): werkzeug's own way, one request.
+            _send_header(self, "Connection", "close")
+            return _run_wsgi(self)
+        stream = self.rfile
+        self.rfile = _BodyReader(stream, int(self.headers.get("Content-Length") or 0))
+        try:
+            return _run_wsgi(self)
+        finally:
+            self.rfile = stream
+
+    WSGIRequestHandler.send_header = _send_header_keep_alive
+    WSGIRequestHandler.run_wsgi = _run_wsgi_keep_alive
 
 
 if __name__ == "__main__":

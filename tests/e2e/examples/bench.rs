@@ -23,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::StreamExt;
 use kaws::resources::{
@@ -130,7 +131,11 @@ fn is_read(op: &str) -> bool {
 
 /// User + system CPU time of a process.
 fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_of(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_of(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
     // The fields after the command name, which is in parentheses and may hold spaces.
     let after = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<u64> = after
@@ -833,6 +838,21 @@ struct Steady {
     writes: u64,
     status_writes: u64,
     cpu_per_reconcile: Duration,
+    /// What a plain SDK loop spends per read ([`sdk_cpu_per_read`]).
+    sdk_cpu_per_read: Duration,
+}
+
+impl Steady {
+    fn reads_per_reconcile(&self) -> f64 {
+        self.reads as f64 / self.reconciles.max(1) as f64
+    }
+
+    /// CPU per no-op reconcile less its reads at what the plain SDK loop pays for them.
+    fn own_cpu_ms(&self) -> f64 {
+        (self.cpu_per_reconcile.as_secs_f64()
+            - self.reads_per_reconcile() * self.sdk_cpu_per_read.as_secs_f64())
+            * 1000.0
+    }
 }
 
 /// Three whole resync periods with nothing to change.
@@ -865,13 +885,54 @@ async fn steady(env: &Env, resync: Duration) -> anyhow::Result<Steady> {
     };
     let n = reconciles(&m1) - reconciles(&m0);
     let writes = calls(&m1, true) - calls(&m0, true);
+    let buckets = env
+        .api::<Bucket>()
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|b| b.spec.bucket_name)
+        .collect();
+    let sdk_cpu_per_read =
+        sdk_cpu_per_read(&kaws_e2e::kaws::binary()?, &env.moto.endpoint, buckets)?;
     Ok(Steady {
         reconciles: n,
         reads: calls(&m1, false) - calls(&m0, false) - writes,
         writes,
         status_writes: status(&m1) - status(&m0),
         cpu_per_reconcile: (c1 - c0) / n.max(1) as u32,
+        sdk_cpu_per_read,
     })
+}
+
+/// The CPU a plain SDK loop spends on one read: `kaws-sdk-loop` (tests/sdk-loop), the binary
+/// beside the measured kaws binary (so built with its profile), making every bench Bucket's
+/// resync reads as kaws makes them, 4 buckets at a time, 3 rounds.
+fn sdk_cpu_per_read(
+    kaws: &std::path::Path,
+    endpoint: &str,
+    buckets: Vec<String>,
+) -> anyhow::Result<Duration> {
+    let program = kaws.with_file_name("kaws-sdk-loop");
+    let out = std::process::Command::new(&program)
+        .arg(endpoint)
+        .arg(REGION)
+        .args(buckets)
+        .output()
+        .with_context(|| format!("{} (cargo build -p kaws-sdk-loop)", program.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ns = stdout
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("cpu_ns_per_read="))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("kaws-sdk-loop printed {stdout:?}"))?;
+    Ok(Duration::from_nanos(ns))
 }
 
 /// Paused Buckets `from..to`, applied server-side (so they carry `managedFields`) with the
@@ -941,6 +1002,8 @@ async fn main() -> anyhow::Result<()> {
     let full = std::env::var("BENCH").as_deref() == Ok("full");
     let mut env = Env::start_with(EnvOptions {
         resync_period: format!("{}s", sizes.resync.as_secs()),
+        // Connections kept open, as AWS keeps them (moto closes each after one answer).
+        moto_keep_alive: true,
         ..Default::default()
     })
     .await?;
@@ -1049,7 +1112,6 @@ async fn main() -> anyhow::Result<()> {
             k.kind, k.not_replayed
         );
     }
-    let per_reconcile = |x: u64| x as f64 / steady.reconciles.max(1) as f64;
     println!();
     println!(
         "| steady state: {objects} objects, resync {}s, 3 periods | value |",
@@ -1059,13 +1121,21 @@ async fn main() -> anyhow::Result<()> {
     println!("| reconciles | {} |", steady.reconciles);
     println!(
         "| AWS reads per object per resync | {:.2} |",
-        per_reconcile(steady.reads)
+        steady.reads_per_reconcile()
     );
     println!("| AWS writes | {} |", steady.writes);
     println!("| status writes | {} |", steady.status_writes);
     println!(
         "| CPU per no-op reconcile (its AWS reads included) | {:.2} ms |",
         steady.cpu_per_reconcile.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| CPU per AWS read, plain SDK loop (a Bucket resync's reads) | {:.3} ms |",
+        steady.sdk_cpu_per_read.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| kaws' own CPU per no-op reconcile (less its reads at the SDK loop's cost) | {:.2} ms |",
+        steady.own_cpu_ms()
     );
     println!();
     println!("| memory and start-up | value |");
@@ -1098,6 +1168,8 @@ async fn main() -> anyhow::Result<()> {
             "objects": objects, "reconciles": steady.reconciles, "reads": steady.reads,
             "writes": steady.writes, "status_writes": steady.status_writes,
             "cpu_ms_per_reconcile": steady.cpu_per_reconcile.as_secs_f64() * 1000.0,
+            "sdk_cpu_ms_per_read": steady.sdk_cpu_per_read.as_secs_f64() * 1000.0,
+            "own_cpu_ms_per_reconcile": steady.own_cpu_ms(),
         },
         "rss_idle_mib": idle,
         "rss_idle_anon_mib": idle_anon,

@@ -48,6 +48,8 @@ pub struct EnvOptions {
     /// moto, starting with these rates ([`Env::proxy`] changes them). The test's own SDK
     /// clients ([`Env::aws`]) always talk to moto directly.
     pub aws_faults: Option<Faults>,
+    /// Let moto keep connections open (`make bench`: see `tests/e2e/moto_server.py`).
+    pub moto_keep_alive: bool,
 }
 
 impl Default for EnvOptions {
@@ -57,6 +59,7 @@ impl Default for EnvOptions {
             extra_env: BTreeMap::new(),
             leader_election: None,
             aws_faults: None,
+            moto_keep_alive: false,
         }
     }
 }
@@ -107,7 +110,7 @@ impl Env {
         kubectl::ok(&kubeconfig, &["create", "namespace", &namespace]);
         let cluster_id = unique_name("cluster");
 
-        let moto = Moto::start(dir.path()).await?;
+        let moto = Moto::start_with(dir.path(), opts.moto_keep_alive).await?;
         let proxy = match &opts.aws_faults {
             Some(faults) => Some(
                 FaultProxy::start(&moto.endpoint, dir.path(), faults, rand_seed(), false).await?,

@@ -54,6 +54,12 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start(log_dir: &Path) -> anyhow::Result<Moto> {
+        Self::start_with(log_dir, false).await
+    }
+
+    /// `keep_alive`: moto keeps connections open instead of closing each after one answer (its
+    /// default), as AWS does; `make bench` measures kaws' CPU that way.
+    pub async fn start_with(log_dir: &Path, keep_alive: bool) -> anyhow::Result<Moto> {
         let python = ensure_installed()?;
         let launcher = workspace_root().join("tests/e2e/moto_server.py");
         let mut last_err = None;
@@ -65,6 +71,7 @@ impl Moto {
                 .arg(&launcher)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+                .env("KAWS_MOTO_KEEP_ALIVE", if keep_alive { "1" } else { "0" })
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))
                 .spawn()

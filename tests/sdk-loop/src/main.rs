@@ -1,0 +1,87 @@
+//! The CPU a plain AWS SDK loop spends on one read, for `make bench` to set beside the CPU kaws
+//! spends per no-op reconcile. Its own binary so that it is built with the profile of the kaws
+//! binary it is compared with (`make bench`: release), which the bench itself is not.
+//!
+//! `kaws-sdk-loop ENDPOINT REGION BUCKET...` makes every bucket's resync reads as kaws makes
+//! them (HeadBucket, then its 7 configuration reads at once), 4 buckets at a time, one round to
+//! open connections and then 3 measured rounds, on one thread, and prints
+//! `reads=<n> cpu_ns_per_read=<ns>`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+/// kaws' default `--concurrency`.
+const CONCURRENCY: usize = 4;
+const ROUNDS: u32 = 3;
+/// HeadBucket and 7 configuration reads.
+const READS_PER_BUCKET: u32 = 8;
+
+/// User + system CPU time of this process.
+fn cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name. The kernel
+    // counts in ticks of 10 ms; the measured rounds last seconds.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: kaws-sdk-loop ENDPOINT REGION BUCKET...";
+    let endpoint = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
+    let region = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
+    let buckets: Vec<String> = args.collect();
+    anyhow::ensure!(!buckets.is_empty(), usage);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let creds = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "bench");
+        let aws = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(creds))
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&aws)
+                .force_path_style(true)
+                .build(),
+        );
+        let resync = |b: &String| {
+            let (s3, b) = (s3.clone(), b.clone());
+            async move {
+                let b = b.as_str();
+                // Answers are not checked: a 404 "not configured" costs what kaws pays for it.
+                let _ = s3.head_bucket().bucket(b).send().await;
+                let _ = futures::join!(
+                    s3.get_bucket_tagging().bucket(b).send(),
+                    s3.get_bucket_versioning().bucket(b).send(),
+                    s3.get_bucket_encryption().bucket(b).send(),
+                    s3.get_public_access_block().bucket(b).send(),
+                    s3.get_bucket_lifecycle_configuration().bucket(b).send(),
+                    s3.get_bucket_cors().bucket(b).send(),
+                    s3.get_bucket_policy().bucket(b).send(),
+                );
+            }
+        };
+        let round = || futures::stream::iter(&buckets).for_each_concurrent(CONCURRENCY, resync);
+        round().await;
+        let start = cpu()?;
+        for _ in 0..ROUNDS {
+            round().await;
+        }
+        let reads = ROUNDS * READS_PER_BUCKET * buckets.len() as u32;
+        let per_read = (cpu()? - start) / reads;
+        println!("reads={reads} cpu_ns_per_read={}", per_read.as_nanos());
+        Ok(())
+    })
+}
