@@ -139,12 +139,6 @@ impl Kaws {
         }))
     }
 
-    /// Sum of `kaws_reconciles_total` over every kind.
-    pub async fn reconciles_of_every_kind(&self) -> anyhow::Result<u64> {
-        let text = self.metrics().await?;
-        Ok(sum_samples(&text, "kaws_reconciles_total", |_| true))
-    }
-
     /// A scrape of `/metrics` taken just after a reconcile of `kind` ended. With one object of
     /// the kind and a resync period well above a reconcile's length, nothing of that kind is in
     /// flight then, so the counters of two such scrapes differ by whole reconciles only (a
