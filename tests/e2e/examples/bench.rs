@@ -941,7 +941,10 @@ fn populated_reconciled(env: &Env) -> usize {
         .filter(|l| l.contains("\"message\":\"reconciled\""))
         .filter_map(|l| l.split("\"object\":\"Bucket/").nth(1))
         .filter_map(|rest| rest.split('"').next()?.rsplit('/').next())
-        .filter(|name| name.strip_prefix('p').is_some_and(|i| i.parse::<usize>().is_ok()))
+        .filter(|name| {
+            name.strip_prefix('p')
+                .is_some_and(|i| i.parse::<usize>().is_ok())
+        })
         .collect();
     names.len()
 }
