@@ -131,16 +131,9 @@ fn is_read(op: &str) -> bool {
 
 /// User + system CPU time of a process.
 fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    kaws_sdk_loop::cpu_time(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+    )
 }
 
 fn rss_mib(pid: u32) -> f64 {

@@ -19,17 +19,9 @@ const READS_PER_BUCKET: u32 = 8;
 
 /// User + system CPU time of this process.
 fn cpu() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name. The kernel
-    // counts in ticks of 10 ms; the measured rounds last seconds.
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    Ok(Duration::from_millis(ticks * 10))
+    Ok(kaws_sdk_loop::cpu_time(&std::fs::read_to_string(
+        "/proc/self/stat",
+    )?))
 }
 
 fn main() -> anyhow::Result<()> {
