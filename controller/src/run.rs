@@ -148,6 +148,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         backoffs: Backoffs::new(Duration::from_secs(2), Duration::from_secs(300)),
         update_guard: Default::default(),
         status_writes: Default::default(),
+        own_writes: Default::default(),
     });
     let kinds = registry::select(KINDS, &args.kinds);
     let names: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();
@@ -203,6 +204,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         client: &client,
         cluster_id: &cluster_id,
         resync_period: args.resync_period,
+        own_writes: &shared.own_writes,
     };
     let mut tasks = tokio::task::JoinSet::new();
     for kind in kinds {

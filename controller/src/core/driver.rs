@@ -34,6 +34,7 @@ use super::{
     events::Events,
     loop_guard::{self, Attempt, UpdateGuard, Verdict},
     names::{FIELD_MANAGER, FINALIZER, annotations, conditions, reasons},
+    own_writes::OwnWrites,
     ownership::{self, Owner, Ownership},
     policy::{self, Decision, Facts, Notice, Outcome, Progress, Requeue, Severity},
     status_writes::{self, StatusWrites},
@@ -310,6 +311,8 @@ pub struct Connect<'a> {
     pub iam: &'a crate::iam::Guard,
     /// The controller's default resync period.
     pub resync_period: Duration,
+    /// Where a kind records its writes to objects kaws watches (see `own_writes.rs`).
+    pub own_writes: &'a Arc<OwnWrites>,
 }
 
 /// Controller-wide settings and clients shared by every kind.
@@ -326,6 +329,8 @@ pub struct Shared {
     pub update_guard: UpdateGuard,
     /// Skips status writes that change nothing (see `status_writes.rs`).
     pub status_writes: StatusWrites,
+    /// Writes to watched objects whose echo must not reconcile the writer (see `own_writes.rs`).
+    pub own_writes: Arc<OwnWrites>,
 }
 
 /// Everything one kind's reconciler needs.
@@ -345,7 +350,7 @@ const POLL_BUSY: Duration = Duration::from_secs(5);
 const POLL_AFTER_WRITE: Duration = Duration::from_secs(1);
 
 /// Backoff and metric key: kinds share one backoff table, so the kind is part of the key.
-fn object_key<K: ManagedObject>(obj: &K) -> String {
+pub fn object_key<K: ManagedObject>(obj: &K) -> String {
     format!(
         "{}/{}/{}",
         K::KIND,

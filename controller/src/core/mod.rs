@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod loop_guard;
 pub mod names;
+pub mod own_writes;
 pub mod ownership;
 pub mod policy;
 pub mod references;

@@ -170,12 +170,43 @@ pub async fn run_kind<K, E>(
                 Some(ns) => Api::namespaced(shared.client.clone(), ns),
                 None => Api::all(shared.client.clone()),
             };
-            let changes = watcher(secrets, watcher::Config::default())
+            let own_writes = shared.own_writes.clone();
+            let store = reader.clone();
+            let triggers = watcher(secrets, watcher::Config::default())
                 .default_backoff()
-                .touched_objects();
-            controller = controller.watches_stream(changes, move |secret| {
-                objects_referencing::<K>(&reader, &secret)
-            });
+                .filter_map(|event| {
+                    futures::future::ready(match event {
+                        Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                            Some((s, false))
+                        }
+                        Ok(watcher::Event::Delete(s)) => Some((s, true)),
+                        Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                        Err(err) => {
+                            tracing::debug!(kind = K::KIND, error = %err, "Secret watch");
+                            None
+                        }
+                    })
+                })
+                .then(move |(secret, deleted)| {
+                    let (own_writes, store) = (own_writes.clone(), store.clone());
+                    async move {
+                        // kaws' own write of this version reconciles every referencing object
+                        // but its writer; a deletion, whatever version, reconciles the writer too.
+                        let writer = if deleted {
+                            own_writes.forget(&secret);
+                            None
+                        } else {
+                            own_writes.writer_of(&secret).await
+                        };
+                        futures::stream::iter(objects_referencing::<K>(
+                            &store,
+                            &secret,
+                            writer.as_deref(),
+                        ))
+                    }
+                })
+                .flatten();
+            controller = controller.reconcile_on(triggers);
         }
         let controller = controller
             // No limit here: kube-runtime keeps the messages a full runner cannot take in a
@@ -241,9 +272,12 @@ where
 
 /// The cached objects whose spec references `secret` (same namespace, named in
 /// [`ManagedObject::referenced_secrets`]).
-fn objects_referencing<K: ManagedObject>(
+/// The objects in `store` that reference `secret`, but `except` (an object key, see
+/// [`driver::object_key`]).
+pub(crate) fn objects_referencing<K: ManagedObject>(
     store: &Store<K>,
     secret: &PartialObjectMeta<Secret>,
+    except: Option<&str>,
 ) -> Vec<ObjectRef<K>> {
     let name = secret.name_any();
     let ns = secret.namespace();
@@ -251,6 +285,7 @@ fn objects_referencing<K: ManagedObject>(
         .state()
         .iter()
         .filter(|obj| obj.namespace() == ns && obj.referenced_secrets().contains(&name))
+        .filter(|obj| except.is_none_or(|key| driver::object_key(obj.as_ref()) != key))
         .map(|obj| ObjectRef::from(obj.as_ref()))
         .collect()
 }

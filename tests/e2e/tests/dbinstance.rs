@@ -234,6 +234,19 @@ async fn example_database_gets_generated_password_and_complete_connection_secret
     assert!(table.contains(id) && table.contains("available"), "{table}");
     assert_not_leaked(&env, "orders-db", &password).await?;
 
+    // Someone edits the connection Secret: the edit reconciles its writer at once (the resync
+    // is 10 minutes away), although kaws' own writes of it do not (core/own_writes.rs).
+    env.kubectl_ok(&[
+        "patch",
+        "secret",
+        "orders-db",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"host":"ZWxzZXdoZXJl"}}"#,
+    ]);
+    let restored = wait_secret(&env, "orders-db", "host restored", |d| d["host"] == host).await?;
+    assert_eq!(restored["password"], password);
+
     // Someone deletes the connection Secret: kaws recreates it. The generated password went
     // with it, so a new one is generated and set in RDS first.
     env.kubectl_ok(&["delete", "secret", "orders-db"]);

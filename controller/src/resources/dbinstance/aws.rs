@@ -8,12 +8,14 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::Duration,
 };
 
 use async_trait::async_trait;
 use aws_config::{Region, SdkConfig};
 use aws_sdk_rds::{Client, error::ProvideErrorMetadata, types as rds};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
 use super::{
@@ -25,8 +27,9 @@ use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
         batch::{self, BatchedView},
-        driver::{Connect, Created, DeleteProgress, External, Target},
+        driver::{Connect, Created, DeleteProgress, External, Target, object_key},
         error::{Error, Result},
+        own_writes::OwnWrites,
     },
     metrics::SharedMetrics,
 };
@@ -40,6 +43,9 @@ pub struct Rds {
     index: BatchedView<ObservedDb>,
     /// The controller's resync period, for objects without `kaws.io/resync-period`.
     resync_period: Duration,
+    /// Where the connection Secret writes are recorded, so that their watch events do not
+    /// reconcile the writer again.
+    own_writes: Arc<OwnWrites>,
 }
 
 impl Rds {
@@ -48,12 +54,14 @@ impl Rds {
         metrics: SharedMetrics,
         kube: kube::Client,
         resync_period: Duration,
+        own_writes: Arc<OwnWrites>,
     ) -> Self {
         Self {
             clients: RegionalClients::new(sdk, metrics, build_client),
             kube,
             index: BatchedView::default(),
             resync_period,
+            own_writes,
         }
     }
 }
@@ -256,7 +264,14 @@ impl Rds {
             return Ok(());
         };
         let data = diff::connection_data(&obj.spec, password, endpoint);
-        secrets::apply_connection(&self.kube, obj, &r.name, &data, pending).await
+        let writing = self.own_writes.begin::<Secret>(
+            &obj.namespace().unwrap_or_default(),
+            &r.name,
+            object_key(obj),
+        );
+        let written = secrets::apply_connection(&self.kube, obj, &r.name, &data, pending).await?;
+        writing.wrote(&written);
+        Ok(())
     }
 }
 
@@ -293,6 +308,7 @@ impl External<DBInstance> for Rds {
             c.metrics.clone(),
             c.client.clone(),
             c.resync_period,
+            c.own_writes.clone(),
         )
     }
 

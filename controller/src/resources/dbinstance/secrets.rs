@@ -105,14 +105,15 @@ fn foreign_owner(secret: &Secret, obj: &DBInstance) -> Option<String> {
 }
 
 /// Writes the connection Secret by server-side apply, owned by `obj` (garbage-collected with
-/// it). Keys and annotations kaws no longer sends are removed by the apply.
+/// it). Keys and annotations kaws no longer sends are removed by the apply. Returns the Secret
+/// as written.
 pub async fn apply_connection(
     client: &Client,
     obj: &DBInstance,
     name: &str,
     data: &BTreeMap<String, String>,
     pending: bool,
-) -> Result<()> {
+) -> Result<Secret> {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let secret = Secret {
@@ -136,11 +137,93 @@ pub async fn apply_connection(
         ),
         ..Default::default()
     };
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await?;
-    Ok(())
+    Ok(api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::{
+        core::PartialObjectMeta,
+        runtime::{
+            reflector::{self, ObjectRef},
+            watcher,
+        },
+    };
+
+    use super::*;
+    use crate::{
+        core::{own_writes::OwnWrites, runner::objects_referencing},
+        resources::dbinstance::types::DBInstanceSpec,
+    };
+
+    fn database(ns: &str, name: &str, conn: &str, password: Option<&str>) -> DBInstance {
+        let mut spec: DBInstanceSpec = serde_json::from_value(serde_json::json!({
+            "dbInstanceIdentifier": name,
+            "engine": "postgres",
+            "dbInstanceClass": "db.t4g.micro",
+            "allocatedStorage": 20,
+            "masterUsername": "app",
+            "writeConnectionSecretTo": {"name": conn},
+        }))
+        .expect("spec");
+        spec.master_user_password_secret_ref = password.map(|p| {
+            serde_json::from_value(serde_json::json!({"name": p, "key": "password"})).expect("ref")
+        });
+        let mut db = DBInstance::new(name, spec);
+        db.metadata.namespace = Some(ns.into());
+        db
+    }
+
+    fn secret(ns: &str, name: &str, version: &str) -> PartialObjectMeta<Secret> {
+        let mut s = PartialObjectMeta::<Secret>::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.resource_version = Some(version.into());
+        s
+    }
+
+    fn names(refs: Vec<ObjectRef<DBInstance>>) -> Vec<String> {
+        let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn kaws_own_secret_write_reconciles_every_referencing_object_but_its_writer() {
+        let (reader, mut writer) = reflector::store::<DBInstance>();
+        for db in [
+            database("a", "writer", "conn", None),
+            // Reads its password from the Secret the other writes: must hear of every change.
+            database("a", "reader", "own", Some("conn")),
+            database("b", "elsewhere", "conn", None),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(db));
+        }
+        let own_writes = OwnWrites::default();
+        let written = secret("a", "conn", "7");
+        own_writes
+            .begin::<Secret>("a", "conn", "DBInstance/a/writer".into())
+            .wrote(&written);
+
+        let echo = own_writes.writer_of(&written).await;
+        assert_eq!(echo.as_deref(), Some("DBInstance/a/writer"));
+        assert_eq!(
+            names(objects_referencing(&reader, &written, echo.as_deref())),
+            ["reader"]
+        );
+        // Changed by someone else since: everyone referencing it, the writer too.
+        let edited = secret("a", "conn", "8");
+        let echo = own_writes.writer_of(&edited).await;
+        assert_eq!(
+            names(objects_referencing(&reader, &edited, echo.as_deref())),
+            ["reader", "writer"]
+        );
+    }
 }
