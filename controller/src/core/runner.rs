@@ -25,7 +25,10 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, time::DelayQueue};
 
-use super::driver::{self, Context, Dependency, External, ManagedObject, Shared};
+use super::{
+    driver::{self, Context, Dependency, External, ManagedObject, Shared},
+    own_writes::OwnWrites,
+};
 
 const READY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -170,43 +173,11 @@ pub async fn run_kind<K, E>(
                 Some(ns) => Api::namespaced(shared.client.clone(), ns),
                 None => Api::all(shared.client.clone()),
             };
-            let own_writes = shared.own_writes.clone();
-            let store = reader.clone();
-            let triggers = watcher(secrets, watcher::Config::default())
-                .default_backoff()
-                .filter_map(|event| {
-                    futures::future::ready(match event {
-                        Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                            Some((s, false))
-                        }
-                        Ok(watcher::Event::Delete(s)) => Some((s, true)),
-                        Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                        Err(err) => {
-                            tracing::debug!(kind = K::KIND, error = %err, "Secret watch");
-                            None
-                        }
-                    })
-                })
-                .then(move |(secret, deleted)| {
-                    let (own_writes, store) = (own_writes.clone(), store.clone());
-                    async move {
-                        // kaws' own write of this version reconciles every referencing object
-                        // but its writer; a deletion, whatever version, reconciles the writer too.
-                        let writer = if deleted {
-                            own_writes.forget(&secret);
-                            None
-                        } else {
-                            own_writes.writer_of(&secret).await
-                        };
-                        futures::stream::iter(objects_referencing::<K>(
-                            &store,
-                            &secret,
-                            writer.as_deref(),
-                        ))
-                    }
-                })
-                .flatten();
-            controller = controller.reconcile_on(triggers);
+            controller = controller.reconcile_on(secret_triggers(
+                secrets,
+                reader.clone(),
+                shared.own_writes.clone(),
+            ));
         }
         let controller = controller
             // No limit here: kube-runtime keeps the messages a full runner cannot take in a
@@ -270,9 +241,44 @@ where
     })
 }
 
+/// Which objects of kind `K` each Secret change reconciles: every one that references it, but
+/// not the writer of kaws' own write of it (its echo, see `own_writes.rs`); a deletion,
+/// whatever its version, reconciles the writer too.
+fn secret_triggers<K: ManagedObject>(
+    secrets: Api<PartialObjectMeta<Secret>>,
+    store: Store<K>,
+    own_writes: Arc<OwnWrites>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+    watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .filter_map(|event| {
+            futures::future::ready(match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => Some((s, false)),
+                Ok(watcher::Event::Delete(s)) => Some((s, true)),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(err) => {
+                    tracing::debug!(kind = K::KIND, error = %err, "Secret watch");
+                    None
+                }
+            })
+        })
+        .then(move |(secret, deleted)| {
+            let (own_writes, store) = (own_writes.clone(), store.clone());
+            async move {
+                let writer = if deleted {
+                    own_writes.forget(&secret);
+                    None
+                } else {
+                    own_writes.writer_of(&secret).await
+                };
+                futures::stream::iter(objects_referencing(&store, &secret, writer.as_deref()))
+            }
+        })
+        .flatten()
+}
+
 /// The cached objects whose spec references `secret` (same namespace, named in
-/// [`ManagedObject::referenced_secrets`]).
-/// The objects in `store` that reference `secret`, but `except` (an object key, see
+/// [`ManagedObject::referenced_secrets`]), but `except` (an object key, see
 /// [`driver::object_key`]).
 pub(crate) fn objects_referencing<K: ManagedObject>(
     store: &Store<K>,
