@@ -265,13 +265,20 @@ fn secret_triggers<K: ManagedObject>(
         .then(move |(secret, deleted)| {
             let (own_writes, store) = (own_writes.clone(), store.clone());
             async move {
-                let writer = if deleted {
+                if deleted {
                     own_writes.forget(&secret);
+                }
+                let objects = objects_referencing(&store, &secret, None);
+                // Only a Secret this kind references is worth waiting for a write's answer.
+                let writer = if deleted || objects.is_empty() {
                     None
                 } else {
                     own_writes.writer_of(&secret).await
                 };
-                futures::stream::iter(objects_referencing(&store, &secret, writer.as_deref()))
+                futures::stream::iter(match writer {
+                    Some(writer) => objects_referencing(&store, &secret, Some(&writer)),
+                    None => objects,
+                })
             }
         })
         .flatten()
