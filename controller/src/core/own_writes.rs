@@ -9,13 +9,18 @@
 //! it first; a real one may), so a write is registered before it is sent, and a watch event for
 //! an object being written waits for the answer's `resourceVersion` ([`ECHO_WAIT`] at most).
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
-/// How long a watch event waits for the answer to kaws' write of the same object before it is
-/// taken for someone else's change (and reconciles the writer too).
+/// How long after kaws sent a write its watch events stop waiting for the answer and are taken
+/// for someone else's change (and reconcile the writer too). Counted from the write, not from
+/// each event, so one hung write holds a trigger stream this long at most.
 pub const ECHO_WAIT: Duration = Duration::from_secs(5);
 
 /// The last write kaws made of each object it writes and watches, and which kaws object made it.
@@ -32,6 +37,8 @@ struct Write {
     writer: String,
     /// The written object's `resourceVersion` once the API server answered; `None` before.
     version: watch::Receiver<Option<String>>,
+    /// When the write was sent.
+    sent: Instant,
 }
 
 /// A write under way; [`Writing::wrote`] with the API server's answer, or dropped on failure.
@@ -67,8 +74,14 @@ impl OwnWrites {
         writer: String,
     ) -> Writing {
         let (tx, version) = watch::channel(None);
-        self.lock()
-            .insert(key(&R::kind(&()), ns, name), Write { writer, version });
+        self.lock().insert(
+            key(&R::kind(&()), ns, name),
+            Write {
+                writer,
+                version,
+                sent: Instant::now(),
+            },
+        );
         Writing(tx)
     }
 
@@ -84,13 +97,14 @@ impl OwnWrites {
         wait: Duration,
     ) -> Option<String> {
         let version = seen.resource_version()?;
-        let (writer, mut written) = {
+        let (writer, mut written, sent) = {
             let last = self.lock();
             let write = last.get(&key_of(seen))?;
-            (write.writer.clone(), write.version.clone())
+            (write.writer.clone(), write.version.clone(), write.sent)
         };
         // A failed write (its `Writing` dropped unanswered) and a late answer are not echoes.
-        let written = tokio::time::timeout(wait, written.wait_for(Option::is_some))
+        let left = wait.saturating_sub(sent.elapsed());
+        let written = tokio::time::timeout(left, written.wait_for(Option::is_some))
             .await
             .ok()?
             .ok()?
@@ -190,7 +204,11 @@ mod tests {
         let writes = OwnWrites::default();
         let _writing = writes.begin::<Secret>("a", "conn", "DBInstance/a/db".into());
         let seen = secret("a", "conn", "1");
-        let wait = Duration::from_millis(20);
+        let wait = Duration::from_millis(300);
         assert_eq!(writes.writer_within(&seen, wait).await, None);
+        // The wait counts from the write: later events of the same hung write do not wait again.
+        let started = Instant::now();
+        assert_eq!(writes.writer_within(&seen, wait).await, None);
+        assert!(started.elapsed() < wait / 2, "{:?}", started.elapsed());
     }
 }
