@@ -560,7 +560,13 @@ async fn invalid_spec_is_terminal_without_a_hot_loop() -> anyhow::Result<()> {
             .contains("allocatedStorage")
     );
     assert_eq!(condition(&obj, "Ready").expect("Ready")["status"], "False");
-    let reconciles = env.kaws.reconciles("DBInstance").await?;
+    // A reconcile counts itself after its status write: wait until both first reconciles have.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut reconciles = env.kaws.reconciles("DBInstance").await?;
+    while reconciles < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reconciles = env.kaws.reconciles("DBInstance").await?;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         env.kaws.reconciles("DBInstance").await?,
