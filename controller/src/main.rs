@@ -8,9 +8,10 @@ use kaws::{
 };
 
 /// Tokio workers unless `TOKIO_WORKER_THREADS` says otherwise. kaws mostly waits on AWS and
-/// the API server: with a worker per core, every wake-up handed a task between threads, and
-/// one worker took 14 % less CPU per reconcile on 2 cores (docs/performance.md). Blocking work
-/// (DNS, files) still has tokio's blocking pool.
+/// the API server (~0.06 core for 14,000 objects at the default resync), so one worker is
+/// enough instead of one per core of the node; on 2 cores it cost 14 % less CPU per reconcile in
+/// the quick bench and the same as two, within noise, in the full one (docs/performance.md).
+/// Blocking work (DNS, files) still has tokio's blocking pool.
 const WORKER_THREADS: usize = 1;
 
 fn main() -> anyhow::Result<()> {
