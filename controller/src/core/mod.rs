@@ -1,6 +1,7 @@
 //! What every kind shares: API fields, conditions, errors, ownership, backoff, Events and the
 //! reconcile driver.
 
+pub mod admission;
 pub mod api;
 pub mod backoff;
 pub mod batch;

@@ -5,7 +5,6 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    task::Poll,
     time::Duration,
 };
 
@@ -16,21 +15,25 @@ use kube::{
     core::{DynamicObject, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
-        controller::Config as ControllerConfig,
+        controller::{Config as ControllerConfig, Error as ControllerError},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
 use rand::Rng;
 use tokio::sync::mpsc;
-use tokio_util::{sync::CancellationToken, time::DelayQueue};
+use tokio_util::sync::CancellationToken;
 
 use super::{
+    admission,
     driver::{self, Context, Dependency, External, ManagedObject, Shared},
     own_writes::OwnWrites,
 };
 
 const READY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Reconciles handed to kube-runtime at once, per `--concurrency` permit: the permits' holders
+/// and as many waiting next in line (see `admission.rs`).
+const ADMITTED_PER_PERMIT: usize = 2;
 
 /// Counts watches whose initial list has not finished; `/readyz` is true at zero.
 #[derive(Clone, Debug, Default)]
@@ -119,9 +122,10 @@ pub async fn run_kind<K, E>(
         if let Some(selector) = &options.label_selector {
             config = config.labels(selector);
         }
-        let (defer, deferred) = tokio::sync::mpsc::unbounded_channel();
+        let (defer, deferred) = mpsc::unbounded_channel();
+        let (finish, finished) = mpsc::unbounded_channel();
         let default_resync = shared.resync_period;
-        let stream = watcher(api, config)
+        let watch = watcher(api, config)
             .default_backoff()
             .modify(strip::<K>)
             .reflect(writer)
@@ -131,7 +135,7 @@ pub async fn run_kind<K, E>(
                     Ok(watcher::Event::InitApply(obj)) if driver::settled(&obj) => {
                         let delay = spread(driver::resync_period(&obj, default_resync));
                         // Closed only when the controller is stopping.
-                        let _ = defer.send((ObjectRef::from(&obj), delay));
+                        let _ = defer.send((admission::reference(&obj), delay));
                         None
                     }
                     Ok(watcher::Event::InitApply(obj) | watcher::Event::Apply(obj)) => {
@@ -141,7 +145,16 @@ pub async fn run_kind<K, E>(
                     Err(err) => Some(Err(err)),
                 })
             })
-            .predicate_filter(driver::trigger_hash::<K>, Default::default());
+            .predicate_filter(driver::trigger_hash::<K>, Default::default())
+            .filter_map(|obj| {
+                futures::future::ready(match obj {
+                    Ok(obj) => Some(admission::reference(&obj)),
+                    Err(err) => {
+                        tracing::debug!(kind = K::KIND, error = %err, "watch");
+                        None
+                    }
+                })
+            });
         let ready_reader = reader.clone();
         let readiness = readiness.clone();
         tokio::spawn(async move {
@@ -155,16 +168,11 @@ pub async fn run_kind<K, E>(
                 }
             }
         });
-        let token = shutdown.clone();
-        let mut controller =
-            Controller::for_stream(stream, reader.clone()).reconcile_on(when_due(deferred));
+        let mut changes = vec![watch.boxed()];
         for dependency in K::dependencies() {
-            controller = watch_dependency(
-                controller,
-                &shared.client,
-                scope.as_deref(),
-                reader.clone(),
-                dependency,
+            changes.push(
+                dependency_triggers(&shared.client, scope.as_deref(), reader.clone(), dependency)
+                    .boxed(),
             );
         }
         if K::WATCHES_SECRETS {
@@ -173,31 +181,57 @@ pub async fn run_kind<K, E>(
                 Some(ns) => Api::namespaced(shared.client.clone(), ns),
                 None => Api::all(shared.client.clone()),
             };
-            controller = controller.reconcile_on(secret_triggers(
-                secrets,
-                reader.clone(),
-                shared.own_writes.clone(),
-            ));
+            changes
+                .push(secret_triggers(secrets, reader.clone(), shared.own_writes.clone()).boxed());
         }
-        let controller = controller
-            // No limit here: kube-runtime keeps the messages a full runner cannot take in a
-            // hash set and picks from it in hash order, so under sustained load (resyncs
-            // arriving faster than they finish) some objects are never picked — in a bench
-            // of 200 Buckets at a 5 s resync, 43 were never reconciled in 12 minutes. Every
-            // reconcile starts at once and waits on `Context::in_flight`, a FIFO semaphore:
-            // the same limit, served in arrival order.
-            .with_config(ControllerConfig::default())
-            .graceful_shutdown_on(async move { token.cancelled().await })
-            .run(
-                driver::reconcile::<K, E>,
-                driver::error_policy::<K, E>,
-                ctx.clone(),
-            )
-            .for_each(|result| async move {
-                if let Err(err) = result {
-                    tracing::debug!(kind = K::KIND, error = %err, "reconcile did not finish");
-                }
-            });
+        let admitted = admission::admitted(
+            admission::Inputs {
+                changes: futures::stream::select_all(changes),
+                deferred,
+                finished,
+            },
+            usize::from(options.concurrency.max(1)) * ADMITTED_PER_PERMIT,
+        );
+        let token = shutdown.clone();
+        // Every trigger comes through the admission queue (`reconcile_on`); the main stream is
+        // empty, the watch feeding the store is polled by that queue.
+        let controller = Controller::for_stream(
+            futures::stream::pending::<Result<K, watcher::Error>>(),
+            reader,
+        )
+        .reconcile_on(admitted)
+        // No limit here: kube-runtime keeps the messages a full runner cannot take in a hash
+        // set and picks from it in hash order, so under sustained load (resyncs arriving
+        // faster than they finish) some objects are never picked — in a bench of 200 Buckets
+        // at a 5 s resync, 43 were never reconciled in 12 minutes. Triggers wait in kaws'
+        // FIFO admission queue instead, and every reconcile handed on waits on
+        // `Context::in_flight`, a FIFO semaphore.
+        .with_config(ControllerConfig::default())
+        .graceful_shutdown_on(async move { token.cancelled().await })
+        .run(
+            driver::reconcile::<K, E>,
+            driver::error_policy::<K, E>,
+            ctx.clone(),
+        )
+        .for_each(move |result| {
+            // Every reconcile handed on ends here, run or dropped (object gone).
+            let done = match &result {
+                Ok((obj, _)) => Some(admission::plain(obj)),
+                Err(
+                    ControllerError::ReconcilerFailed(_, obj)
+                    | ControllerError::ObjectNotFound(obj),
+                ) => Some(admission::unerased(obj)),
+                Err(_) => None,
+            };
+            if let Some(obj) = done {
+                // Closed only when the controller is stopping.
+                let _ = finish.send(obj);
+            }
+            if let Err(err) = result {
+                tracing::debug!(kind = K::KIND, error = %err, "reconcile did not finish");
+            }
+            futures::future::ready(())
+        });
         controllers.push(controller);
     }
     futures::future::join_all(controllers).await;
@@ -208,37 +242,6 @@ pub async fn run_kind<K, E>(
 /// reconciled.
 fn spread(period: Duration) -> Duration {
     rand::rng().random_range(Duration::ZERO..period.max(Duration::from_millis(1)))
-}
-
-/// Each object sent on `deferred` once its delay has passed. The queue holds a reference per
-/// object (not a spawned reconcile waiting for its turn), so a start-up with 10,000 settled
-/// objects costs 10,000 small entries, not 10,000 tasks.
-fn when_due<K: kube::Resource + 'static>(
-    mut deferred: mpsc::UnboundedReceiver<(ObjectRef<K>, Duration)>,
-) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
-where
-    K::DynamicType: Send,
-{
-    let mut queue = DelayQueue::new();
-    let mut open = true;
-    futures::stream::poll_fn(move |cx| {
-        while open {
-            match deferred.poll_recv(cx) {
-                Poll::Ready(Some((obj, delay))) => {
-                    queue.insert(obj, delay);
-                }
-                Poll::Ready(None) => open = false,
-                Poll::Pending => break,
-            }
-        }
-        match queue.poll_expired(cx) {
-            Poll::Ready(Some(due)) => Poll::Ready(Some(due.into_inner())),
-            // Empty: woken by the next send (`poll_recv` registered the waker) unless closed.
-            Poll::Ready(None) if open => Poll::Pending,
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
 }
 
 /// Which objects of kind `K` each Secret change reconciles: every one that references it, but
@@ -299,20 +302,19 @@ pub(crate) fn objects_referencing<K: ManagedObject>(
         .iter()
         .filter(|obj| obj.namespace() == ns && obj.referenced_secrets().contains(&name))
         .filter(|obj| except.is_none_or(|key| driver::object_key(obj.as_ref()) != key))
-        .map(|obj| ObjectRef::from(obj.as_ref()))
+        .map(|obj| admission::reference(obj.as_ref()))
         .collect()
 }
 
-/// Reconciles the objects of kind `K` that reference an object of `dependency`'s kind (same
-/// namespace, named by [`Dependency::names`]) whenever that object changes, status included.
-/// Metadata only: a change is enough of a trigger, the reconcile reads the object itself.
-fn watch_dependency<K: ManagedObject>(
-    controller: Controller<K>,
+/// The objects of kind `K` that reference an object of `dependency`'s kind (same namespace,
+/// named by [`Dependency::names`]), each time that object changes, status included. Metadata
+/// only: a change is enough of a trigger, the reconcile reads the object itself.
+fn dependency_triggers<K: ManagedObject>(
     client: &Client,
     scope: Option<&str>,
     store: Store<K>,
     dependency: Dependency<K>,
-) -> Controller<K> {
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
     let Dependency {
         api: resource,
         names,
@@ -321,23 +323,30 @@ fn watch_dependency<K: ManagedObject>(
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    let changes = watcher(api, watcher::Config::default())
+    watcher(api, watcher::Config::default())
         .default_backoff()
-        .touched_objects();
-    controller.watches_stream_with(
-        changes,
-        move |dep: PartialObjectMeta<DynamicObject>| {
+        .touched_objects()
+        .filter_map(|dep| {
+            futures::future::ready(match dep {
+                Ok(dep) => Some(dep),
+                Err(err) => {
+                    tracing::debug!(kind = K::KIND, error = %err, "dependency watch");
+                    None
+                }
+            })
+        })
+        .flat_map(move |dep: PartialObjectMeta<DynamicObject>| {
             let name = dep.name_any();
             let ns = dep.namespace();
-            store
-                .state()
-                .iter()
-                .filter(|obj| obj.namespace() == ns && names(obj).contains(&name))
-                .map(|obj| ObjectRef::from(obj.as_ref()))
-                .collect::<Vec<_>>()
-        },
-        resource,
-    )
+            futures::stream::iter(
+                store
+                    .state()
+                    .iter()
+                    .filter(|obj| obj.namespace() == ns && names(obj).contains(&name))
+                    .map(|obj| admission::reference(obj.as_ref()))
+                    .collect::<Vec<_>>(),
+            )
+        })
 }
 
 #[cfg(test)]
