@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{
+    api::Tags,
     error::Error,
     names::{annotations, tags},
 };
@@ -32,7 +33,7 @@ impl Owner {
     }
 
     /// User tags merged with the system tags; system tags always win.
-    pub fn desired_tags(&self, user: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    pub fn desired_tags(&self, user: &Tags) -> BTreeMap<String, String> {
         let mut all: BTreeMap<String, String> = user
             .iter()
             .filter(|(k, _)| !tags::is_system(k))
@@ -232,7 +233,7 @@ mod tests {
     #[test]
     fn user_tags_never_clobber_system_tags() {
         let user = map(&[(tags::OWNER, "evil"), ("team", "data")]);
-        let merged = me().desired_tags(&user);
+        let merged = me().desired_tags(&user.into_iter().collect());
         assert_eq!(
             merged.get(tags::OWNER).map(String::as_str),
             Some("c1/team-a/logs")
