@@ -25,6 +25,7 @@ use kube::{
     core::DynamicObject,
     runtime::reflector::{Lookup, ObjectRef},
 };
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
 
@@ -79,6 +80,15 @@ struct Queue<K: Lookup> {
     /// Handed on and not finished yet.
     admitted: HashSet<ObjectRef<K>>,
     limit: usize,
+    /// `kaws_queued_reconciles`: how many wait (shared by the kind's scopes).
+    depth: Gauge,
+}
+
+impl<K: Lookup> Drop for Queue<K> {
+    fn drop(&mut self) {
+        // A stopped controller (shutdown, leadership lost) no longer counts what it held.
+        self.depth.dec_by(self.waiting.len() as i64);
+    }
 }
 
 impl<K> Queue<K>
@@ -93,6 +103,7 @@ where
         };
         if self.queued.insert(obj.clone()) {
             self.waiting.push_back(obj);
+            self.depth.inc();
         }
     }
 
@@ -107,6 +118,7 @@ where
             .iter()
             .position(|obj| !self.admitted.contains(obj))?;
         let obj = self.waiting.remove(at)?;
+        self.depth.dec();
         self.queued.remove(&obj);
         self.admitted.insert(obj.clone());
         if self.waiting.is_empty() && self.waiting.capacity() > KEPT_CAPACITY {
@@ -122,7 +134,11 @@ where
 /// The admitted triggers, for `Controller::reconcile_on`. Inputs are drained on every poll
 /// (the watch feeding `changes` also keeps the reflector store current, so it must never wait
 /// for a free slot); the stream ends when `changes` ends and nothing is left to hand on.
-pub fn admitted<C, K>(inputs: Inputs<C, K>, limit: usize) -> impl Stream<Item = ObjectRef<K>>
+pub fn admitted<C, K>(
+    inputs: Inputs<C, K>,
+    limit: usize,
+    depth: Gauge,
+) -> impl Stream<Item = ObjectRef<K>>
 where
     C: Stream<Item = ObjectRef<K>> + Unpin,
     K: Lookup<DynamicType = ()>,
@@ -137,6 +153,7 @@ where
         queued: HashSet::new(),
         admitted: HashSet::new(),
         limit: limit.max(1),
+        depth,
     };
     let mut later = DelayQueue::new();
     let (mut changes_open, mut deferred_open) = (true, true);
@@ -208,6 +225,7 @@ mod tests {
         finished: mpsc::UnboundedSender<Ref>,
         /// How many changes the queue has taken from its input.
         taken: Arc<AtomicUsize>,
+        depth: Gauge,
         out: std::pin::Pin<Box<dyn Stream<Item = Ref>>>,
     }
 
@@ -217,6 +235,7 @@ mod tests {
         let (finished, finished_rx) = mpsc::unbounded_channel();
         let taken = Arc::new(AtomicUsize::new(0));
         let counter = taken.clone();
+        let depth = Gauge::default();
         let input = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).inspect(move |_| {
             counter.fetch_add(1, Ordering::SeqCst);
         });
@@ -227,12 +246,14 @@ mod tests {
                 finished: finished_rx,
             },
             limit,
+            depth.clone(),
         );
         Harness {
             changes,
             deferred,
             finished,
             taken,
+            depth,
             out: Box::pin(out),
         }
     }
@@ -260,11 +281,21 @@ mod tests {
             4,
             "the input is drained even while every slot is taken"
         );
+        assert_eq!(h.depth.get(), 2, "c and d wait");
         h.finished.send(r("b")).unwrap();
         assert_eq!(h.ready(), ["c"]);
         h.finished.send(r("a")).unwrap();
         h.finished.send(r("c")).unwrap();
         assert_eq!(h.ready(), ["d"]);
+        assert_eq!(h.depth.get(), 0);
+        // What a stopped controller held is no longer counted.
+        h.changes.send(r("e")).unwrap();
+        h.changes.send(r("f")).unwrap();
+        assert_eq!(h.ready(), ["e"], "d and e run, f waits");
+        assert_eq!(h.depth.get(), 1);
+        let depth = h.depth.clone();
+        drop(h);
+        assert_eq!(depth.get(), 0);
     }
 
     #[tokio::test]

@@ -191,6 +191,7 @@ pub async fn run_kind<K, E>(
                 finished,
             },
             usize::from(options.concurrency.max(1)) * ADMITTED_PER_PERMIT,
+            shared.metrics.queued(K::KIND),
         );
         let token = shutdown.clone();
         // Every trigger comes through the admission queue (`reconcile_on`); the main stream is
