@@ -59,6 +59,7 @@ pub struct Metrics {
     objects: Family<ObjectLabels, Gauge>,
     status_writes: Family<ReconcileLabels, Counter>,
     queued: Family<KindLabels, Gauge>,
+    queue_wait: Family<KindLabels, Histogram>,
     leading: Gauge,
     /// Each object's Ready, keyed by a 64-bit hash of its key (16 bytes an object, not its key's
     /// string; two keys sharing a hash, odds ~10⁻¹¹ at 10,000 objects, would miscount by one).
@@ -95,6 +96,9 @@ impl Metrics {
         let objects = Family::<ObjectLabels, Gauge>::default();
         let status_writes = Family::<ReconcileLabels, Counter>::default();
         let queued = Family::<KindLabels, Gauge>::default();
+        let queue_wait = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0])
+        });
         let leading = Gauge::default();
         registry.register(
             "reconciles",
@@ -132,6 +136,11 @@ impl Metrics {
             queued.clone(),
         );
         registry.register(
+            "queue_wait_seconds",
+            "How long a reconcile waited in kaws' admission queue before it was handed on, by kind",
+            queue_wait.clone(),
+        );
+        registry.register(
             "leading",
             "1 while this replica holds the leader-election Lease (always 1 without leader election)",
             leading.clone(),
@@ -147,6 +156,7 @@ impl Metrics {
             objects,
             status_writes,
             queued,
+            queue_wait,
             readiness: Mutex::new(HashMap::new()),
         }
     }
@@ -204,13 +214,16 @@ impl Metrics {
             .inc();
     }
 
-    /// The gauge of `kind`'s reconciles waiting for admission (see `core/admission.rs`).
-    pub fn queued(&self, kind: &str) -> Gauge {
-        self.queued
-            .get_or_create(&KindLabels {
-                kind: kind.to_string(),
-            })
-            .clone()
+    /// What `kind`'s admission queues report (see `core/admission.rs`).
+    pub fn admission(&self, kind: &'static str) -> crate::core::admission::Observe {
+        let labels = KindLabels {
+            kind: kind.to_string(),
+        };
+        crate::core::admission::Observe {
+            kind,
+            depth: self.queued.get_or_create(&labels).clone(),
+            wait: self.queue_wait.get_or_create(&labels).clone(),
+        }
     }
 
     /// Records whether object `key` (`Kind/namespace/name`) of `kind` is Ready; `None` forgets

@@ -17,7 +17,7 @@
 use std::{
     collections::{HashSet, VecDeque},
     task::Poll,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{Stream, StreamExt};
@@ -25,12 +25,29 @@ use kube::{
     core::DynamicObject,
     runtime::reflector::{Lookup, ObjectRef},
 };
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{gauge::Gauge, histogram::Histogram};
 use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
 
 /// Queue capacity kept once a burst has drained.
 const KEPT_CAPACITY: usize = 256;
+
+/// Why an object was queued (logged at debug when it is handed on): [`CHANGED`], [`SECRET`],
+/// [`DEPENDENCY`] or [`START_UP`].
+pub type Reason = &'static str;
+pub const CHANGED: Reason = "object changed";
+pub const SECRET: Reason = "referenced Secret changed";
+pub const DEPENDENCY: Reason = "referenced object changed";
+pub const START_UP: Reason = "start-up, spread over the resync period";
+
+/// What a queue reports: how many wait (`kaws_queued_reconciles`, shared by a kind's scopes)
+/// and how long each waited (`kaws_queue_wait_seconds`).
+#[derive(Clone, Debug)]
+pub struct Observe {
+    pub kind: &'static str,
+    pub depth: Gauge,
+    pub wait: Histogram,
+}
 
 /// The inputs of one kind's (and one watched scope's) admission queue.
 pub struct Inputs<C, K: Lookup> {
@@ -73,21 +90,26 @@ pub fn unerased<K: Lookup<DynamicType = ()>>(obj: &ObjectRef<DynamicObject>) -> 
     }
 }
 
+struct Waiting<K: Lookup> {
+    obj: ObjectRef<K>,
+    reason: Reason,
+    since: Instant,
+}
+
 struct Queue<K: Lookup> {
-    waiting: VecDeque<ObjectRef<K>>,
+    waiting: VecDeque<Waiting<K>>,
     /// What `waiting` holds, to queue an object once.
     queued: HashSet<ObjectRef<K>>,
     /// Handed on and not finished yet.
     admitted: HashSet<ObjectRef<K>>,
     limit: usize,
-    /// `kaws_queued_reconciles`: how many wait (shared by the kind's scopes).
-    depth: Gauge,
+    observe: Observe,
 }
 
 impl<K: Lookup> Drop for Queue<K> {
     fn drop(&mut self) {
         // A stopped controller (shutdown, leadership lost) no longer counts what it held.
-        self.depth.dec_by(self.waiting.len() as i64);
+        self.observe.depth.dec_by(self.waiting.len() as i64);
     }
 }
 
@@ -95,15 +117,19 @@ impl<K> Queue<K>
 where
     K: Lookup<DynamicType = ()>,
 {
-    fn push(&mut self, obj: ObjectRef<K>) {
+    fn push(&mut self, obj: ObjectRef<K>, reason: Reason) {
         let obj = if obj.extra.resource_version.is_some() || obj.extra.uid.is_some() {
             plain(&obj)
         } else {
             obj
         };
         if self.queued.insert(obj.clone()) {
-            self.waiting.push_back(obj);
-            self.depth.inc();
+            self.waiting.push_back(Waiting {
+                obj,
+                reason,
+                since: Instant::now(),
+            });
+            self.observe.depth.inc();
         }
     }
 
@@ -116,9 +142,12 @@ where
         let at = self
             .waiting
             .iter()
-            .position(|obj| !self.admitted.contains(obj))?;
-        let obj = self.waiting.remove(at)?;
-        self.depth.dec();
+            .position(|w| !self.admitted.contains(&w.obj))?;
+        let Waiting { obj, reason, since } = self.waiting.remove(at)?;
+        let waited = since.elapsed();
+        self.observe.depth.dec();
+        self.observe.wait.observe(waited.as_secs_f64());
+        tracing::debug!(kind = self.observe.kind, object = %obj, reason, ?waited, "admitted");
         self.queued.remove(&obj);
         self.admitted.insert(obj.clone());
         if self.waiting.is_empty() && self.waiting.capacity() > KEPT_CAPACITY {
@@ -137,10 +166,10 @@ where
 pub fn admitted<C, K>(
     inputs: Inputs<C, K>,
     limit: usize,
-    depth: Gauge,
+    observe: Observe,
 ) -> impl Stream<Item = ObjectRef<K>>
 where
-    C: Stream<Item = ObjectRef<K>> + Unpin,
+    C: Stream<Item = (ObjectRef<K>, Reason)> + Unpin,
     K: Lookup<DynamicType = ()>,
 {
     let Inputs {
@@ -153,7 +182,7 @@ where
         queued: HashSet::new(),
         admitted: HashSet::new(),
         limit: limit.max(1),
-        depth,
+        observe,
     };
     let mut later = DelayQueue::new();
     let (mut changes_open, mut deferred_open) = (true, true);
@@ -169,7 +198,7 @@ where
         }
         while changes_open {
             match changes.poll_next_unpin(cx) {
-                Poll::Ready(Some(obj)) => queue.push(obj),
+                Poll::Ready(Some((obj, reason))) => queue.push(obj, reason),
                 Poll::Ready(None) => changes_open = false,
                 Poll::Pending => break,
             }
@@ -185,7 +214,7 @@ where
         }
         // Polled after the inserts above: an empty `DelayQueue` registers no waker.
         while let Poll::Ready(Some(due)) = later.poll_expired(cx) {
-            queue.push(due.into_inner());
+            queue.push(due.into_inner(), START_UP);
         }
         if later.is_empty() && later.capacity() > KEPT_CAPACITY {
             // The start-up spread is over (10,000 entries: ~2 MiB).
@@ -220,7 +249,7 @@ mod tests {
     }
 
     struct Harness {
-        changes: mpsc::UnboundedSender<Ref>,
+        changes: mpsc::UnboundedSender<(Ref, Reason)>,
         deferred: mpsc::UnboundedSender<(Ref, Duration)>,
         finished: mpsc::UnboundedSender<Ref>,
         /// How many changes the queue has taken from its input.
@@ -236,6 +265,7 @@ mod tests {
         let taken = Arc::new(AtomicUsize::new(0));
         let counter = taken.clone();
         let depth = Gauge::default();
+        let wait = Histogram::new([0.001, 1.0]);
         let input = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).inspect(move |_| {
             counter.fetch_add(1, Ordering::SeqCst);
         });
@@ -246,7 +276,11 @@ mod tests {
                 finished: finished_rx,
             },
             limit,
-            depth.clone(),
+            Observe {
+                kind: "ConfigMap",
+                depth: depth.clone(),
+                wait,
+            },
         );
         Harness {
             changes,
@@ -273,7 +307,7 @@ mod tests {
     async fn hands_on_in_order_and_at_most_limit_at_once() {
         let mut h = harness(2);
         for name in ["a", "b", "c", "d"] {
-            h.changes.send(r(name)).unwrap();
+            h.changes.send((r(name), CHANGED)).unwrap();
         }
         assert_eq!(h.ready(), ["a", "b"]);
         assert_eq!(
@@ -289,8 +323,8 @@ mod tests {
         assert_eq!(h.ready(), ["d"]);
         assert_eq!(h.depth.get(), 0);
         // What a stopped controller held is no longer counted.
-        h.changes.send(r("e")).unwrap();
-        h.changes.send(r("f")).unwrap();
+        h.changes.send((r("e"), CHANGED)).unwrap();
+        h.changes.send((r("f"), CHANGED)).unwrap();
         assert_eq!(h.ready(), ["e"], "d and e run, f waits");
         assert_eq!(h.depth.get(), 1);
         let depth = h.depth.clone();
@@ -302,19 +336,19 @@ mod tests {
     async fn an_object_is_queued_once_and_waits_while_its_reconcile_runs() {
         let mut h = harness(3);
         for name in ["a", "b", "a", "b"] {
-            h.changes.send(r(name)).unwrap();
+            h.changes.send((r(name), CHANGED)).unwrap();
         }
         assert_eq!(h.ready(), ["a", "b"], "queued once each");
         // `a` changes again while it runs: it waits for that reconcile, `c` does not.
-        h.changes.send(r("a")).unwrap();
-        h.changes.send(r("c")).unwrap();
+        h.changes.send((r("a"), CHANGED)).unwrap();
+        h.changes.send((r("c"), CHANGED)).unwrap();
         assert_eq!(h.ready(), ["c"]);
         h.finished.send(r("a")).unwrap();
         assert_eq!(h.ready(), ["a"]);
         // A finish for an object kaws did not hand on (a resync kube-runtime started) changes
         // nothing.
         h.finished.send(r("z")).unwrap();
-        h.changes.send(r("d")).unwrap();
+        h.changes.send((r("d"), CHANGED)).unwrap();
         assert_eq!(h.ready(), Vec::<String>::new(), "a, b and c still run");
     }
 
@@ -324,7 +358,7 @@ mod tests {
         let mut versioned = r("a");
         versioned.extra.resource_version = Some("42".into());
         versioned.extra.uid = Some("u".into());
-        h.changes.send(versioned).unwrap();
+        h.changes.send((versioned, CHANGED)).unwrap();
         let obj = h.out.next().await.unwrap();
         assert_eq!(obj, r("a"));
         assert_eq!(obj.extra.resource_version, None);
@@ -337,7 +371,7 @@ mod tests {
         h.deferred
             .send((r("later"), Duration::from_millis(50)))
             .unwrap();
-        h.changes.send(r("now")).unwrap();
+        h.changes.send((r("now"), CHANGED)).unwrap();
         assert_eq!(h.ready(), ["now"]);
         h.finished.send(r("now")).unwrap();
         assert_eq!(h.ready(), Vec::<String>::new(), "not due yet");
@@ -350,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn ends_when_the_controller_stops() {
         let h = harness(1);
-        h.changes.send(r("a")).unwrap();
+        h.changes.send((r("a"), CHANGED)).unwrap();
         let Harness {
             finished, mut out, ..
         } = h;

@@ -148,7 +148,7 @@ pub async fn run_kind<K, E>(
             .predicate_filter(driver::trigger_hash::<K>, Default::default())
             .filter_map(|obj| {
                 futures::future::ready(match obj {
-                    Ok(obj) => Some(admission::reference(&obj)),
+                    Ok(obj) => Some((admission::reference(&obj), admission::CHANGED)),
                     Err(err) => {
                         tracing::debug!(kind = K::KIND, error = %err, "watch");
                         None
@@ -181,8 +181,11 @@ pub async fn run_kind<K, E>(
                 Some(ns) => Api::namespaced(shared.client.clone(), ns),
                 None => Api::all(shared.client.clone()),
             };
-            changes
-                .push(secret_triggers(secrets, reader.clone(), shared.own_writes.clone()).boxed());
+            changes.push(
+                secret_triggers(secrets, reader.clone(), shared.own_writes.clone())
+                    .map(|obj| (obj, admission::SECRET))
+                    .boxed(),
+            );
         }
         let admitted = admission::admitted(
             admission::Inputs {
@@ -191,7 +194,7 @@ pub async fn run_kind<K, E>(
                 finished,
             },
             usize::from(options.concurrency.max(1)) * ADMITTED_PER_PERMIT,
-            shared.metrics.queued(K::KIND),
+            shared.metrics.admission(K::KIND),
         );
         let token = shutdown.clone();
         // Every trigger comes through the admission queue (`reconcile_on`); the main stream is
@@ -315,7 +318,7 @@ fn dependency_triggers<K: ManagedObject>(
     scope: Option<&str>,
     store: Store<K>,
     dependency: Dependency<K>,
-) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+) -> impl futures::Stream<Item = (ObjectRef<K>, admission::Reason)> + Send + 'static {
     let Dependency {
         api: resource,
         names,
@@ -344,7 +347,7 @@ fn dependency_triggers<K: ManagedObject>(
                     .state()
                     .iter()
                     .filter(|obj| obj.namespace() == ns && names(obj).contains(&name))
-                    .map(|obj| admission::reference(obj.as_ref()))
+                    .map(|obj| (admission::reference(obj.as_ref()), admission::DEPENDENCY))
                     .collect::<Vec<_>>(),
             )
         })

@@ -145,6 +145,14 @@ async fn a_start_up_burst_waits_in_the_admission_queue() -> anyhow::Result<()> {
         most >= 20,
         "at most {most} of {BURST} unsettled objects were seen waiting in the queue"
     );
+    let text = env.kaws.metrics().await?;
+    let waits = kaws_e2e::kaws::sum_samples(&text, "kaws_queue_wait_seconds_count", |l| {
+        l.contains("kind=\"Bucket\"")
+    });
+    assert!(
+        waits >= BURST as u64,
+        "{waits} queue waits recorded for {BURST} objects"
+    );
     for i in [0, BURST / 2, BURST - 1] {
         let paused = env.buckets().get(&format!("q{i}")).await?;
         let status = serde_json::to_value(&paused)?;
