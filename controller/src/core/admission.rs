@@ -60,34 +60,31 @@ pub struct Inputs<C, K: Lookup> {
 }
 
 /// The reference kaws queues: name and namespace only (no resourceVersion or uid, which
-/// equality ignores anyway).
-pub fn plain<K>(obj: &ObjectRef<K>) -> ObjectRef<K>
-where
-    K: Lookup<DynamicType = ()>,
-{
-    let plain = ObjectRef::new(&obj.name);
-    match &obj.namespace {
-        Some(ns) => plain.within(ns),
-        None => plain,
+/// equality ignores anyway and which would cost two more strings per queued object).
+fn named<K: Lookup<DynamicType = ()>>(name: &str, namespace: Option<&str>) -> ObjectRef<K> {
+    let named = ObjectRef::new(name);
+    match namespace {
+        Some(ns) => named.within(ns),
+        None => named,
     }
 }
 
-/// The reference kaws queues for `obj`.
+/// [`named`] for a reference that may carry a version.
+pub fn plain<K: Lookup<DynamicType = ()>>(obj: &ObjectRef<K>) -> ObjectRef<K> {
+    named(&obj.name, obj.namespace.as_deref())
+}
+
+/// [`named`] for `obj`.
 pub fn reference<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
-    let name = obj.meta().name.as_deref().unwrap_or_default();
-    match obj.meta().namespace.as_deref() {
-        Some(ns) => ObjectRef::new(name).within(ns),
-        None => ObjectRef::new(name),
-    }
+    named(
+        obj.meta().name.as_deref().unwrap_or_default(),
+        obj.meta().namespace.as_deref(),
+    )
 }
 
-/// The reference kaws queues for an object kube-runtime names in an error.
+/// [`named`] for an object kube-runtime names in an error.
 pub fn unerased<K: Lookup<DynamicType = ()>>(obj: &ObjectRef<DynamicObject>) -> ObjectRef<K> {
-    let plain = ObjectRef::new(&obj.name);
-    match &obj.namespace {
-        Some(ns) => plain.within(ns),
-        None => plain,
-    }
+    named(&obj.name, obj.namespace.as_deref())
 }
 
 struct Waiting<K: Lookup> {

@@ -386,9 +386,9 @@ where
         // Closed only when the controller stops.
         return Ok(Action::await_change());
     };
-    // Every due reconcile is spawned at once and waits for a permit above (see `runner.rs`),
-    // so what waits must be small: a fresh start with 10,000 objects has 10,000 of them. The
-    // reconcile itself, a future of several KiB, is allocated only once it may run.
+    // Reconciles handed on by the admission queue (2 per permit) and the resyncs and retries
+    // kube-runtime's scheduler starts wait for a permit above, so what waits must be small:
+    // the reconcile itself, a future of several KiB, is allocated only once it may run.
     Box::pin(reconcile_now(obj, &ctx)).await
 }
 
