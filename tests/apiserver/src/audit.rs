@@ -2,10 +2,7 @@
 //! namespace), so a test can compare what a controller actually used with its RBAC rules.
 //! A client is identified by its bearer token; requests without one are not recorded.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Mutex,
-};
+use std::{collections::BTreeMap, sync::Mutex};
 
 use axum::http::{HeaderMap, Method, header};
 use serde::Serialize;
@@ -23,10 +20,10 @@ pub struct Access {
     pub namespace: String,
 }
 
-/// Accesses per bearer token.
+/// Accesses per bearer token, each with how many requests made it.
 #[derive(Default)]
 pub struct Audit {
-    seen: Mutex<BTreeMap<String, BTreeSet<Access>>>,
+    seen: Mutex<BTreeMap<String, BTreeMap<Access, u64>>>,
 }
 
 impl Audit {
@@ -36,15 +33,20 @@ impl Audit {
         };
         let access = classify(method, path, watch);
         if let Ok(mut seen) = self.seen.lock() {
-            seen.entry(token).or_default().insert(access);
+            *seen.entry(token).or_default().entry(access).or_default() += 1;
         }
     }
 
     /// What the client with `token` did so far, sorted.
     pub fn accesses(&self, token: &str) -> Vec<Access> {
+        self.requests(token).into_keys().collect()
+    }
+
+    /// How many requests of each kind the client with `token` made so far.
+    pub fn requests(&self, token: &str) -> BTreeMap<Access, u64> {
         self.seen
             .lock()
-            .map(|s| s.get(token).map(|a| a.iter().cloned().collect()))
+            .map(|s| s.get(token).cloned())
             .ok()
             .flatten()
             .unwrap_or_default()
@@ -174,5 +176,41 @@ mod tests {
                 "{method} {path}"
             );
         }
+    }
+
+    #[test]
+    fn requests_are_counted_per_token_and_kind_of_request() {
+        let audit = Audit::default();
+        let token = |t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
+            h
+        };
+        let secret = "/api/v1/namespaces/a/secrets/conn";
+        for _ in 0..3 {
+            audit.record(&token("kaws"), &Method::GET, secret, false);
+        }
+        audit.record(&token("kaws"), &Method::PATCH, secret, false);
+        audit.record(&token("other"), &Method::GET, secret, false);
+        audit.record(&HeaderMap::new(), &Method::GET, secret, false);
+
+        let counts: Vec<(String, u64)> = audit
+            .requests("kaws")
+            .into_iter()
+            .map(|(a, n)| (format!("{} {}", a.verb, a.resource), n))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("get secrets".to_string(), 3),
+                ("patch secrets".to_string(), 1)
+            ]
+        );
+        assert_eq!(audit.accesses("kaws").len(), 2);
+        assert_eq!(audit.requests("other").values().sum::<u64>(), 1);
+        assert!(audit.requests("nobody").is_empty());
     }
 }

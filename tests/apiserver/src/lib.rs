@@ -191,6 +191,11 @@ impl TestServer {
         self.app.audit.accesses(token)
     }
 
+    /// How many requests of each kind the clients with `token` made so far.
+    pub fn requests(&self, token: &str) -> std::collections::BTreeMap<audit::Access, u64> {
+        self.app.audit.requests(token)
+    }
+
     pub fn faults(&self) -> Faults {
         self.app.faults.clone()
     }

@@ -6,7 +6,8 @@
 //! - converges N objects and times it against a plain Rust loop with the same AWS SDK issuing
 //!   the same calls (the per-object operation counts kaws made, read from its metrics) at the
 //!   same concurrency (kaws' default `--concurrency 4`): the ratio is the figure;
-//! - counts AWS calls per created object;
+//! - counts AWS calls per created object, and Kubernetes calls (the test API server counts
+//!   them);
 //!
 //! then, in steady state, reads, writes and status writes per object per resync and the CPU
 //! per no-op reconcile (`/proc/<pid>/stat`); RSS idle with every kind; RSS with M paused objects
@@ -35,7 +36,10 @@ use kaws_e2e::{
     kaws::sum_samples,
     unique_name,
 };
-use kube::api::{Patch, PatchParams};
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams},
+};
 use serde_json::{Value, json};
 
 /// Reconciles at once per kind: kaws' default `--concurrency`.
@@ -153,26 +157,6 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         })
         .unwrap_or(0.0)
         / 1024.0
-}
-
-async fn ready_count<K>(env: &Env) -> anyhow::Result<usize>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let list = env.api::<K>().list(&Default::default()).await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|o| {
-            serde_json::to_value(o)
-                .ok()
-                .is_some_and(|v| condition(&v, "Ready").is_some_and(|c| c["status"] == "True"))
-        })
-        .count())
 }
 
 type Call<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -361,23 +345,32 @@ struct KindFigures {
     kaws: Duration,
     baseline: Duration,
     calls_per_create: f64,
+    /// Requests kaws made to the API server per object while they converged: to the kind's
+    /// objects and their status, Events, and what the kind writes beside them (a DBInstance's
+    /// Secrets); watches and lists left out.
+    kube_calls_per_create: f64,
     not_replayed: Vec<String>,
 }
 
-/// Applies `manifest` (N objects of kind `K`, server-side) and times it until all are Ready;
-/// returns the time and the calls kaws made to `service` meanwhile.
+/// Applies `manifest` (N objects of kind `K`, server-side) and times it until all are Ready, as
+/// a watch sees them; returns the time, the calls kaws made to `service` meanwhile and its
+/// requests to the API server per object (see [`KindFigures::kube_calls_per_create`]; `beside`:
+/// the other resources counted).
 async fn converge<K>(
     env: &Env,
     n: usize,
     service: &str,
     manifest: String,
-) -> anyhow::Result<(Duration, BTreeMap<String, u64>)>
+    beside: &[&str],
+) -> anyhow::Result<(Duration, BTreeMap<String, u64>, f64)>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + serde::Serialize
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + Send
+        + 'static,
 {
     let objects: Vec<Value> = manifest
         .split("---\n")
@@ -386,6 +379,7 @@ where
         .collect::<Result<_, _>>()?;
     let api = env.api::<K>();
     let before = operations(&env.kaws.metrics().await?, service);
+    let kube_before = kube_requests::<K>(env, beside);
     let start = Instant::now();
     // Server-side apply straight from the client, 8 at a time: the time is kaws', not that of
     // kubectl's start-up and schema download.
@@ -411,18 +405,75 @@ where
     for a in applied {
         a?;
     }
-    while ready_count::<K>(env).await? < n {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(900),
-            "{n} objects not Ready in 15 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    all_ready(api, n, start + Duration::from_secs(900)).await?;
     let took = start.elapsed();
+    let kube_calls = kube_requests::<K>(env, beside).saturating_sub(kube_before);
     Ok((
         took,
         delta(&operations(&env.kaws.metrics().await?, service), &before),
+        kube_calls as f64 / n as f64,
     ))
+}
+
+/// Waits until `n` objects of `api` are `Ready`, as a watch shows them: the clock stops when
+/// the last one becomes Ready, not at the next poll.
+async fn all_ready<K>(api: kube::Api<K>, n: usize, deadline: Instant) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use kube::runtime::{WatchStreamExt, watcher};
+    let is_ready = |o: &K| {
+        serde_json::to_value(o)
+            .ok()
+            .is_some_and(|v| condition(&v, "Ready").is_some_and(|c| c["status"] == "True"))
+    };
+    let mut ready = std::collections::HashSet::new();
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    while ready.len() < n {
+        let event = tokio::time::timeout_at(deadline.into(), events.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("{n} objects not Ready in 15 minutes"))?
+            .context("the watch ended")?;
+        match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                if is_ready(&o) {
+                    ready.insert(o.name_any());
+                } else {
+                    ready.remove(&o.name_any());
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                ready.remove(&o.name_any());
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            Err(e) => eprintln!("watch: {e} (retrying)"),
+        }
+    }
+    Ok(())
+}
+
+/// kaws' requests to the API server so far (the test server counts them) about objects of kind
+/// `K`, their status, Events and the resources in `beside`; watches and lists left out.
+fn kube_requests<K: kube::Resource<DynamicType = ()>>(env: &Env, beside: &[&str]) -> u64 {
+    let Some(server) = &env.server else {
+        return 0;
+    };
+    let plural = K::plural(&());
+    server
+        .requests(kaws_e2e::kaws::KAWS_TOKEN)
+        .into_iter()
+        .filter(|(a, _)| a.verb != "list" && a.verb != "watch")
+        .filter(|(a, _)| {
+            a.resource == plural || a.resource == "events" || beside.contains(&a.resource.as_str())
+        })
+        .map(|(_, n)| n)
+        .sum()
 }
 
 async fn bucket(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
@@ -434,7 +485,7 @@ async fn bucket(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
             )
         })
         .collect();
-    let (kaws, ops) = converge::<Bucket>(env, n, "s3", manifest).await?;
+    let (kaws, ops, kube) = converge::<Bucket>(env, n, "s3", manifest, &[]).await?;
     let steps = plan(&ops, n);
     let names: Vec<String> = (0..n).map(|_| unique_name("base")).collect();
     let start = Instant::now();
@@ -456,6 +507,7 @@ async fn bucket(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
         kaws,
         baseline: start.elapsed(),
         calls_per_create: ops.values().sum::<u64>() as f64 / n as f64,
+        kube_calls_per_create: kube,
         not_replayed: ops
             .keys()
             .filter(|op| s3_call(&env.s3, "x", op).is_none())
@@ -474,7 +526,7 @@ async fn table(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
             )
         })
         .collect();
-    let (kaws, ops) = converge::<Table>(env, n, "dynamodb", manifest).await?;
+    let (kaws, ops, kube) = converge::<Table>(env, n, "dynamodb", manifest, &[]).await?;
     let steps = plan(&ops, n);
     let names: Vec<String> = (0..n).map(|_| unique_name("base")).collect();
     let start = Instant::now();
@@ -497,6 +549,7 @@ async fn table(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
         kaws,
         baseline: start.elapsed(),
         calls_per_create: ops.values().sum::<u64>() as f64 / n as f64,
+        kube_calls_per_create: kube,
         not_replayed: ops
             .keys()
             .filter(|op| ddb_call(ddb, "x", op).is_none())
@@ -549,6 +602,7 @@ fn figures(
     kaws: Duration,
     baseline: Duration,
     ops: &BTreeMap<String, u64>,
+    kube_calls_per_create: f64,
     replayed: &[&str],
 ) -> KindFigures {
     KindFigures {
@@ -557,6 +611,7 @@ fn figures(
         kaws,
         baseline,
         calls_per_create: ops.values().sum::<u64>() as f64 / n as f64,
+        kube_calls_per_create,
         not_replayed: ops
             .keys()
             .filter(|op| !replayed.contains(&op.as_str()))
@@ -632,7 +687,8 @@ async fn dbinstance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
             )
         })
         .collect();
-    let (kaws, ops) = converge::<DBInstance>(env, n, "rds", manifest).await?;
+    // Its connection Secrets are part of each create.
+    let (kaws, ops, kube) = converge::<DBInstance>(env, n, "rds", manifest, &["secrets"]).await?;
     let steps = plan(&ops, n);
     let (rds, steps) = (&rds, &steps);
     let base = baseline(
@@ -641,7 +697,15 @@ async fn dbinstance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
         |id| async move { rds_replay(rds, &id, steps).await },
     )
     .await;
-    Ok(figures("DBInstance", n, kaws, base, &ops, RDS_REPLAYED))
+    Ok(figures(
+        "DBInstance",
+        n,
+        kaws,
+        base,
+        &ops,
+        kube,
+        RDS_REPLAYED,
+    ))
 }
 
 /// The EC2 operations [`ec2_replay`] makes.
@@ -729,14 +793,14 @@ async fn instance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
             )
         })
         .collect();
-    let (kaws, ops) = converge::<Instance>(env, n, "ec2", manifest).await?;
+    let (kaws, ops, kube) = converge::<Instance>(env, n, "ec2", manifest, &[]).await?;
     let steps = plan(&ops, n);
     let (ec2, ami, steps) = (&ec2, &ami, &steps);
     let base = baseline("base", n, |name| async move {
         ec2_replay(ec2, ami, &name, steps).await
     })
     .await;
-    Ok(figures("Instance", n, kaws, base, &ops, EC2_REPLAYED))
+    Ok(figures("Instance", n, kaws, base, &ops, kube, EC2_REPLAYED))
 }
 
 /// The Lambda operations [`lambda_replay`] makes.
@@ -811,14 +875,22 @@ async fn function(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
             )
         })
         .collect();
-    let (kaws, ops) = converge::<Function>(env, n, "lambda", manifest).await?;
+    let (kaws, ops, kube) = converge::<Function>(env, n, "lambda", manifest, &[]).await?;
     let steps = plan(&ops, n);
     let (lambda, role, code, steps) = (&lambda, &role, &code, &steps);
     let base = baseline("base", n, |name| async move {
         lambda_replay(lambda, role, code, &name, steps).await
     })
     .await;
-    Ok(figures("Function", n, kaws, base, &ops, LAMBDA_REPLAYED))
+    Ok(figures(
+        "Function",
+        n,
+        kaws,
+        base,
+        &ops,
+        kube,
+        LAMBDA_REPLAYED,
+    ))
 }
 
 struct Steady {
@@ -1030,6 +1102,11 @@ async fn main() -> anyhow::Result<()> {
     ];
     let objects: usize = kinds.iter().map(|k| k.n).sum();
     let steady = steady(&env, sizes.resync).await?;
+    let dir = kaws_e2e::moto::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    // The log of the kaws that converged the kinds and ran the steady state (the memory runs
+    // restart it).
+    std::fs::write(dir.join("kaws-kinds.log"), env.kaws.logs())?;
 
     let mut populations = Vec::new();
     let mut have = 0;
@@ -1091,24 +1168,26 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| kind | N | kaws: apply to all Ready | plain SDK loop, same calls | ratio | AWS calls per create |"
+        "| kind | N | kaws: apply to all Ready | plain SDK loop, same calls | ratio | AWS calls per create | Kubernetes calls per create |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut json_kinds = Vec::new();
     for k in &kinds {
         let ratio = k.kaws.as_secs_f64() / k.baseline.as_secs_f64().max(0.001);
         println!(
-            "| {} | {} | {:.2} s | {:.2} s | {ratio:.2}× | {:.1} |",
+            "| {} | {} | {:.2} s | {:.2} s | {ratio:.2}× | {:.1} | {:.1} |",
             k.kind,
             k.n,
             k.kaws.as_secs_f64(),
             k.baseline.as_secs_f64(),
-            k.calls_per_create
+            k.calls_per_create,
+            k.kube_calls_per_create
         );
         json_kinds.push(json!({
             "kind": k.kind, "n": k.n, "kaws_seconds": k.kaws.as_secs_f64(),
             "baseline_seconds": k.baseline.as_secs_f64(), "ratio": ratio,
-            "calls_per_create": k.calls_per_create, "not_replayed": k.not_replayed,
+            "calls_per_create": k.calls_per_create,
+            "kube_calls_per_create": k.kube_calls_per_create, "not_replayed": k.not_replayed,
         }));
     }
     for k in kinds.iter().filter(|k| !k.not_replayed.is_empty()) {
@@ -1184,9 +1263,7 @@ async fn main() -> anyhow::Result<()> {
             "reconciled_seconds": p.reconciled.as_secs_f64(),
         })).collect::<Vec<Value>>(),
     });
-    let dir = kaws_e2e::moto::workspace_root().join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    // The measured kaws' log (a debug line per reconcile, with its duration).
+    // The last kaws' log (a debug line per reconcile, with its duration).
     std::fs::write(dir.join("kaws.log"), env.kaws.logs())?;
     std::fs::write(
         dir.join("bench.json"),

@@ -420,6 +420,23 @@ impl Env {
         self.dir.path()
     }
 
+    /// How many requests kaws made to the API server so far with `verb` on `resource` (plural,
+    /// e.g. `secrets`), in this environment's namespace; the test API server counts them. `None`
+    /// against an external cluster, which does not.
+    pub fn kaws_requests(&self, verb: &str, resource: &str) -> Option<u64> {
+        let server = self.server.as_ref()?;
+        Some(
+            server
+                .requests(KAWS_TOKEN)
+                .into_iter()
+                .filter(|(a, _)| {
+                    a.verb == verb && a.resource == resource && a.namespace == self.namespace
+                })
+                .map(|(_, n)| n)
+                .sum(),
+        )
+    }
+
     /// The test API server's fault injection. An external cluster has none: a test that needs
     /// it lives in a module named `needs_fault_injection`, which `make test-cluster` skips and
     /// counts as skipped; run there anyway, it fails here rather than pass without testing.
