@@ -232,10 +232,13 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         Self: Sized;
 
     /// The resolve step: reads what the spec references outside AWS (Secrets, other kaws objects
-    /// and what they point to) for the steps that act on it. The driver runs it before `observe`
-    /// on every apply reconcile, and again before the observe that confirms a create or a write
-    /// of its own — never on delete, never under `ObserveOnly`, never cached — so
-    /// `SecretNotFound` and `DependencyNotReady` come from here only.
+    /// and what they point to) for the steps that act on it. The driver runs it once, before
+    /// the first `observe` of every apply reconcile — never on delete, never under
+    /// `ObserveOnly`, never cached across reconciles — so `SecretNotFound` and
+    /// `DependencyNotReady` come from here only. What the kind's own writes change of it (a
+    /// DBInstance's connection Secret) `after_observe`, `create` and `update` record in
+    /// `resolved` as they write it, so the observes that confirm them within the reconcile
+    /// need no second read.
     async fn resolve(&self, obj: &K, target: &Target) -> Result<ResolvedOf<K, Self>>;
     /// Reads the AWS resource; `Ok(None)` when it does not exist. AWS calls only: it runs on
     /// delete and under `ObserveOnly` too, where `resolved` is `None`.
@@ -247,13 +250,14 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     ) -> Result<Option<ObservedOf<K, Self>>>;
     /// Called after `observe` found a resource this object owns (or adopts), before the
     /// availability check and the plan: the place for Kubernetes-side writes tied to the AWS
-    /// resource, such as keeping a connection Secret current. Not called on deletion.
+    /// resource, such as keeping a connection Secret current (recorded in `resolved` if the
+    /// resolve step reads it). Not called on deletion.
     async fn after_observe(
         &self,
         _obj: &K,
         _target: &Target,
         _observed: &ObservedOf<K, Self>,
-        _resolved: &ResolvedOf<K, Self>,
+        _resolved: &mut ResolvedOf<K, Self>,
     ) -> Result<()> {
         Ok(())
     }
@@ -263,7 +267,7 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         &self,
         obj: &K,
         target: &Target,
-        resolved: &ResolvedOf<K, Self>,
+        resolved: &mut ResolvedOf<K, Self>,
         tags: &BTreeMap<String, String>,
         status: &mut K::Status,
     ) -> Result<Created>;
@@ -273,7 +277,7 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         obj: &K,
         target: &Target,
         observed: &ObservedOf<K, Self>,
-        resolved: &ResolvedOf<K, Self>,
+        resolved: &mut ResolvedOf<K, Self>,
         changes: &[ChangeOf<K, Self>],
     ) -> Result<()>;
     /// Checks that may block deletion (e.g. deletion protection), then deletes.
@@ -290,7 +294,7 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
         obj: &K,
         target: &Target,
         observed: &ObservedOf<K, Self>,
-        resolved: &ResolvedOf<K, Self>,
+        resolved: &mut ResolvedOf<K, Self>,
         changes: &[ChangeOf<K, Self>],
         status: &mut K::Status,
     ) -> Result<()> {
@@ -893,7 +897,8 @@ where
     if obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly {
         return observe_only(obj, ctx, &target, &what, status).await;
     }
-    // Before observe, on every apply (never on delete, never cached): what the spec references.
+    // Before observe, once per apply (never on delete, never cached): what the spec references.
+    // The kind's own writes below keep it current.
     let mut resolved = ctx.external.resolve(obj, &target).await?;
     let mut done = Done {
         fresh,
@@ -903,14 +908,19 @@ where
     // always ends.
     loop {
         let step = observe_and_act(
-            obj, ctx, api, &target, &resolved, &what, status, previous, &mut done,
+            obj,
+            ctx,
+            api,
+            &target,
+            &mut resolved,
+            &what,
+            status,
+            previous,
+            &mut done,
         )
         .await?;
-        match step {
-            Step::Finished(progress) => return Ok(progress),
-            // What kaws just wrote may be what the resolve step reads (a DBInstance's
-            // connection Secret records the password RDS now has): read it again.
-            Step::Confirm => resolved = ctx.external.resolve(obj, &target).await?,
+        if let Step::Finished(progress) = step {
+            return Ok(progress);
         }
     }
 }
@@ -921,7 +931,7 @@ async fn observe_and_act<K, E>(
     ctx: &Context<E>,
     api: &Api<K>,
     target: &Target,
-    resolved: &ResolvedOf<K, E>,
+    resolved: &mut ResolvedOf<K, E>,
     what: &str,
     status: &mut K::Status,
     previous: Option<&K::Status>,
@@ -933,7 +943,7 @@ where
 {
     let shared = &ctx.shared;
     let external = &ctx.external;
-    let Some(observed) = external.observe(obj, target, Some(resolved)).await? else {
+    let Some(observed) = external.observe(obj, target, Some(&*resolved)).await? else {
         if done.created {
             // Created, but not shown yet (AWS reads are eventually consistent): confirm soon.
             return Ok(Step::Finished(creating(
@@ -1182,7 +1192,7 @@ async fn create<K, E>(
     ctx: &Context<E>,
     api: &Api<K>,
     target: &Target,
-    resolved: &ResolvedOf<K, E>,
+    resolved: &mut ResolvedOf<K, E>,
     fresh: bool,
     status: &mut K::Status,
 ) -> Result<Created>

@@ -11,7 +11,7 @@ use kaws::resources::dbinstance::DBInstance;
 use kaws_e2e::{
     Env,
     env::{EnvOptions, condition},
-    kaws::http_get,
+    kaws::{http_get, sum_samples},
     moto::workspace_root,
     unique_name,
 };
@@ -166,6 +166,25 @@ async fn example_database_gets_generated_password_and_complete_connection_secret
         "dbinstance/orders-db",
         "--timeout=60s",
     ]);
+
+    // The create is one reconcile that reads the connection Secret once (what it writes it
+    // records, so the observe that confirms the create reads nothing again) and writes it twice:
+    // the password marked pending before RDS hears of it, then accepted, with the endpoint
+    // moto's answer already has.
+    if let (Some(gets), Some(patches)) = (
+        env.kaws_requests("get", "secrets"),
+        env.kaws_requests("patch", "secrets"),
+    ) {
+        let metrics = env.kaws.metrics().await?;
+        let reconciles = sum_samples(&metrics, "kaws_reconciles_total", |l| {
+            l.contains("kind=\"DBInstance\"")
+        });
+        assert_eq!(
+            (gets, patches),
+            (reconciles, 2),
+            "connection Secret GETs and PATCHes over {reconciles} reconciles"
+        );
+    }
 
     let id = "kaws-example-orders";
     let obj = env.api::<DBInstance>().get("orders-db").await?;

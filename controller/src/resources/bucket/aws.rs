@@ -536,7 +536,7 @@ impl External<Bucket> for S3 {
         &self,
         obj: &Bucket,
         target: &Target,
-        _resolved: &(),
+        _resolved: &mut (),
         tags: &BTreeMap<String, String>,
         status: &mut BucketStatus,
     ) -> Result<Created> {
@@ -587,7 +587,7 @@ impl External<Bucket> for S3 {
         obj: &Bucket,
         target: &Target,
         _observed: &ObservedBucket,
-        _resolved: &(),
+        _resolved: &mut (),
         changes: &[BucketChange],
     ) -> Result<()> {
         let s3c = self.clients.get(&target.region);

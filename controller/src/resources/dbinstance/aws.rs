@@ -20,7 +20,7 @@ use kube::ResourceExt;
 
 use super::{
     diff::{self, Credentials, DbChange, ObservedDb, Redacted, identifier},
-    secrets,
+    secrets::{self, ConnectionSecret},
     types::{DBInstance, DBInstanceStatus, Endpoint},
 };
 use crate::{
@@ -213,10 +213,7 @@ impl Rds {
             Some(r) => secrets::read_connection(&self.kube, obj, &r.name).await?,
             None => None,
         };
-        let applied = conn
-            .as_ref()
-            .filter(|c| !c.pending)
-            .and_then(|c| c.password());
+        let applied = conn.as_ref().and_then(ConnectionSecret::applied);
         let desired = match &obj.spec.master_user_password_secret_ref {
             Some(r) => secrets::read_key(&self.kube, &ns, &r.name, &r.key).await?,
             // Generated: the connection Secret is where it lives; lost with it, a new one is made.
@@ -253,9 +250,12 @@ impl Rds {
         Ok(password.clone())
     }
 
+    /// Writes the connection Secret and records what it now says in `resolved`, as the resolve
+    /// step would read it: the observe that confirms this reconcile's write needs no second read.
     async fn write_connection(
         &self,
         obj: &DBInstance,
+        resolved: &mut Credentials,
         password: &Redacted,
         endpoint: Option<&Endpoint>,
         pending: bool,
@@ -271,6 +271,9 @@ impl Rds {
         );
         let written = secrets::apply_connection(&self.kube, obj, &r.name, &data, pending).await?;
         writing.wrote(&written);
+        let conn = ConnectionSecret::from(written);
+        resolved.applied = conn.applied();
+        resolved.connection_secret = Some(conn.data);
         Ok(())
     }
 }
@@ -350,7 +353,7 @@ impl External<DBInstance> for Rds {
         obj: &DBInstance,
         _target: &Target,
         observed: &ObservedDb,
-        resolved: &Credentials,
+        resolved: &mut Credentials,
     ) -> Result<()> {
         let password = resolved_password(resolved)?;
         if resolved.applied.as_ref() != Some(&password) {
@@ -360,7 +363,7 @@ impl External<DBInstance> for Rds {
         if resolved.connection_secret.as_ref() == Some(&data) {
             return Ok(());
         }
-        self.write_connection(obj, &password, observed.endpoint.as_ref(), false)
+        self.write_connection(obj, resolved, &password, observed.endpoint.as_ref(), false)
             .await
     }
 
@@ -368,7 +371,7 @@ impl External<DBInstance> for Rds {
         &self,
         obj: &DBInstance,
         target: &Target,
-        resolved: &Credentials,
+        resolved: &mut Credentials,
         tags: &BTreeMap<String, String>,
         status: &mut DBInstanceStatus,
     ) -> Result<Created> {
@@ -379,7 +382,8 @@ impl External<DBInstance> for Rds {
         let password = resolved_password(resolved)?;
         // The password is stored before RDS sees it, so a crash after CreateDBInstance can
         // never lose a generated password; `pending` says RDS may not have it yet.
-        self.write_connection(obj, &password, None, true).await?;
+        self.write_connection(obj, resolved, &password, None, true)
+            .await?;
         let tag_list = tags
             .iter()
             .map(|(k, v)| rds::Tag::builder().key(k).value(v).build())
@@ -425,13 +429,18 @@ impl External<DBInstance> for Rds {
             .await;
         match created {
             Ok(out) => {
-                if let Some(db) = out.db_instance() {
+                let db = out.db_instance();
+                if let Some(db) = db {
                     status.common.arn = db.db_instance_arn().map(str::to_string);
                     status.dbi_resource_id = db.dbi_resource_id().map(str::to_string);
                     status.db_instance_status = db.db_instance_status().map(str::to_string);
                 }
                 status.db_instance_identifier = Some(id);
-                self.write_connection(obj, &password, None, false).await?;
+                // With the endpoint when the answer has one already (RDS gives it once the
+                // instance is available, minutes later; then `after_observe` adds it).
+                let endpoint = db.and_then(|db| to_observed(db).endpoint);
+                self.write_connection(obj, resolved, &password, endpoint.as_ref(), false)
+                    .await?;
                 Ok(Created::New)
             }
             // A race with another object (or a create of ours whose answer was lost): the
@@ -452,7 +461,7 @@ impl External<DBInstance> for Rds {
         obj: &DBInstance,
         target: &Target,
         observed: &ObservedDb,
-        _resolved: &Credentials,
+        resolved: &mut Credentials,
         changes: &[DbChange],
     ) -> Result<()> {
         let rds = self.clients.get(&target.region);
@@ -499,7 +508,7 @@ impl External<DBInstance> for Rds {
         if let Some(p) = &password {
             let p = p.clone();
             // Stored first: whatever happens next, the password that may be in RDS is on record.
-            self.write_connection(obj, &p, observed.endpoint.as_ref(), true)
+            self.write_connection(obj, resolved, &p, observed.endpoint.as_ref(), true)
                 .await?;
         }
         if modified {
@@ -509,7 +518,7 @@ impl External<DBInstance> for Rds {
                 .map_err(|e| classify("ModifyDBInstance", &e))?;
         }
         if let Some(p) = &password {
-            self.write_connection(obj, p, observed.endpoint.as_ref(), false)
+            self.write_connection(obj, resolved, p, observed.endpoint.as_ref(), false)
                 .await?;
         }
         for change in changes {

@@ -51,6 +51,11 @@ impl ConnectionSecret {
             .filter(|p| !p.is_empty())
             .map(|p| Redacted(p.clone()))
     }
+
+    /// The password kaws knows RDS has: the Secret's, unless it is marked pending.
+    pub fn applied(&self) -> Option<Redacted> {
+        if self.pending { None } else { self.password() }
+    }
 }
 
 /// Reads the connection Secret of `obj`. A Secret of that name that `obj` does not own (another
@@ -71,13 +76,19 @@ pub async fn read_connection(
             owner,
         });
     }
-    Ok(Some(ConnectionSecret {
-        pending: s
-            .annotations()
-            .get(PASSWORD_PENDING)
-            .is_some_and(|v| v == "true"),
-        data: decode(s.data),
-    }))
+    Ok(Some(ConnectionSecret::from(s)))
+}
+
+impl From<Secret> for ConnectionSecret {
+    fn from(s: Secret) -> Self {
+        Self {
+            pending: s
+                .annotations()
+                .get(PASSWORD_PENDING)
+                .is_some_and(|v| v == "true"),
+            data: decode(s.data),
+        }
+    }
 }
 
 /// Who holds `secret` when it is not `obj`: its controller owner, or a note that kaws never wrote

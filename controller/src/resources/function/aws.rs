@@ -689,7 +689,7 @@ impl External<Function> for Lambda {
         &self,
         obj: &Function,
         target: &Target,
-        resolved: &Resolved,
+        resolved: &mut Resolved,
         tags: &BTreeMap<String, String>,
         status: &mut FunctionStatus,
     ) -> Result<Created> {
@@ -699,7 +699,7 @@ impl External<Function> for Lambda {
             role,
             secret_variables,
             source,
-        } = resolved;
+        } = &*resolved;
         let code = match (source, diff::zip_bytes(spec), &spec.code.image_uri) {
             (Some(s), _, _) => s3_code(lambda::FunctionCode::builder(), s).build(),
             (None, Some(bytes), _) => lambda::FunctionCode::builder()
@@ -762,7 +762,7 @@ impl External<Function> for Lambda {
         obj: &Function,
         target: &Target,
         observed: &ObservedFunction,
-        resolved: &Resolved,
+        resolved: &mut Resolved,
         changes: &[FunctionChange],
     ) -> Result<()> {
         self.writing(&target.region, &obj.spec.function_name);
@@ -784,7 +784,7 @@ impl External<Function> for Lambda {
         obj: &Function,
         target: &Target,
         observed: &ObservedFunction,
-        resolved: &Resolved,
+        resolved: &mut Resolved,
         changes: &[FunctionChange],
         status: &mut FunctionStatus,
     ) -> Result<()> {

@@ -680,7 +680,7 @@ impl External<Instance> for Ec2 {
         &self,
         obj: &Instance,
         target: &Target,
-        resolved: &Resolved,
+        resolved: &mut Resolved,
         tags: &BTreeMap<String, String>,
         status: &mut InstanceStatus,
     ) -> Result<Created> {
@@ -790,7 +790,7 @@ impl External<Instance> for Ec2 {
         obj: &Instance,
         target: &Target,
         observed: &ObservedInstance,
-        _resolved: &Resolved,
+        _resolved: &mut Resolved,
         changes: &[InstanceChange],
     ) -> Result<()> {
         let client = self.ec2.get(&target.region);

@@ -175,7 +175,7 @@ impl External<InstanceProfile> for Iam {
         &self,
         obj: &InstanceProfile,
         _target: &Target,
-        resolved: &Resolved,
+        resolved: &mut Resolved,
         tags: &BTreeMap<String, String>,
         status: &mut InstanceProfileStatus,
     ) -> Result<Created> {
@@ -210,7 +210,7 @@ impl External<InstanceProfile> for Iam {
         obj: &InstanceProfile,
         _target: &Target,
         _observed: &ObservedInstanceProfile,
-        _resolved: &Resolved,
+        _resolved: &mut Resolved,
         changes: &[InstanceProfileChange],
     ) -> Result<()> {
         for change in changes {

@@ -242,7 +242,7 @@ impl External<Policy> for Iam {
         &self,
         obj: &Policy,
         target: &Target,
-        resolved: &Resolved,
+        resolved: &mut Resolved,
         tags: &BTreeMap<String, String>,
         status: &mut PolicyStatus,
     ) -> Result<Created> {
@@ -291,7 +291,7 @@ impl External<Policy> for Iam {
         _obj: &Policy,
         _target: &Target,
         observed: &ObservedPolicy,
-        _resolved: &Resolved,
+        _resolved: &mut Resolved,
         changes: &[PolicyChange],
     ) -> Result<()> {
         for change in changes {

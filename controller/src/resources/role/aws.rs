@@ -320,7 +320,7 @@ impl External<Role> for Iam {
         &self,
         obj: &Role,
         _target: &Target,
-        resolved: &Resolved,
+        resolved: &mut Resolved,
         tags: &BTreeMap<String, String>,
         status: &mut RoleStatus,
     ) -> Result<Created> {
@@ -359,7 +359,7 @@ impl External<Role> for Iam {
         obj: &Role,
         _target: &Target,
         _observed: &ObservedRole,
-        _resolved: &Resolved,
+        _resolved: &mut Resolved,
         changes: &[RoleChange],
     ) -> Result<()> {
         for change in changes {

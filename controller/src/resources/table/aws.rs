@@ -695,7 +695,7 @@ impl External<Table> for DynamoDb {
         &self,
         obj: &Table,
         target: &Target,
-        _resolved: &(),
+        _resolved: &mut (),
         tags: &BTreeMap<String, String>,
         status: &mut TableStatus,
     ) -> Result<Created> {
@@ -714,7 +714,7 @@ impl External<Table> for DynamoDb {
         obj: &Table,
         target: &Target,
         observed: &ObservedTable,
-        _resolved: &(),
+        _resolved: &mut (),
         changes: &[TableChange],
     ) -> Result<()> {
         let c = self.clients.get(&target.region);
