@@ -261,6 +261,17 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     ) -> Result<()> {
         Ok(())
     }
+    /// What must be stored before AWS hears of a create (a DBInstance's generated password),
+    /// written while the driver records its create intent, at the same time: `create` is called
+    /// only once both are. Kubernetes-side writes only; nothing by default.
+    async fn before_create(
+        &self,
+        _obj: &K,
+        _target: &Target,
+        _resolved: &mut ResolvedOf<K, Self>,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// Creates the resource with `tags`; records its identity in `status`. Makes no other
     /// write to a resource that already existed: whose it is must be proven by its tags first.
     async fn create(
@@ -1212,12 +1223,27 @@ where
     let earlier_attempt = common.create_pending_since.is_some();
     if !earlier_attempt {
         common.create_pending_since = Some(Time(Timestamp::now()));
-        write_status(api, obj, status).await?;
-        // Known as written: the end of this reconcile must not take a cache that lacks the
-        // intent for the API server's view and skip the write that settles it.
-        ctx.shared
-            .status_writes
-            .wrote(&written_key(obj), status_writes::fingerprint(status));
+    }
+    let intent = async {
+        if !earlier_attempt {
+            write_status(api, obj, status).await?;
+            // Known as written: the end of this reconcile must not take a cache that lacks the
+            // intent for the API server's view and skip the write that settles it.
+            ctx.shared
+                .status_writes
+                .wrote(&written_key(obj), status_writes::fingerprint(status));
+        }
+        Ok::<_, Error>(())
+    };
+    let (intent, prepared) =
+        tokio::join!(intent, ctx.external.before_create(obj, target, resolved));
+    if let Err(e) = intent.and(prepared) {
+        // No create was sent: an intent this reconcile recorded is withdrawn with the status
+        // write that reports the error.
+        if !earlier_attempt {
+            K::common_status_mut(status).create_pending_since = None;
+        }
+        return Err(e);
     }
     let tags = target.owner.desired_tags(&obj.common_spec().tags);
     let created = ctx

@@ -824,3 +824,66 @@ async fn steady_instances_share_one_listing_and_drift_is_still_corrected() -> an
     );
     Ok(())
 }
+
+/// Tests that need the test API server's fault injection: `make test-cluster` skips this module
+/// on an external cluster and counts its tests as skipped.
+mod needs_fault_injection {
+    use super::*;
+
+    /// The generated password is stored (marked pending) while kaws records its create intent,
+    /// and RDS hears of the create only once both are written: when storing it fails, no create
+    /// is sent, and the retry creates the instance once, with the password the Secret keeps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_password_that_could_not_be_stored_sends_no_create() -> anyhow::Result<()> {
+        let env = Env::start().await?;
+        let faults = env.api_faults()?;
+        let id = unique_name("kaws-store");
+        // The connection Secret's server-side apply (its query names the field manager), not
+        // the resolve step's GET of it.
+        faults.fail_next(
+            &format!(
+                r"/namespaces/{}/secrets/store-conn\?.*fieldManager",
+                env.namespace
+            ),
+            1,
+            500,
+            None,
+        );
+        env.apply_ok(&db_yaml("store", &id, "skipFinalSnapshot: true", ""));
+        env.wait_condition_of::<DBInstance>("store", "Ready", "True", None)
+            .await?;
+
+        let object = format!("DBInstance/{}/store", env.namespace);
+        assert!(
+            env.kaws
+                .logs()
+                .lines()
+                .any(|l| l.contains("reconcile failed")
+                    && l.contains(&object)
+                    && l.contains("injected fault")),
+            "the injected failure ended the first reconcile"
+        );
+        let creates = env
+            .kaws
+            .aws_calls(|l| l.contains("operation=\"CreateDBInstance\""))
+            .await?;
+        assert_eq!(creates, 1, "one create, after the password was stored");
+        assert_eq!(
+            modify_calls(&env).await?,
+            0,
+            "the password was never set again"
+        );
+        let data = wait_secret(&env, "store-conn", "the password", |d| {
+            d.contains_key("password")
+        })
+        .await?;
+        assert_eq!(moto_password(&env, &id).await?, data["password"]);
+        let obj = env.api::<DBInstance>().get("store").await?;
+        let status = obj.status.expect("status");
+        assert!(
+            status.common.create_pending_since.is_none(),
+            "the create intent is settled"
+        );
+        Ok(())
+    }
+}

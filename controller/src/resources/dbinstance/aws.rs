@@ -367,6 +367,19 @@ impl External<DBInstance> for Rds {
             .await
     }
 
+    /// The password is stored before RDS sees it, so a crash after CreateDBInstance can never
+    /// lose a generated password; `pending` says RDS may not have it yet.
+    async fn before_create(
+        &self,
+        obj: &DBInstance,
+        _target: &Target,
+        resolved: &mut Credentials,
+    ) -> Result<()> {
+        let password = resolved_password(resolved)?;
+        self.write_connection(obj, resolved, &password, None, true)
+            .await
+    }
+
     async fn create(
         &self,
         obj: &DBInstance,
@@ -380,10 +393,6 @@ impl External<DBInstance> for Rds {
         let id = identifier(obj);
         self.index.written(&id);
         let password = resolved_password(resolved)?;
-        // The password is stored before RDS sees it, so a crash after CreateDBInstance can
-        // never lose a generated password; `pending` says RDS may not have it yet.
-        self.write_connection(obj, resolved, &password, None, true)
-            .await?;
         let tag_list = tags
             .iter()
             .map(|(k, v)| rds::Tag::builder().key(k).value(v).build())
