@@ -236,9 +236,9 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     /// the first `observe` of every apply reconcile — never on delete, never under
     /// `ObserveOnly`, never cached across reconciles — so `SecretNotFound` and
     /// `DependencyNotReady` come from here only. What the kind's own writes change of it (a
-    /// DBInstance's connection Secret) `after_observe`, `create` and `update` record in
-    /// `resolved` as they write it, so the observes that confirm them within the reconcile
-    /// need no second read.
+    /// DBInstance's connection Secret) the steps that write it (`after_observe`,
+    /// `before_create`, `create`, `update`, `apply_changes`) record in `resolved`, so the
+    /// observes that confirm them within the reconcile need no second read.
     async fn resolve(&self, obj: &K, target: &Target) -> Result<ResolvedOf<K, Self>>;
     /// Reads the AWS resource; `Ok(None)` when it does not exist. AWS calls only: it runs on
     /// delete and under `ObserveOnly` too, where `resolved` is `None`.
@@ -1237,13 +1237,19 @@ where
     };
     let (intent, prepared) =
         tokio::join!(intent, ctx.external.before_create(obj, target, resolved));
-    if let Err(e) = intent.and(prepared) {
-        // No create was sent: an intent this reconcile recorded is withdrawn with the status
-        // write that reports the error.
-        if !earlier_attempt {
-            K::common_status_mut(status).create_pending_since = None;
+    match (intent, prepared) {
+        (Ok(()), Ok(())) => {}
+        // No create was sent: the intent this reconcile recorded is withdrawn by the status
+        // write that reports the error (known to differ from the intent's, so never skipped).
+        (Ok(()), Err(e)) => {
+            if !earlier_attempt {
+                K::common_status_mut(status).create_pending_since = None;
+            }
+            return Err(e);
         }
-        return Err(e);
+        // Whether the API server took the intent is unknown (a lost answer): it stays, and the
+        // status write that reports the error records it either way.
+        (Err(e), _) => return Err(e),
     }
     let tags = target.owner.desired_tags(&obj.common_spec().tags);
     let created = ctx

@@ -171,7 +171,9 @@ async fn example_database_gets_generated_password_and_complete_connection_secret
     // records, so the observe that confirms the create reads nothing again) and writes it twice:
     // the password marked pending before RDS hears of it, then accepted, with the endpoint
     // moto's answer already has.
-    if let (Some(gets), Some(patches)) = (
+    // (A reconcile counts once it ended, its GET comes first: wait for one still running.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let (Some(gets), Some(patches)) = (
         env.kaws_requests("get", "secrets"),
         env.kaws_requests("patch", "secrets"),
     ) {
@@ -179,11 +181,16 @@ async fn example_database_gets_generated_password_and_complete_connection_secret
         let reconciles = sum_samples(&metrics, "kaws_reconciles_total", |l| {
             l.contains("kind=\"DBInstance\"")
         });
-        assert_eq!(
+        if (gets, patches) == (reconciles, 2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connection Secret GETs and PATCHes {:?} over {reconciles} reconciles; kaws log:\n{}",
             (gets, patches),
-            (reconciles, 2),
-            "connection Secret GETs and PATCHes over {reconciles} reconciles"
+            kaws_e2e::env::tail(&env.kaws.logs(), 40)
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let id = "kaws-example-orders";

@@ -368,7 +368,9 @@ impl External<DBInstance> for Rds {
     }
 
     /// The password is stored before RDS sees it, so a crash after CreateDBInstance can never
-    /// lose a generated password; `pending` says RDS may not have it yet.
+    /// lose a generated password; `pending` says RDS may not have it yet. Unless the Secret
+    /// already records it as RDS' (a create retried while a describe lags behind the first):
+    /// marking it pending again would have it set once more for nothing.
     async fn before_create(
         &self,
         obj: &DBInstance,
@@ -376,6 +378,9 @@ impl External<DBInstance> for Rds {
         resolved: &mut Credentials,
     ) -> Result<()> {
         let password = resolved_password(resolved)?;
+        if resolved.applied.as_ref() == Some(&password) {
+            return Ok(());
+        }
         self.write_connection(obj, resolved, &password, None, true)
             .await
     }
