@@ -12,8 +12,9 @@ use crate::core::{
 
 pub use crate::core::secrets::Redacted;
 
-/// The master password as the spec wants it and as kaws last applied it.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The master password as the spec wants it and as kaws last applied it. Its `Debug` shows the
+/// connection Secret's keys, never their values (the password and the URI that carries it).
+#[derive(Clone, Default, PartialEq)]
 pub struct Credentials {
     /// The password the instance must have: the referenced Secret's value, or the generated one
     /// kept in the connection Secret. `None`: the referenced Secret or key is missing.
@@ -23,6 +24,19 @@ pub struct Credentials {
     pub applied: Option<Redacted>,
     /// The connection Secret's current data, to write it only when it differs.
     pub connection_secret: Option<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("desired", &self.desired)
+            .field("applied", &self.applied)
+            .field(
+                "connection_secret",
+                &self.connection_secret.as_ref().map(BTreeMap::keys),
+            )
+            .finish()
+    }
 }
 
 /// The DB instance as RDS reports it, in the spec's terms.

@@ -37,11 +37,20 @@ pub fn generate_password() -> Redacted {
     )
 }
 
-/// The connection Secret as kaws last wrote it.
-#[derive(Clone, Debug, Default)]
+/// The connection Secret as kaws last wrote it. Its `Debug` shows keys, never values.
+#[derive(Clone, Default)]
 pub struct ConnectionSecret {
     pub data: BTreeMap<String, String>,
     pub pending: bool,
+}
+
+impl std::fmt::Debug for ConnectionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSecret")
+            .field("keys", &self.data.keys())
+            .field("pending", &self.pending)
+            .finish()
+    }
 }
 
 impl ConnectionSecret {
@@ -204,6 +213,33 @@ mod tests {
         let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret_value() {
+        let data = BTreeMap::from([
+            ("password".to_string(), "hunter2-s3cr3t".to_string()),
+            (
+                "uri".to_string(),
+                "postgresql://app:hunter2-s3cr3t@db:5432/app".to_string(),
+            ),
+        ]);
+        let conn = ConnectionSecret {
+            data: data.clone(),
+            pending: true,
+        };
+        let credentials = crate::resources::dbinstance::diff::Credentials {
+            desired: conn.password(),
+            applied: conn.password(),
+            connection_secret: Some(data),
+        };
+        for shown in [format!("{conn:?}"), format!("{credentials:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(
+                shown.contains("password") && shown.contains("uri"),
+                "{shown}"
+            );
+        }
     }
 
     #[tokio::test]
