@@ -73,7 +73,11 @@ impl Kaws {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "info,kaws=debug")
+            // `KAWS_E2E_LOG`: another filter for the kaws under test (e.g. to trace its calls).
+            .env(
+                "RUST_LOG",
+                std::env::var("KAWS_E2E_LOG").unwrap_or_else(|_| "info,kaws=debug".to_string()),
+            )
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
         if !opts.namespaces.is_empty() {
