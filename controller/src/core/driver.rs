@@ -231,17 +231,25 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     where
         Self: Sized;
 
+    /// Whether [`observe`](Self::observe) reads what [`resolve`](Self::resolve) returned. When
+    /// it does not, the driver makes the two reads at the same time (a reconcile waits for the
+    /// slower, not for both); its `resolved` is then `None`.
+    const OBSERVE_READS_RESOLVED: bool = true;
+
     /// The resolve step: reads what the spec references outside AWS (Secrets, other kaws objects
-    /// and what they point to) for the steps that act on it. The driver runs it once, before
-    /// the first `observe` of every apply reconcile — never on delete, never under
+    /// and what they point to) for the steps that act on it. The driver runs it once per apply
+    /// reconcile, before the first `observe` or beside it (see
+    /// [`OBSERVE_READS_RESOLVED`](Self::OBSERVE_READS_RESOLVED)) — never on delete, never under
     /// `ObserveOnly`, never cached across reconciles — so `SecretNotFound` and
-    /// `DependencyNotReady` come from here only. What the kind's own writes change of it (a
+    /// `DependencyNotReady` come from here only; its error is the reconcile's even when the
+    /// observe beside it failed too. What the kind's own writes change of it (a
     /// DBInstance's connection Secret) the steps that write it (`after_observe`,
     /// `before_create`, `create`, `update`, `apply_changes`) record in `resolved`, so the
     /// observes that confirm them within the reconcile need no second read.
     async fn resolve(&self, obj: &K, target: &Target) -> Result<ResolvedOf<K, Self>>;
     /// Reads the AWS resource; `Ok(None)` when it does not exist. AWS calls only: it runs on
-    /// delete and under `ObserveOnly` too, where `resolved` is `None`.
+    /// delete and under `ObserveOnly` too, where `resolved` is `None` (and always, for a kind
+    /// whose `OBSERVE_READS_RESOLVED` is `false`).
     async fn observe(
         &self,
         obj: &K,
@@ -813,11 +821,13 @@ where
 
 /// What one reconcile has done so far: it goes on observing after its own create and its own
 /// writes, so a resource AWS shows at once converges in this reconcile instead of the next.
-#[derive(Default)]
-struct Done {
+struct Done<O> {
     /// The object came fresh from the API server (see [`apply`]): what its status says about
     /// an earlier create attempt needs no second read.
     fresh: bool,
+    /// The first observe's answer, when it was read beside the resolve step; taken by the first
+    /// step.
+    first_observe: Option<Option<O>>,
     /// This reconcile created the resource.
     created: bool,
     /// The batches this reconcile applied.
@@ -908,12 +918,14 @@ where
     if obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly {
         return observe_only(obj, ctx, &target, &what, status).await;
     }
-    // Before observe, once per apply (never on delete, never cached): what the spec references.
-    // The kind's own writes below keep it current.
-    let mut resolved = ctx.external.resolve(obj, &target).await?;
+    // Once per apply (never on delete, never cached): what the spec references, read before the
+    // first observe or beside it. The kind's own writes below keep it current.
+    let (mut resolved, first_observe) = resolve(obj, ctx, &target).await?;
     let mut done = Done {
         fresh,
-        ..Done::default()
+        first_observe,
+        created: false,
+        wrote: None,
     };
     // One create and at most `MAX_BATCHES` writes, each confirmed by the next step, so the loop
     // always ends.
@@ -936,6 +948,29 @@ where
     }
 }
 
+/// The resolve step, and the first observe beside it when the kind's observe does not read
+/// what it resolves (`Some`: its answer). The resolve step's error comes first: it names what
+/// the user must fix (a missing Secret, a dependency not ready).
+async fn resolve<K, E>(
+    obj: &K,
+    ctx: &Context<E>,
+    target: &Target,
+) -> Result<(ResolvedOf<K, E>, Option<Option<ObservedOf<K, E>>>)>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let external = &ctx.external;
+    if E::OBSERVE_READS_RESOLVED {
+        return Ok((external.resolve(obj, target).await?, None));
+    }
+    let (resolved, observed) = tokio::join!(
+        external.resolve(obj, target),
+        external.observe(obj, target, None)
+    );
+    Ok((resolved?, Some(observed?)))
+}
+
 #[allow(clippy::too_many_arguments)] // the reconcile's state, threaded through its steps
 async fn observe_and_act<K, E>(
     obj: &K,
@@ -946,7 +981,7 @@ async fn observe_and_act<K, E>(
     what: &str,
     status: &mut K::Status,
     previous: Option<&K::Status>,
-    done: &mut Done,
+    done: &mut Done<ObservedOf<K, E>>,
 ) -> Result<Step>
 where
     K: ManagedObject,
@@ -954,7 +989,14 @@ where
 {
     let shared = &ctx.shared;
     let external = &ctx.external;
-    let Some(observed) = external.observe(obj, target, Some(&*resolved)).await? else {
+    let observed = match done.first_observe.take() {
+        Some(observed) => observed,
+        None => {
+            let resolved = E::OBSERVE_READS_RESOLVED.then_some(&*resolved);
+            external.observe(obj, target, resolved).await?
+        }
+    };
+    let Some(observed) = observed else {
         if done.created {
             // Created, but not shown yet (AWS reads are eventually consistent): confirm soon.
             return Ok(Step::Finished(creating(

@@ -20,8 +20,16 @@ struct Rule {
     retry_after: Option<u64>,
 }
 
+/// Requests to hold before they are handled.
+struct Hold {
+    re: regex::Regex,
+    remaining: usize,
+    delay: Duration,
+}
+
 struct Inner {
     rules: Mutex<Vec<Rule>>,
+    holds: Mutex<Vec<Hold>>,
     latency_ms: AtomicU64,
     drops: tokio::sync::watch::Sender<u64>,
     connections: Mutex<CancellationToken>,
@@ -45,6 +53,7 @@ impl Faults {
         Self {
             inner: Arc::new(Inner {
                 rules: Mutex::new(Vec::new()),
+                holds: Mutex::new(Vec::new()),
                 latency_ms: AtomicU64::new(0),
                 drops,
                 connections: Mutex::new(CancellationToken::new()),
@@ -67,17 +76,24 @@ impl Faults {
         status: u16,
         retry_after_secs: Option<u64>,
     ) {
-        let re = regex::Regex::new(path_regex)
-            .or_else(|_| regex::Regex::new(&regex::escape(path_regex)))
-            .unwrap_or_else(|_| {
-                regex::Regex::new("$^").unwrap_or_else(|e| panic!("static regex: {e}"))
-            });
         let mut rules = self.inner.rules.lock().unwrap_or_else(|p| p.into_inner());
         rules.push(Rule {
-            re,
+            re: pattern(path_regex),
             remaining: count,
             status,
             retry_after: retry_after_secs,
+        });
+    }
+
+    /// The next `count` requests whose path (with query) matches `path_regex` are held for
+    /// `delay` before they are handled (the others go on meanwhile). An invalid regex is matched
+    /// literally.
+    pub fn delay_next(&self, path_regex: &str, count: usize, delay: Duration) {
+        let mut holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
+        holds.push(Hold {
+            re: pattern(path_regex),
+            remaining: count,
+            delay,
         });
     }
 
@@ -124,6 +140,19 @@ impl Faults {
         Some(err)
     }
 
+    /// Consumes one matching hold rule, if any: how long to hold the request.
+    pub(crate) fn take_delay(&self, path_and_query: &str) -> Option<Duration> {
+        let mut holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let idx = holds
+            .iter()
+            .position(|h| h.remaining > 0 && h.re.is_match(path_and_query))?;
+        let h = &mut holds[idx];
+        h.remaining -= 1;
+        let delay = h.delay;
+        holds.retain(|h| h.remaining > 0);
+        Some(delay)
+    }
+
     pub(crate) fn connection_token(&self) -> CancellationToken {
         self.inner
             .connections
@@ -135,4 +164,11 @@ impl Faults {
     pub(crate) fn watch_drops(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.drops.subscribe()
     }
+}
+
+/// `path_regex` as a regex; an invalid one is matched literally.
+fn pattern(path_regex: &str) -> regex::Regex {
+    regex::Regex::new(path_regex)
+        .or_else(|_| regex::Regex::new(&regex::escape(path_regex)))
+        .unwrap_or_else(|_| regex::Regex::new("$^").unwrap_or_else(|e| panic!("static regex: {e}")))
 }

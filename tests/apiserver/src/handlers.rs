@@ -68,6 +68,9 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     if let Some(err) = app.faults.take_failure(&full) {
         return err.into_response();
     }
+    if let Some(delay) = app.faults.take_delay(&full) {
+        tokio::time::sleep(delay).await;
+    }
     let method = req.method().clone();
     let headers = req.headers().clone();
     let body = match to_bytes(req.into_body(), 256 << 20).await {
@@ -101,6 +104,15 @@ fn admin_request(app: &App, path: &str, q: &Query) -> ApiResult<Response> {
                 .ok_or_else(|| ApiError::bad_request("status is required"))?;
             let retry = q.get("retryAfter").and_then(|v| v.parse().ok());
             f.fail_next(&re, count, status, retry);
+        }
+        "faults/delay-next" => {
+            let re = q.get("path").cloned().unwrap_or_else(|| ".*".into());
+            let count = q.get("count").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let ms = q
+                .get("ms")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ApiError::bad_request("ms is required"))?;
+            f.delay_next(&re, count, Duration::from_millis(ms));
         }
         "requests" => {
             let token = q

@@ -1048,6 +1048,34 @@ async fn injected_failures_return_statuses_and_retry_after() {
     );
 }
 
+#[tokio::test]
+async fn delay_next_holds_the_matching_request_while_others_go_on() {
+    let s = server().await;
+    let c = s.client().await.unwrap();
+    let api = dyn_api(&c);
+    create_widget(&c, "held", json!({"bucketName": "abc"})).await;
+    let hold = Duration::from_millis(1500);
+    s.faults().delay_next("/widgets/held$", 1, hold);
+    let start = std::time::Instant::now();
+    let held = tokio::spawn({
+        let api = api.clone();
+        async move { api.get("held").await.map(|_| std::time::Instant::now()) }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    api.list(&ListParams::default()).await.unwrap();
+    let listed = std::time::Instant::now();
+    let answered = held.await.unwrap().unwrap();
+    assert!(
+        listed < answered,
+        "the list was answered while the GET was held"
+    );
+    assert!(answered - start >= hold, "the GET was held");
+    // The rule was for one request: the next GET is not held.
+    let again = std::time::Instant::now();
+    api.get("held").await.unwrap();
+    assert!(again.elapsed() < hold, "{:?}", again.elapsed());
+}
+
 async fn watcher_recovers_after(fault: impl Fn(&kaws_testserver::Faults)) {
     let s = server().await;
     let c = s.client().await.unwrap();

@@ -893,4 +893,43 @@ mod needs_fault_injection {
         );
         Ok(())
     }
+
+    /// The resolve step's read of the connection Secret and the observe's read of RDS are made
+    /// at once (a reconcile waits for the slower, not for both): with the Secret's GET held for
+    /// 10 s, RDS is asked about the instance long before the hold ends; the instance is created
+    /// once afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rds_is_read_while_the_secret_read_is_held() -> anyhow::Result<()> {
+        let env = Env::start().await?;
+        let faults = env.api_faults()?;
+        let id = unique_name("kaws-held");
+        let hold = Duration::from_secs(10);
+        // The resolve step's GET (no query), not the Secret's server-side apply.
+        faults.delay_next(
+            &format!("/namespaces/{}/secrets/held-conn$", env.namespace),
+            1,
+            hold,
+        );
+        let applied = std::time::Instant::now();
+        env.apply_ok(&db_yaml("held", &id, "skipFinalSnapshot: true", ""));
+        let describes = || {
+            env.kaws
+                .aws_calls(|l| l.contains("operation=\"DescribeDBInstances\""))
+        };
+        while describes().await? == 0 {
+            anyhow::ensure!(
+                applied.elapsed() < hold - Duration::from_secs(3),
+                "RDS was not read while the Secret read was held"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        env.wait_condition_of::<DBInstance>("held", "Ready", "True", None)
+            .await?;
+        let creates = env
+            .kaws
+            .aws_calls(|l| l.contains("operation=\"CreateDBInstance\""))
+            .await?;
+        assert_eq!(creates, 1);
+        Ok(())
+    }
 }

@@ -629,6 +629,9 @@ fn architectures(obj: &Function) -> Option<Vec<lambda::Architecture>> {
 impl External<Function> for Lambda {
     type Model = diff::FunctionModel;
     const IAM_STATEMENTS: &'static str = "Lambda";
+    // The code object, Secrets and references it resolves and the function it observes are
+    // independent reads.
+    const OBSERVE_READS_RESOLVED: bool = false;
 
     fn connect(c: &Connect<'_>) -> Self {
         Self::new(
