@@ -424,8 +424,8 @@ where
     let key = object_key(obj.as_ref());
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.shared.client.clone(), &ns);
-    let result = match add_finalizer(&api, obj).await {
-        Ok((obj, fresh)) => run_finalizer(&api, obj, fresh, ctx).await,
+    let result = match add_finalizer_reading(&api, obj, ctx).await {
+        Ok((obj, fresh, early)) => run_finalizer(&api, obj, fresh, early, ctx).await,
         Err(e) => Err(e),
     };
     let outcome = match &result {
@@ -473,12 +473,48 @@ async fn add_finalizer<K: ManagedObject>(api: &Api<K>, obj: Arc<K>) -> Result<(A
     Ok((Arc::new(patched), true))
 }
 
+/// [`add_finalizer`], and for a new object that goes on to create, the apply's first reads
+/// ([`first_reads`]) at the same time: a create waits for the slower of the two round trips, not
+/// for both. The finalizer is still on before anything is created (the create comes after
+/// both). Read ahead only where the apply would read: not paused, valid, `Manage`d. Dropped (and
+/// made again by the apply) when the API server's answer shows the object changed since.
+async fn add_finalizer_reading<K, E>(
+    api: &Api<K>,
+    obj: Arc<K>,
+    ctx: &Context<E>,
+) -> Result<(Arc<K>, bool, Option<FirstReads<K, E>>)>
+where
+    K: ManagedObject,
+    E: External<K>,
+{
+    let reads_ahead = !obj.finalizers().iter().any(|f| f == FINALIZER)
+        && obj.meta().deletion_timestamp.is_none()
+        && !is_paused(obj.as_ref())
+        && obj.common_spec().management_policy() == ManagementPolicy::Manage
+        && E::Model::validate(obj.as_ref()).is_ok();
+    if !reads_ahead {
+        let (obj, fresh) = add_finalizer(api, obj).await?;
+        return Ok((obj, fresh, None));
+    }
+    let target = target(obj.as_ref(), &ctx.shared);
+    let (patched, reads) = tokio::join!(
+        add_finalizer(api, obj.clone()),
+        first_reads(obj.as_ref(), ctx, &target)
+    );
+    let (patched, fresh) = patched?;
+    let unchanged = patched.meta().generation == obj.meta().generation
+        && patched.meta().annotations == obj.meta().annotations;
+    Ok((patched, fresh, unchanged.then_some(reads)))
+}
+
 /// kube-runtime's finalizer flow (the finalizer is on by now, or the object is being deleted):
-/// apply, or clean up and release.
+/// apply (with the first reads, if [`add_finalizer_reading`] made them), or clean up and
+/// release.
 async fn run_finalizer<K, E>(
     api: &Api<K>,
     obj: Arc<K>,
     fresh: bool,
+    early: Option<FirstReads<K, E>>,
     ctx: &Context<E>,
 ) -> Result<Action>
 where
@@ -487,7 +523,7 @@ where
 {
     finalizer::finalizer(api, FINALIZER, obj, |event| async {
         match event {
-            FinalizerEvent::Apply(o) => apply(o.as_ref(), fresh, ctx, api).await,
+            FinalizerEvent::Apply(o) => apply(o.as_ref(), fresh, early, ctx, api).await,
             FinalizerEvent::Cleanup(o) => cleanup(o.as_ref(), ctx, api).await,
         }
     })
@@ -675,7 +711,13 @@ fn set_conditions<K: ManagedObject>(
 
 /// `fresh`: `obj` is the API server's answer to a write of this reconcile, not the watch cache's
 /// copy, so its status is known current.
-async fn apply<K, E>(obj: &K, fresh: bool, ctx: &Context<E>, api: &Api<K>) -> Result<Action>
+async fn apply<K, E>(
+    obj: &K,
+    fresh: bool,
+    early: Option<FirstReads<K, E>>,
+    ctx: &Context<E>,
+    api: &Api<K>,
+) -> Result<Action>
 where
     K: ManagedObject,
     E: External<K>,
@@ -690,7 +732,7 @@ where
     }
 
     let previous = obj.status().cloned();
-    let result = apply_inner(obj, fresh, ctx, api, &mut status, previous.as_ref()).await;
+    let result = apply_inner(obj, fresh, early, ctx, api, &mut status, previous.as_ref()).await;
     let outcome = match &result {
         Ok(progress) => Outcome::Applied(progress.clone()),
         Err(err) => {
@@ -825,8 +867,7 @@ struct Done<O> {
     /// The object came fresh from the API server (see [`apply`]): what its status says about
     /// an earlier create attempt needs no second read.
     fresh: bool,
-    /// The first observe's answer, when it was read beside the resolve step; taken by the first
-    /// step.
+    /// The first observe's answer (see [`first_reads`]); taken by the first step.
     first_observe: Option<Option<O>>,
     /// This reconcile created the resource.
     created: bool,
@@ -900,9 +941,11 @@ enum Step {
     Confirm,
 }
 
+#[allow(clippy::too_many_arguments)] // the reconcile's state, threaded through its steps
 async fn apply_inner<K, E>(
     obj: &K,
     fresh: bool,
+    early: Option<FirstReads<K, E>>,
     ctx: &Context<E>,
     api: &Api<K>,
     status: &mut K::Status,
@@ -918,12 +961,15 @@ where
     if obj.common_spec().management_policy() == ManagementPolicy::ObserveOnly {
         return observe_only(obj, ctx, &target, &what, status).await;
     }
-    // Once per apply (never on delete, never cached): what the spec references, read before the
-    // first observe or beside it. The kind's own writes below keep it current.
-    let (mut resolved, first_observe) = resolve(obj, ctx, &target).await?;
+    // Once per apply (never on delete, never cached): what the spec references, and the first
+    // observe. The kind's own writes below keep `resolved` current.
+    let (mut resolved, first_observe) = match early {
+        Some(reads) => reads?,
+        None => first_reads(obj, ctx, &target).await?,
+    };
     let mut done = Done {
         fresh,
-        first_observe,
+        first_observe: Some(first_observe),
         created: false,
         wrote: None,
     };
@@ -948,27 +994,28 @@ where
     }
 }
 
-/// The resolve step, and the first observe beside it when the kind's observe does not read
-/// what it resolves (`Some`: its answer). The resolve step's error comes first: it names what
-/// the user must fix (a missing Secret, a dependency not ready).
-async fn resolve<K, E>(
-    obj: &K,
-    ctx: &Context<E>,
-    target: &Target,
-) -> Result<(ResolvedOf<K, E>, Option<Option<ObservedOf<K, E>>>)>
+/// What [`first_reads`] read: the resolve step's answer and the first observe's.
+type FirstReads<K, E> = Result<(ResolvedOf<K, E>, Option<ObservedOf<K, E>>)>;
+
+/// An apply's first reads: the resolve step, and the first observe — beside it when the kind's
+/// observe does not read what it resolves, else after it. The resolve step's error comes first:
+/// it names what the user must fix (a missing Secret, a dependency not ready).
+async fn first_reads<K, E>(obj: &K, ctx: &Context<E>, target: &Target) -> FirstReads<K, E>
 where
     K: ManagedObject,
     E: External<K>,
 {
     let external = &ctx.external;
     if E::OBSERVE_READS_RESOLVED {
-        return Ok((external.resolve(obj, target).await?, None));
+        let resolved = external.resolve(obj, target).await?;
+        let observed = external.observe(obj, target, Some(&resolved)).await?;
+        return Ok((resolved, observed));
     }
     let (resolved, observed) = tokio::join!(
         external.resolve(obj, target),
         external.observe(obj, target, None)
     );
-    Ok((resolved?, Some(observed?)))
+    Ok((resolved?, observed?))
 }
 
 #[allow(clippy::too_many_arguments)] // the reconcile's state, threaded through its steps

@@ -932,4 +932,66 @@ mod needs_fault_injection {
         assert_eq!(creates, 1);
         Ok(())
     }
+
+    /// A new object's finalizer is added while kaws makes its first reads (the Secret, RDS),
+    /// and the create waits for both: with the finalizer's PATCH held 10 s, RDS is read long
+    /// before the hold ends, nothing is created while the finalizer is not on, and the instance
+    /// is created once afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rds_is_read_while_the_finalizer_is_added_and_created_only_after_it()
+    -> anyhow::Result<()> {
+        let env = Env::start().await?;
+        let faults = env.api_faults()?;
+        let id = unique_name("kaws-fin");
+        let hold = Duration::from_secs(10);
+        // kaws' finalizer patch: the object's own path without a query. The object is created
+        // by a POST to the collection and read back by lists, which the rule does not match.
+        faults.delay_next(
+            &format!("/namespaces/{}/dbinstances/fin$", env.namespace),
+            1,
+            hold,
+        );
+        let obj: DBInstance =
+            serde_saphyr::from_str(&db_yaml("fin", &id, "skipFinalSnapshot: true", ""))?;
+        let api = env.api::<DBInstance>();
+        let created = std::time::Instant::now();
+        api.create(&PostParams::default(), &obj).await?;
+        let rds_calls = |operation: &'static str| {
+            env.kaws
+                .aws_calls(move |l| l.contains(&format!("operation=\"{operation}\"")))
+        };
+        while rds_calls("DescribeDBInstances").await? == 0 {
+            anyhow::ensure!(
+                created.elapsed() < hold - Duration::from_secs(3),
+                "RDS was not read while the finalizer was being added"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let listed = api.list(&Default::default()).await?;
+        let now = listed
+            .items
+            .iter()
+            .find(|o| o.name_any() == "fin")
+            .expect("the object is listed");
+        assert!(
+            now.finalizers().is_empty(),
+            "the finalizer PATCH is still held"
+        );
+        assert_eq!(
+            rds_calls("CreateDBInstance").await?,
+            0,
+            "nothing is created before the finalizer is on"
+        );
+        env.wait_condition_of::<DBInstance>("fin", "Ready", "True", None)
+            .await?;
+        assert_eq!(rds_calls("CreateDBInstance").await?, 1);
+        assert!(
+            api.get("fin")
+                .await?
+                .finalizers()
+                .iter()
+                .any(|f| f == "kaws.io/finalizer")
+        );
+        Ok(())
+    }
 }
