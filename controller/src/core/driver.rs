@@ -1,5 +1,5 @@
-//! The reconcile pipeline every kind runs: finalizer → paused? → validate → observe → ownership
-//! → diff → act → status. Kinds plug in through [`ManagedObject`] (their CRD type) and
+//! The reconcile pipeline every kind runs: finalizer (beside the first reads, for a new object)
+//! → paused? → validate → resolve and observe → ownership → diff → act → status. Kinds plug in through [`ManagedObject`] (their CRD type) and
 //! [`External`] (their AWS calls); everything else lives here once.
 
 use std::{
@@ -11,8 +11,11 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use k8s_openapi::{
-    NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+    NamespaceResourceScope,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    jiff::Timestamp,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -233,16 +236,19 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
 
     /// Whether [`observe`](Self::observe) reads what [`resolve`](Self::resolve) returned. When
     /// it does not, the driver makes the two reads at the same time (a reconcile waits for the
-    /// slower, not for both); its `resolved` is then `None`.
+    /// slower, not for both) and `observe` gets `None` — except for an object whose last
+    /// reconcile stopped at a missing Secret or dependency: it resolves first, so objects
+    /// waiting on a reference make no AWS call.
     const OBSERVE_READS_RESOLVED: bool = true;
 
     /// The resolve step: reads what the spec references outside AWS (Secrets, other kaws objects
-    /// and what they point to) for the steps that act on it. The driver runs it once per apply
-    /// reconcile, before the first `observe` or beside it (see
-    /// [`OBSERVE_READS_RESOLVED`](Self::OBSERVE_READS_RESOLVED)) — never on delete, never under
-    /// `ObserveOnly`, never cached across reconciles — so `SecretNotFound` and
-    /// `DependencyNotReady` come from here only; its error is the reconcile's even when the
-    /// observe beside it failed too. What the kind's own writes change of it (a
+    /// and what they point to) for the steps that act on it. The driver runs it with the first
+    /// `observe` of every apply reconcile, before it or beside it (see
+    /// [`OBSERVE_READS_RESOLVED`](Self::OBSERVE_READS_RESOLVED)); for a new object both beside
+    /// the finalizer's patch (read again if that patch shows the object changed). Never on
+    /// delete, never under `ObserveOnly`, never cached across reconciles — so `SecretNotFound`
+    /// and `DependencyNotReady` come from here only; its error is the reconcile's even when the
+    /// observe beside it failed too. Reads only. What the kind's own writes change of it (a
     /// DBInstance's connection Secret) the steps that write it (`after_observe`,
     /// `before_create`, `create`, `update`, `apply_changes`) record in `resolved`, so the
     /// observes that confirm them within the reconcile need no second read.
@@ -473,11 +479,13 @@ async fn add_finalizer<K: ManagedObject>(api: &Api<K>, obj: Arc<K>) -> Result<(A
     Ok((Arc::new(patched), true))
 }
 
-/// [`add_finalizer`], and for a new object that goes on to create, the apply's first reads
-/// ([`first_reads`]) at the same time: a create waits for the slower of the two round trips, not
-/// for both. The finalizer is still on before anything is created (the create comes after
-/// both). Read ahead only where the apply would read: not paused, valid, `Manage`d. Dropped (and
-/// made again by the apply) when the API server's answer shows the object changed since.
+/// [`add_finalizer`], and for an object that lacks the finalizer and would be applied, the
+/// apply's first reads ([`first_reads`]) at the same time: a new object's create waits for the
+/// slower of the two round trips, not for both. The finalizer is still on before anything is
+/// written (every write comes after both, in `apply`). Read ahead only where the apply would
+/// read — not being deleted, not paused, `Manage`d, valid — and given up at once if the patch
+/// fails. The reads are dropped (the apply makes them again) unless the API server's answer
+/// shows the same object as the watch did: uid, generation, kaws' annotations and status.
 async fn add_finalizer_reading<K, E>(
     api: &Api<K>,
     obj: Arc<K>,
@@ -497,14 +505,27 @@ where
         return Ok((obj, fresh, None));
     }
     let target = target(obj.as_ref(), &ctx.shared);
-    let (patched, reads) = tokio::join!(
+    let ((patched, fresh), reads) = futures::future::try_join(
         add_finalizer(api, obj.clone()),
-        first_reads(obj.as_ref(), ctx, &target)
-    );
-    let (patched, fresh) = patched?;
-    let unchanged = patched.meta().generation == obj.meta().generation
-        && patched.meta().annotations == obj.meta().annotations;
+        first_reads(obj.as_ref(), ctx, &target).map(Ok),
+    )
+    .await?;
+    let (was, now) = (obj.meta(), patched.meta());
+    let unchanged = now.uid == was.uid
+        && now.generation == was.generation
+        && kaws_annotations(now) == kaws_annotations(was)
+        && serde_json::to_value(patched.status()).ok() == serde_json::to_value(obj.status()).ok();
     Ok((patched, fresh, unchanged.then_some(reads)))
+}
+
+/// The annotations kaws reads (the watch cache keeps no others, the API server's answers have
+/// all).
+fn kaws_annotations(meta: &ObjectMeta) -> Vec<(&String, &String)> {
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(key, _)| annotations::is_kaws(key))
+        .collect()
 }
 
 /// kube-runtime's finalizer flow (the finalizer is on by now, or the object is being deleted):
@@ -998,24 +1019,46 @@ where
 type FirstReads<K, E> = Result<(ResolvedOf<K, E>, Option<ObservedOf<K, E>>)>;
 
 /// An apply's first reads: the resolve step, and the first observe — beside it when the kind's
-/// observe does not read what it resolves, else after it. The resolve step's error comes first:
-/// it names what the user must fix (a missing Secret, a dependency not ready).
+/// observe does not read what it resolves and the object is not waiting on a reference, else
+/// after it. The resolve step's error comes first (it names what the user must fix: a missing
+/// Secret, a dependency not ready), and once it fails the observe is not waited for.
 async fn first_reads<K, E>(obj: &K, ctx: &Context<E>, target: &Target) -> FirstReads<K, E>
 where
     K: ManagedObject,
     E: External<K>,
 {
     let external = &ctx.external;
-    if E::OBSERVE_READS_RESOLVED {
+    if E::OBSERVE_READS_RESOLVED || waiting_on_references(obj) {
         let resolved = external.resolve(obj, target).await?;
-        let observed = external.observe(obj, target, Some(&resolved)).await?;
+        let resolved_for_observe = E::OBSERVE_READS_RESOLVED.then_some(&resolved);
+        let observed = external.observe(obj, target, resolved_for_observe).await?;
         return Ok((resolved, observed));
     }
-    let (resolved, observed) = tokio::join!(
-        external.resolve(obj, target),
-        external.observe(obj, target, None)
-    );
-    Ok((resolved?, observed?))
+    let resolve = external.resolve(obj, target);
+    let observe = external.observe(obj, target, None);
+    tokio::pin!(resolve, observe);
+    tokio::select! {
+        resolved = &mut resolve => {
+            let resolved = resolved?;
+            Ok((resolved, observe.await?))
+        }
+        observed = &mut observe => {
+            let resolved = resolve.await?;
+            Ok((resolved, observed?))
+        }
+    }
+}
+
+/// Whether the object's last reconcile stopped at what its spec references (a Secret missing,
+/// a dependency not ready): until it is there, its reconciles read nothing from AWS.
+fn waiting_on_references<K: ManagedObject>(obj: &K) -> bool {
+    obj.status().is_some_and(|status| {
+        K::common_status(status).conditions.iter().any(|c| {
+            c.status == "False"
+                && (c.reason == reasons::SECRET_NOT_FOUND
+                    || c.reason == reasons::DEPENDENCY_NOT_READY)
+        })
+    })
 }
 
 #[allow(clippy::too_many_arguments)] // the reconcile's state, threaded through its steps

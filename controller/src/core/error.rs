@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::names::reasons;
+
 /// Why a reconcile did not reach the desired state.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -111,9 +113,9 @@ impl Error {
             Error::Paused => "Paused",
             Error::StillDeleting(_) => "Deleting",
             Error::Kube(_) => "KubernetesError",
-            Error::SecretNotFound { .. } => "SecretNotFound",
+            Error::SecretNotFound { .. } => reasons::SECRET_NOT_FOUND,
             Error::SecretOwnedByOther { .. } => "SecretOwnedByOther",
-            Error::DependencyNotReady(_) => "DependencyNotReady",
+            Error::DependencyNotReady(_) => reasons::DEPENDENCY_NOT_READY,
             Error::Busy { .. } => "Busy",
             Error::RejectedWithGrace { reason, .. } => reason,
         }

@@ -18,6 +18,12 @@ pub mod annotations {
     pub const RECONCILE_REQUESTED_AT: &str = "kaws.io/reconcile-requested-at";
     /// Per-object drift-check period, e.g. `10m`.
     pub const RESYNC_PERIOD: &str = "kaws.io/resync-period";
+
+    /// kaws' own annotations (`kaws.io/…`, `<kind>.kaws.io/…`): the only ones it reads.
+    pub fn is_kaws(key: &str) -> bool {
+        key.split_once('/')
+            .is_some_and(|(prefix, _)| prefix == "kaws.io" || prefix.ends_with(".kaws.io"))
+    }
 }
 
 pub mod tags {
@@ -62,4 +68,8 @@ pub mod reasons {
     pub const RETAINED: &str = "Retained";
     /// The same change was applied repeatedly and AWS does not show it: writing is held.
     pub const NOT_CONVERGING: &str = "NotConverging";
+    /// A Secret the spec references (or a key in it) does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A kaws object (or an S3 object) the spec references is not there or not ready yet.
+    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
 }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     admission,
     driver::{self, Context, Dependency, External, ManagedObject, Shared},
+    names,
     own_writes::OwnWrites,
 };
 
@@ -76,16 +77,11 @@ pub fn strip<K: kube::Resource>(obj: &mut K) {
     meta.managed_fields = None;
     meta.labels = None;
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| is_kaws_annotation(key));
+        annotations.retain(|key, _| names::annotations::is_kaws(key));
         if annotations.is_empty() {
             meta.annotations = None;
         }
     }
-}
-
-fn is_kaws_annotation(key: &str) -> bool {
-    key.split_once('/')
-        .is_some_and(|(prefix, _)| prefix == "kaws.io" || prefix.ends_with(".kaws.io"))
 }
 
 /// Runs the controller for kind `K` until `shutdown` fires.
@@ -402,7 +398,7 @@ mod tests {
             "kaws.io",
             "example.com/kaws.io/x",
         ] {
-            assert!(!is_kaws_annotation(other), "{other}");
+            assert!(!names::annotations::is_kaws(other), "{other}");
         }
     }
 }

@@ -22,6 +22,8 @@ struct Rule {
 
 /// Requests to hold before they are handled.
 struct Hold {
+    /// `None`: any method.
+    method: Option<String>,
     re: regex::Regex,
     remaining: usize,
     delay: Duration,
@@ -85,12 +87,19 @@ impl Faults {
         });
     }
 
-    /// The next `count` requests whose path (with query) matches `path_regex` are held for
-    /// `delay` before they are handled (the others go on meanwhile). An invalid regex is matched
-    /// literally.
-    pub fn delay_next(&self, path_regex: &str, count: usize, delay: Duration) {
+    /// The next `count` requests with `method` (any, if `None`) whose path (with query) matches
+    /// `path_regex` are held for `delay` before they are handled (the others go on meanwhile).
+    /// An invalid regex is matched literally.
+    pub fn delay_next(
+        &self,
+        method: Option<&str>,
+        path_regex: &str,
+        count: usize,
+        delay: Duration,
+    ) {
         let mut holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
         holds.push(Hold {
+            method: method.map(str::to_uppercase),
             re: pattern(path_regex),
             remaining: count,
             delay,
@@ -141,11 +150,13 @@ impl Faults {
     }
 
     /// Consumes one matching hold rule, if any: how long to hold the request.
-    pub(crate) fn take_delay(&self, path_and_query: &str) -> Option<Duration> {
+    pub(crate) fn take_delay(&self, method: &str, path_and_query: &str) -> Option<Duration> {
         let mut holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
-        let idx = holds
-            .iter()
-            .position(|h| h.remaining > 0 && h.re.is_match(path_and_query))?;
+        let idx = holds.iter().position(|h| {
+            h.remaining > 0
+                && h.method.as_deref().is_none_or(|m| m == method)
+                && h.re.is_match(path_and_query)
+        })?;
         let h = &mut holds[idx];
         h.remaining -= 1;
         let delay = h.delay;

@@ -68,7 +68,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     if let Some(err) = app.faults.take_failure(&full) {
         return err.into_response();
     }
-    if let Some(delay) = app.faults.take_delay(&full) {
+    if let Some(delay) = app.faults.take_delay(req.method().as_str(), &full) {
         tokio::time::sleep(delay).await;
     }
     let method = req.method().clone();
@@ -112,7 +112,12 @@ fn admin_request(app: &App, path: &str, q: &Query) -> ApiResult<Response> {
                 .get("ms")
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| ApiError::bad_request("ms is required"))?;
-            f.delay_next(&re, count, Duration::from_millis(ms));
+            f.delay_next(
+                q.get("method").map(String::as_str),
+                &re,
+                count,
+                Duration::from_millis(ms),
+            );
         }
         "requests" => {
             let token = q

@@ -1055,7 +1055,18 @@ async fn delay_next_holds_the_matching_request_while_others_go_on() {
     let api = dyn_api(&c);
     create_widget(&c, "held", json!({"bucketName": "abc"})).await;
     let hold = Duration::from_millis(1500);
-    s.faults().delay_next("/widgets/held$", 1, hold);
+    // A PATCH rule holds no GET.
+    s.faults()
+        .delay_next(Some("PATCH"), "/widgets/held$", 1, hold);
+    let other_method = std::time::Instant::now();
+    api.get("held").await.unwrap();
+    assert!(
+        other_method.elapsed() < hold,
+        "{:?}",
+        other_method.elapsed()
+    );
+    s.faults()
+        .delay_next(Some("GET"), "/widgets/held$", 1, hold);
     let start = std::time::Instant::now();
     let held = tokio::spawn({
         let api = api.clone();

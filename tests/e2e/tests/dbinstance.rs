@@ -342,7 +342,13 @@ async fn rotating_the_password_secret_updates_rds_and_the_connection_secret() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_password_secret_is_reported_and_recovers_when_it_appears() -> anyhow::Result<()> {
-    let env = Env::start().await?;
+    // Through the fault proxy (no faults): it counts every request that reaches RDS, also one
+    // whose answer kaws no longer waited for.
+    let env = Env::start_with(EnvOptions {
+        aws_faults: Some(kaws_e2e::fault_proxy::Faults::none()),
+        ..Default::default()
+    })
+    .await?;
     let id = unique_name("late");
     env.apply_ok(&db_yaml(
         "late",
@@ -356,6 +362,37 @@ async fn missing_password_secret_is_reported_and_recovers_when_it_appears() -> a
     let message = condition(&obj, "Synced").expect("Synced")["message"].to_string();
     assert!(message.contains("late-pw"), "{message}");
     assert!(instance(&env, &id).await.is_none(), "nothing created yet");
+    // While it waits for the Secret its retries read nothing from RDS (only its first
+    // reconcile, which did not know yet, read RDS beside the Secret).
+    let reads = || async {
+        let proxy = env.proxy.as_ref().expect("started with the fault proxy");
+        anyhow::Ok(
+            proxy
+                .stats()
+                .await?
+                .sum(|service, _| service == "rds")
+                .attempts(),
+        )
+    };
+    let reconciles = |metrics: &str| {
+        sum_samples(metrics, "kaws_reconciles_total", |l| {
+            l.contains("kind=\"DBInstance\"")
+        })
+    };
+    let (rds_before, reconciles_before) = (reads().await?, reconciles(&env.kaws.metrics().await?));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reconciles(&env.kaws.metrics().await?) < reconciles_before + 2 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the DBInstance is not being retried"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        reads().await?,
+        rds_before,
+        "no RDS call while waiting for the Secret"
+    );
 
     put_password_secret(&env, "late-pw", "LatePassw0rd").await?;
     env.wait_condition_of::<DBInstance>("late", "Ready", "True", None)
@@ -906,6 +943,7 @@ mod needs_fault_injection {
         let hold = Duration::from_secs(10);
         // The resolve step's GET (no query), not the Secret's server-side apply.
         faults.delay_next(
+            Some("GET"),
             &format!("/namespaces/{}/secrets/held-conn$", env.namespace),
             1,
             hold,
@@ -944,9 +982,10 @@ mod needs_fault_injection {
         let faults = env.api_faults()?;
         let id = unique_name("kaws-fin");
         let hold = Duration::from_secs(10);
-        // kaws' finalizer patch: the object's own path without a query. The object is created
-        // by a POST to the collection and read back by lists, which the rule does not match.
+        // kaws' finalizer patch: a PATCH of the object's own path without a query (its status
+        // and server-side apply PATCHes have one).
         faults.delay_next(
+            Some("PATCH"),
             &format!("/namespaces/{}/dbinstances/fin$", env.namespace),
             1,
             hold,
@@ -962,11 +1001,15 @@ mod needs_fault_injection {
         };
         while rds_calls("DescribeDBInstances").await? == 0 {
             anyhow::ensure!(
-                created.elapsed() < hold - Duration::from_secs(3),
+                created.elapsed() < hold - Duration::from_secs(5),
                 "RDS was not read while the finalizer was being added"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Time for a create that would not wait for the finalizer (an intent, a Secret write,
+        // moto's CreateDBInstance) to be made and counted, still within the hold.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        anyhow::ensure!(created.elapsed() < hold - Duration::from_secs(1));
         let listed = api.list(&Default::default()).await?;
         let now = listed
             .items
