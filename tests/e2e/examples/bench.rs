@@ -326,17 +326,24 @@ fn ddb_call<'a>(ddb: &'a aws_sdk_dynamodb::Client, table: &'a str, op: &str) -> 
     })
 }
 
-/// The per-object call plan: each operation kaws made, `count / n` times, creates first, then
-/// writes, then reads.
-fn plan(ops: &BTreeMap<String, u64>, n: usize) -> Vec<String> {
+/// The call plan, per object: every operation kaws made, as often as it made it — `count / n`
+/// times for every object and once more for the first `count % n` (an operation kaws made for a
+/// few objects, such as the lookups whose answers it caches, is replayed that often, by the
+/// first objects, as kaws made it in its first ones) — creates first, then writes, then reads.
+fn plan(ops: &BTreeMap<String, u64>, n: usize) -> Vec<Vec<String>> {
     let mut ordered: Vec<(&String, &u64)> = ops.iter().collect();
     ordered.sort_by_key(|(op, _)| (!op.starts_with("Create"), is_read(op)));
-    let mut plan = Vec::new();
-    for (op, count) in ordered {
-        let per_object = (*count as f64 / n as f64).round() as usize;
-        plan.extend(std::iter::repeat_n(op.clone(), per_object));
-    }
-    plan
+    (0..n)
+        .map(|i| {
+            let mut steps = Vec::new();
+            for &(op, &count) in &ordered {
+                let count = count as usize;
+                let times = count / n + usize::from(i < count % n);
+                steps.extend(std::iter::repeat_n(op.clone(), times));
+            }
+            steps
+        })
+        .collect()
 }
 
 struct KindFigures {
@@ -486,17 +493,14 @@ async fn bucket(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
         })
         .collect();
     let (kaws, ops, kube) = converge::<Bucket>(env, n, "s3", manifest, &[]).await?;
-    let steps = plan(&ops, n);
+    let plans = plan(&ops, n);
     let names: Vec<String> = (0..n).map(|_| unique_name("base")).collect();
     let start = Instant::now();
-    futures::stream::iter(names.iter())
-        .for_each_concurrent(CONCURRENCY, |bucket| {
-            let steps = &steps;
-            async move {
-                for op in steps {
-                    if let Some(call) = s3_call(&env.s3, bucket, op) {
-                        call.await;
-                    }
+    futures::stream::iter(names.iter().zip(&plans))
+        .for_each_concurrent(CONCURRENCY, |(bucket, steps)| async move {
+            for op in steps {
+                if let Some(call) = s3_call(&env.s3, bucket, op) {
+                    call.await;
                 }
             }
         })
@@ -527,18 +531,15 @@ async fn table(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
         })
         .collect();
     let (kaws, ops, kube) = converge::<Table>(env, n, "dynamodb", manifest, &[]).await?;
-    let steps = plan(&ops, n);
+    let plans = plan(&ops, n);
     let names: Vec<String> = (0..n).map(|_| unique_name("base")).collect();
     let start = Instant::now();
     let ddb = &ddb;
-    futures::stream::iter(names.iter())
-        .for_each_concurrent(CONCURRENCY, |table| {
-            let steps = &steps;
-            async move {
-                for op in steps {
-                    if let Some(call) = ddb_call(ddb, table, op) {
-                        call.await;
-                    }
+    futures::stream::iter(names.iter().zip(&plans))
+        .for_each_concurrent(CONCURRENCY, |(table, steps)| async move {
+            for op in steps {
+                if let Some(call) = ddb_call(ddb, table, op) {
+                    call.await;
                 }
             }
         })
@@ -586,16 +587,17 @@ async fn warm_up(env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `replay` for N fresh names, `CONCURRENCY` at a time: the baseline's time.
+/// Runs `replay` for N fresh names (with their index in the plan), `CONCURRENCY` at a time, in
+/// order: the baseline's time.
 async fn baseline<F, Fut>(prefix: &str, n: usize, replay: F) -> Duration
 where
-    F: Fn(String) -> Fut,
+    F: Fn(usize, String) -> Fut,
     Fut: Future<Output = ()>,
 {
     let names: Vec<String> = (0..n).map(|_| unique_name(prefix)).collect();
     let start = Instant::now();
-    futures::stream::iter(names)
-        .for_each_concurrent(CONCURRENCY, &replay)
+    futures::stream::iter(names.into_iter().enumerate())
+        .for_each_concurrent(CONCURRENCY, |(i, name)| replay(i, name))
         .await;
     start.elapsed()
 }
@@ -693,13 +695,11 @@ async fn dbinstance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
         .collect();
     // Its connection Secrets are part of each create.
     let (kaws, ops, kube) = converge::<DBInstance>(env, n, "rds", manifest, &["secrets"]).await?;
-    let steps = plan(&ops, n);
-    let (rds, steps) = (&rds, &steps);
-    let base = baseline(
-        "base",
-        n,
-        |id| async move { rds_replay(rds, &id, steps).await },
-    )
+    let plans = plan(&ops, n);
+    let (rds, plans) = (&rds, &plans);
+    let base = baseline("base", n, |i, id| async move {
+        rds_replay(rds, &id, &plans[i]).await
+    })
     .await;
     Ok(figures(
         "DBInstance",
@@ -798,10 +798,10 @@ async fn instance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
         })
         .collect();
     let (kaws, ops, kube) = converge::<Instance>(env, n, "ec2", manifest, &[]).await?;
-    let steps = plan(&ops, n);
-    let (ec2, ami, steps) = (&ec2, &ami, &steps);
-    let base = baseline("base", n, |name| async move {
-        ec2_replay(ec2, ami, &name, steps).await
+    let plans = plan(&ops, n);
+    let (ec2, ami, plans) = (&ec2, &ami, &plans);
+    let base = baseline("base", n, |i, name| async move {
+        ec2_replay(ec2, ami, &name, &plans[i]).await
     })
     .await;
     Ok(figures("Instance", n, kaws, base, &ops, kube, EC2_REPLAYED))
@@ -880,10 +880,10 @@ async fn function(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
         })
         .collect();
     let (kaws, ops, kube) = converge::<Function>(env, n, "lambda", manifest, &[]).await?;
-    let steps = plan(&ops, n);
-    let (lambda, role, code, steps) = (&lambda, &role, &code, &steps);
-    let base = baseline("base", n, |name| async move {
-        lambda_replay(lambda, role, code, &name, steps).await
+    let plans = plan(&ops, n);
+    let (lambda, role, code, plans) = (&lambda, &role, &code, &plans);
+    let base = baseline("base", n, |i, name| async move {
+        lambda_replay(lambda, role, code, &name, &plans[i]).await
     })
     .await;
     Ok(figures(
