@@ -1,6 +1,7 @@
 //! The reconcile pipeline every kind runs: finalizer (beside the first reads, for a new object)
-//! → paused? → validate → resolve and observe → ownership → diff → act → status. Kinds plug in through [`ManagedObject`] (their CRD type) and
-//! [`External`] (their AWS calls); everything else lives here once.
+//! → paused? → validate → resolve and observe → ownership → diff → act → status. Kinds plug in
+//! through [`ManagedObject`] (their CRD type) and [`External`] (their AWS calls); everything
+//! else lives here once.
 
 use std::{
     collections::BTreeMap,
