@@ -86,6 +86,20 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     }
 }
 
+/// A fault rule's `path` regex (default: every path) and `count` (default 1).
+fn rule(q: &Query) -> (String, usize) {
+    let re = q.get("path").cloned().unwrap_or_else(|| ".*".into());
+    let count = q.get("count").and_then(|v| v.parse().ok()).unwrap_or(1);
+    (re, count)
+}
+
+/// A number the admin request must carry.
+fn required<T: std::str::FromStr>(q: &Query, name: &str) -> ApiResult<T> {
+    q.get(name)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))
+}
+
 fn admin_request(app: &App, path: &str, q: &Query) -> ApiResult<Response> {
     let f = &app.faults;
     match path {
@@ -96,28 +110,14 @@ fn admin_request(app: &App, path: &str, q: &Query) -> ApiResult<Response> {
             f.set_latency(Duration::from_millis(ms));
         }
         "faults/fail-next" => {
-            let re = q.get("path").cloned().unwrap_or_else(|| ".*".into());
-            let count = q.get("count").and_then(|v| v.parse().ok()).unwrap_or(1);
-            let status = q
-                .get("status")
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| ApiError::bad_request("status is required"))?;
+            let (re, count) = rule(q);
             let retry = q.get("retryAfter").and_then(|v| v.parse().ok());
-            f.fail_next(&re, count, status, retry);
+            f.fail_next(&re, count, required(q, "status")?, retry);
         }
         "faults/delay-next" => {
-            let re = q.get("path").cloned().unwrap_or_else(|| ".*".into());
-            let count = q.get("count").and_then(|v| v.parse().ok()).unwrap_or(1);
-            let ms = q
-                .get("ms")
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| ApiError::bad_request("ms is required"))?;
-            f.delay_next(
-                q.get("method").map(String::as_str),
-                &re,
-                count,
-                Duration::from_millis(ms),
-            );
+            let (re, count) = rule(q);
+            let delay = Duration::from_millis(required(q, "ms")?);
+            f.delay_next(q.get("method").map(String::as_str), &re, count, delay);
         }
         "requests" => {
             let token = q
