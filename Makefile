@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: bench bench-quick build crds test test-cluster lint sandbox sandbox-down tools chart-test helm-install-test least-privilege deploy chaos chaos-quick chaos
+.PHONY: bench bench-quick symbol-order build crds test test-cluster lint sandbox sandbox-down tools chart-test helm-install-test least-privilege deploy chaos chaos-quick chaos
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -94,6 +94,12 @@ bench: tools
 bench-quick: tools
 	$(CARGO) build --workspace --all-targets
 	$${CARGO_TARGET_DIR:-target}/debug/examples/bench
+
+## Regenerate controller/symbol-order.txt, the link-time order of kaws' functions (start-up and
+## reconciling code packed together: ~10 MiB less resident code, docs/performance.md). Profiles
+## the quick bench under callgrind; run after a toolchain or dependency update. Needs valgrind.
+symbol-order: tools
+	./scripts/symbol-order.sh
 
 ## Chaos suite, full variant (more objects, kills and longer windows; `make test` runs the bounded
 ## one): AWS throttling/5xx/resets through tests/e2e/fault_proxy.py, kill -9 storms, a paused
