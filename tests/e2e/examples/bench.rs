@@ -12,7 +12,9 @@
 //! then, in steady state, reads, writes and status writes per object per resync and the CPU
 //! per no-op reconcile (`/proc/<pid>/stat`); RSS idle with every kind; RSS with M paused objects
 //! carrying `managedFields` and a `last-applied-configuration` annotation; and the time a fresh
-//! kaws takes to be ready with them. Prints tables and writes `target/bench/bench.json`.
+//! kaws takes to be ready with them; last, the time and AWS calls it takes to carry a tag change
+//! to every object of each kind, then to delete them. Prints tables and writes
+//! `target/bench/bench.json`.
 //!
 //! `BENCH=full` (make bench): 200 Buckets, 100 Tables, 1,000 and 10,000 objects. Otherwise the
 //! quick variant: 10 Buckets, 5 Tables, 200 objects.
@@ -465,6 +467,157 @@ where
     Ok(())
 }
 
+/// The label the kind runs' objects carry, so the churn phase watches them alone (not the
+/// populations' paused Buckets).
+const KIND_LABEL: &str = "kaws-bench=kinds";
+
+struct Churn {
+    kind: &'static str,
+    n: usize,
+    update: Duration,
+    update_calls: f64,
+    delete: Duration,
+    delete_calls: f64,
+}
+
+/// How long kaws takes to carry a change to every object of a kind run to AWS (a tag added:
+/// `Ready` again at the new generation), then to delete them all (gone from the API server),
+/// and the AWS calls per object each took. Run last, so the figures before are unchanged by
+/// it; it is also what makes the profile behind the release link's function order (`make
+/// symbol-order`) see kaws' update and delete paths run.
+async fn churn<K>(
+    env: &Env,
+    kind: &'static str,
+    service: &str,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<Churn>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let api = env.api::<K>();
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(900);
+
+    let before = operations(&env.kaws.metrics().await?, service);
+    let start = Instant::now();
+    let patched: Vec<kube::Result<K>> = futures::stream::iter(&names)
+        .map(|name| {
+            let api = api.clone();
+            let tags = json!({"spec": {"tags": {"bench": "updated"}}});
+            async move {
+                api.patch(name, &PatchParams::default(), &Patch::Merge(tags))
+                    .await
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut generations = BTreeMap::new();
+    for p in patched {
+        let o = p?;
+        generations.insert(o.name_any(), o.meta().generation.unwrap_or_default());
+    }
+    watch_until(api.clone(), &names, deadline, |name, o| {
+        o.is_some_and(|v| {
+            condition(v, "Ready").is_some_and(|c| c["status"] == "True")
+                && v["status"]["observedGeneration"].as_i64() >= generations.get(name).copied()
+        })
+    })
+    .await
+    .with_context(|| format!("{kind}: updates not carried out"))?;
+    let update = start.elapsed();
+    let middle = operations(&env.kaws.metrics().await?, service);
+
+    let start = Instant::now();
+    let deleted: Vec<kube::Result<_>> = futures::stream::iter(&names)
+        .map(|name| {
+            let api = api.clone();
+            async move { api.delete(name, &Default::default()).await }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for d in deleted {
+        d?;
+    }
+    watch_until(api, &names, deadline, |_, o| o.is_none())
+        .await
+        .with_context(|| format!("{kind}: objects not deleted"))?;
+    let delete = start.elapsed();
+    let after = operations(&env.kaws.metrics().await?, service);
+    let per_object = |ops: BTreeMap<String, u64>| ops.values().sum::<u64>() as f64 / n as f64;
+    Ok(Churn {
+        kind,
+        n,
+        update,
+        update_calls: per_object(delta(&middle, &before)),
+        delete,
+        delete_calls: per_object(delta(&after, &middle)),
+    })
+}
+
+/// Watches the kind runs' objects of `api` until `done` holds for every one of `names`: with
+/// the object as the watch shows it, or `None` once it is gone (deleted, or absent from the
+/// watch's initial list).
+async fn watch_until<K>(
+    api: kube::Api<K>,
+    names: &[String],
+    deadline: Instant,
+    done: impl Fn(&str, Option<&Value>) -> bool,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use kube::runtime::{WatchStreamExt, watcher};
+    let mut pending: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut listed = std::collections::HashSet::new();
+    let config = watcher::Config::default().labels(KIND_LABEL);
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    while !pending.is_empty() {
+        let event = tokio::time::timeout_at(deadline.into(), events.next())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("{} objects still pending after 15 minutes", pending.len())
+            })?
+            .context("the watch ended")?;
+        match event {
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let name = o.name_any();
+                listed.insert(name.clone());
+                let value = serde_json::to_value(&o)?;
+                if done(&name, Some(&value)) {
+                    pending.remove(name.as_str());
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                let name = o.name_any();
+                if done(&name, None) {
+                    pending.remove(name.as_str());
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                pending.retain(|name| listed.contains(*name) || !done(name, None));
+            }
+            Err(e) => eprintln!("watch: {e} (retrying)"),
+        }
+    }
+    Ok(())
+}
+
 /// kaws' requests to the API server so far (the test server counts them) about objects of kind
 /// `K`, their status, Events and the resources in `beside`; watches and lists left out.
 fn kube_requests<K: kube::Resource<DynamicType = ()>>(env: &Env, beside: &[&str]) -> u64 {
@@ -487,7 +640,7 @@ async fn bucket(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: b{i}\nspec:\n  bucketName: {}\n",
+                "---\napiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: b{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  bucketName: {}\n",
                 unique_name("bench")
             )
         })
@@ -525,7 +678,7 @@ async fn table(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: dynamodb.kaws.io/v1alpha1\nkind: Table\nmetadata:\n  name: t{i}\nspec:\n  tableName: {}\n  keySchema: [{{attributeName: id, keyType: HASH}}]\n  attributeDefinitions: [{{attributeName: id, attributeType: S}}]\n",
+                "---\napiVersion: dynamodb.kaws.io/v1alpha1\nkind: Table\nmetadata:\n  name: t{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  tableName: {}\n  keySchema: [{{attributeName: id, keyType: HASH}}]\n  attributeDefinitions: [{{attributeName: id, attributeType: S}}]\n",
                 unique_name("bench")
             )
         })
@@ -688,7 +841,7 @@ async fn dbinstance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: rds.kaws.io/v1alpha1\nkind: DBInstance\nmetadata:\n  name: d{i}\nspec:\n  dbInstanceIdentifier: {}\n  engine: postgres\n  dbInstanceClass: db.t4g.micro\n  allocatedStorage: 20\n  masterUsername: app\n  skipFinalSnapshot: true\n  writeConnectionSecretTo: {{name: d{i}-conn}}\n",
+                "---\napiVersion: rds.kaws.io/v1alpha1\nkind: DBInstance\nmetadata:\n  name: d{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  dbInstanceIdentifier: {}\n  engine: postgres\n  dbInstanceClass: db.t4g.micro\n  allocatedStorage: 20\n  masterUsername: app\n  skipFinalSnapshot: true\n  writeConnectionSecretTo: {{name: d{i}-conn}}\n",
                 unique_name("bench")
             )
         })
@@ -793,7 +946,7 @@ async fn instance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: ec2.kaws.io/v1alpha1\nkind: Instance\nmetadata:\n  name: i{i}\nspec:\n  imageId: {ami}\n  instanceType: t3.micro\n"
+                "---\napiVersion: ec2.kaws.io/v1alpha1\nkind: Instance\nmetadata:\n  name: i{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  imageId: {ami}\n  instanceType: t3.micro\n"
             )
         })
         .collect();
@@ -873,7 +1026,7 @@ async fn function(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata:\n  name: f{i}\nspec:\n  functionName: {}\n  runtime: python3.12\n  handler: app.handler\n  role: {role}\n  code: {{zipFile: {}}}\n",
+                "---\napiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata:\n  name: f{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  functionName: {}\n  runtime: python3.12\n  handler: app.handler\n  role: {role}\n  code: {{zipFile: {}}}\n",
                 unique_name("bench"),
                 STANDARD.encode(&code)
             )
@@ -1156,6 +1309,16 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    // Last, so that nothing above is measured after it: the kind runs' objects changed, then
+    // deleted, by the kaws running now.
+    let churns = vec![
+        churn::<Bucket>(&env, "Bucket", "s3", "b", sizes.buckets).await?,
+        churn::<Table>(&env, "Table", "dynamodb", "t", sizes.tables).await?,
+        churn::<DBInstance>(&env, "DBInstance", "rds", "d", sizes.dbinstances).await?,
+        churn::<Instance>(&env, "Instance", "ec2", "i", sizes.instances).await?,
+        churn::<Function>(&env, "Function", "lambda", "f", sizes.functions).await?,
+    ];
+
     // `BENCH_HOLD=600`: keep the last kaws running that many seconds, to attach a profiler.
     if let Some(secs) = std::env::var("BENCH_HOLD")
         .ok()
@@ -1247,6 +1410,22 @@ async fn main() -> anyhow::Result<()> {
             p.reconciled.as_secs_f64()
         );
     }
+    println!();
+    println!(
+        "| kind | N | update (a tag added): all Ready again | AWS calls per update | delete: all gone | AWS calls per delete |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for c in &churns {
+        println!(
+            "| {} | {} | {:.2} s | {:.1} | {:.2} s | {:.1} |",
+            c.kind,
+            c.n,
+            c.update.as_secs_f64(),
+            c.update_calls,
+            c.delete.as_secs_f64(),
+            c.delete_calls
+        );
+    }
     let report = json!({
         "variant": if full { "full" } else { "quick" },
         "binary": binary.display().to_string(),
@@ -1265,6 +1444,11 @@ async fn main() -> anyhow::Result<()> {
             "objects": p.objects, "rss_mib": p.rss, "fresh_rss_mib": p.fresh_rss,
             "startup_seconds": p.startup.as_secs_f64(),
             "reconciled_seconds": p.reconciled.as_secs_f64(),
+        })).collect::<Vec<Value>>(),
+        "churn": churns.iter().map(|c| json!({
+            "kind": c.kind, "n": c.n,
+            "update_seconds": c.update.as_secs_f64(), "update_calls": c.update_calls,
+            "delete_seconds": c.delete.as_secs_f64(), "delete_calls": c.delete_calls,
         })).collect::<Vec<Value>>(),
     });
     // The last kaws' log (a debug line per reconcile, with its duration).
