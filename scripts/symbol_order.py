@@ -33,10 +33,12 @@ def text_symbols(binary):
 
 
 def costs(profile):
-    """Function → instructions in one callgrind profile (`--compress-strings=no`); functions
-    only called from it (`cfn=`) count too, with no cost of their own."""
+    """Function → its own instructions in one callgrind profile (`--compress-strings=no`);
+    functions only called from it (`cfn=`) count too, with no cost of their own. The cost line
+    after a `calls=` line is the call's inclusive cost, not the caller's own, and is skipped."""
     cost = collections.Counter()
     current = None
+    call_cost_next = False
     with open(profile, errors="replace") as lines:
         for line in lines:
             if line.startswith("fn="):
@@ -44,7 +46,12 @@ def costs(profile):
                 cost[current] += 0
             elif line.startswith("cfn="):
                 cost[line[4:].strip()] += 0
+            elif line.startswith("calls="):
+                call_cost_next = True
             elif current and line[:1].isdigit():
+                if call_cost_next:
+                    call_cost_next = False
+                    continue
                 fields = line.split()
                 if len(fields) >= 2 and fields[1].isdigit():
                     cost[current] += int(fields[1])

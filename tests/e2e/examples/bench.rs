@@ -56,6 +56,9 @@ struct Sizes {
     /// Resync period: long enough that kaws is not saturated by resyncs of all N objects
     /// (moto answers a Bucket observation in ~170 ms).
     resync: Duration,
+    /// How long each churn phase (updates, deletes) of a kind may take: a path that stopped
+    /// working fails the bench in minutes, not in the quarter hour the others wait.
+    churn_deadline: Duration,
 }
 
 fn sizes() -> Sizes {
@@ -80,6 +83,7 @@ fn preset() -> Sizes {
             functions: 50,
             populations: vec![1_000, 10_000],
             resync: Duration::from_secs(30),
+            churn_deadline: Duration::from_secs(300),
         }
     } else {
         Sizes {
@@ -90,6 +94,7 @@ fn preset() -> Sizes {
             functions: 5,
             populations: vec![200],
             resync: Duration::from_secs(5),
+            churn_deadline: Duration::from_secs(60),
         }
     }
 }
@@ -467,9 +472,10 @@ where
     Ok(())
 }
 
-/// The label the kind runs' objects carry, so the churn phase watches them alone (not the
-/// populations' paused Buckets).
-const KIND_LABEL: &str = "kaws-bench=kinds";
+/// The label the kind runs' objects carry (key and value), so the churn phase watches them
+/// alone, not the populations' paused Buckets.
+const KIND_LABEL: &str = "kaws-bench";
+const KIND_LABEL_VALUE: &str = "kinds";
 
 struct Churn {
     kind: &'static str,
@@ -487,6 +493,7 @@ struct Churn {
 /// symbol-order`) see kaws' update and delete paths run.
 async fn churn<K>(
     env: &Env,
+    sizes: &Sizes,
     kind: &'static str,
     service: &str,
     prefix: &str,
@@ -503,7 +510,6 @@ where
 {
     let api = env.api::<K>();
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(900);
 
     let before = operations(&env.kaws.metrics().await?, service);
     let start = Instant::now();
@@ -524,12 +530,20 @@ where
         let o = p?;
         generations.insert(o.name_any(), o.meta().generation.unwrap_or_default());
     }
-    watch_until(api.clone(), &names, deadline, |name, o| {
-        o.is_some_and(|v| {
-            condition(v, "Ready").is_some_and(|c| c["status"] == "True")
-                && v["status"]["observedGeneration"].as_i64() >= generations.get(name).copied()
-        })
-    })
+    watch_until(
+        api.clone(),
+        &names,
+        start + sizes.churn_deadline,
+        |name, o| {
+            o.is_some_and(|v| {
+                let generation = generations.get(name).copied().unwrap_or(i64::MAX);
+                condition(v, "Ready").is_some_and(|c| c["status"] == "True")
+                    && v["status"]["observedGeneration"]
+                        .as_i64()
+                        .is_some_and(|observed| observed >= generation)
+            })
+        },
+    )
     .await
     .with_context(|| format!("{kind}: updates not carried out"))?;
     let update = start.elapsed();
@@ -547,9 +561,11 @@ where
     for d in deleted {
         d?;
     }
-    watch_until(api, &names, deadline, |_, o| o.is_none())
-        .await
-        .with_context(|| format!("{kind}: objects not deleted"))?;
+    watch_until(api, &names, start + sizes.churn_deadline, |_, o| {
+        o.is_none()
+    })
+    .await
+    .with_context(|| format!("{kind}: objects not deleted"))?;
     let delete = start.elapsed();
     let after = operations(&env.kaws.metrics().await?, service);
     let per_object = |ops: BTreeMap<String, u64>| ops.values().sum::<u64>() as f64 / n as f64;
@@ -584,13 +600,13 @@ where
     use kube::runtime::{WatchStreamExt, watcher};
     let mut pending: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
     let mut listed = std::collections::HashSet::new();
-    let config = watcher::Config::default().labels(KIND_LABEL);
+    let config = watcher::Config::default().labels(&format!("{KIND_LABEL}={KIND_LABEL_VALUE}"));
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     while !pending.is_empty() {
         let event = tokio::time::timeout_at(deadline.into(), events.next())
             .await
             .map_err(|_| {
-                anyhow::anyhow!("{} objects still pending after 15 minutes", pending.len())
+                anyhow::anyhow!("{} objects still pending at the deadline", pending.len())
             })?
             .context("the watch ended")?;
         match event {
@@ -640,7 +656,7 @@ async fn bucket(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: b{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  bucketName: {}\n",
+                "---\napiVersion: s3.kaws.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: b{i}\n  labels: {{{KIND_LABEL}: {KIND_LABEL_VALUE}}}\nspec:\n  bucketName: {}\n",
                 unique_name("bench")
             )
         })
@@ -678,7 +694,7 @@ async fn table(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: dynamodb.kaws.io/v1alpha1\nkind: Table\nmetadata:\n  name: t{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  tableName: {}\n  keySchema: [{{attributeName: id, keyType: HASH}}]\n  attributeDefinitions: [{{attributeName: id, attributeType: S}}]\n",
+                "---\napiVersion: dynamodb.kaws.io/v1alpha1\nkind: Table\nmetadata:\n  name: t{i}\n  labels: {{{KIND_LABEL}: {KIND_LABEL_VALUE}}}\nspec:\n  tableName: {}\n  keySchema: [{{attributeName: id, keyType: HASH}}]\n  attributeDefinitions: [{{attributeName: id, attributeType: S}}]\n",
                 unique_name("bench")
             )
         })
@@ -841,7 +857,7 @@ async fn dbinstance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: rds.kaws.io/v1alpha1\nkind: DBInstance\nmetadata:\n  name: d{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  dbInstanceIdentifier: {}\n  engine: postgres\n  dbInstanceClass: db.t4g.micro\n  allocatedStorage: 20\n  masterUsername: app\n  skipFinalSnapshot: true\n  writeConnectionSecretTo: {{name: d{i}-conn}}\n",
+                "---\napiVersion: rds.kaws.io/v1alpha1\nkind: DBInstance\nmetadata:\n  name: d{i}\n  labels: {{{KIND_LABEL}: {KIND_LABEL_VALUE}}}\nspec:\n  dbInstanceIdentifier: {}\n  engine: postgres\n  dbInstanceClass: db.t4g.micro\n  allocatedStorage: 20\n  masterUsername: app\n  skipFinalSnapshot: true\n  writeConnectionSecretTo: {{name: d{i}-conn}}\n",
                 unique_name("bench")
             )
         })
@@ -946,7 +962,7 @@ async fn instance(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: ec2.kaws.io/v1alpha1\nkind: Instance\nmetadata:\n  name: i{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  imageId: {ami}\n  instanceType: t3.micro\n"
+                "---\napiVersion: ec2.kaws.io/v1alpha1\nkind: Instance\nmetadata:\n  name: i{i}\n  labels: {{{KIND_LABEL}: {KIND_LABEL_VALUE}}}\nspec:\n  imageId: {ami}\n  instanceType: t3.micro\n"
             )
         })
         .collect();
@@ -1026,7 +1042,7 @@ async fn function(env: &Env, n: usize) -> anyhow::Result<KindFigures> {
     let manifest: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata:\n  name: f{i}\n  labels: {{kaws-bench: kinds}}\nspec:\n  functionName: {}\n  runtime: python3.12\n  handler: app.handler\n  role: {role}\n  code: {{zipFile: {}}}\n",
+                "---\napiVersion: lambda.kaws.io/v1alpha1\nkind: Function\nmetadata:\n  name: f{i}\n  labels: {{{KIND_LABEL}: {KIND_LABEL_VALUE}}}\nspec:\n  functionName: {}\n  runtime: python3.12\n  handler: app.handler\n  role: {role}\n  code: {{zipFile: {}}}\n",
                 unique_name("bench"),
                 STANDARD.encode(&code)
             )
@@ -1309,16 +1325,6 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    // Last, so that nothing above is measured after it: the kind runs' objects changed, then
-    // deleted, by the kaws running now.
-    let churns = vec![
-        churn::<Bucket>(&env, "Bucket", "s3", "b", sizes.buckets).await?,
-        churn::<Table>(&env, "Table", "dynamodb", "t", sizes.tables).await?,
-        churn::<DBInstance>(&env, "DBInstance", "rds", "d", sizes.dbinstances).await?,
-        churn::<Instance>(&env, "Instance", "ec2", "i", sizes.instances).await?,
-        churn::<Function>(&env, "Function", "lambda", "f", sizes.functions).await?,
-    ];
-
     // `BENCH_HOLD=600`: keep the last kaws running that many seconds, to attach a profiler.
     if let Some(secs) = std::env::var("BENCH_HOLD")
         .ok()
@@ -1326,6 +1332,24 @@ async fn main() -> anyhow::Result<()> {
     {
         println!("holding kaws (pid {}) for {secs} s", env.kaws.pid());
         tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+
+    // Last, so that nothing above is measured after it: the kind runs' objects changed, then
+    // deleted, by the kaws running now. A kind that fails here fails the bench, after the
+    // figures are printed and written.
+    let mut churns = Vec::new();
+    let mut churn_errors = Vec::new();
+    for result in [
+        churn::<Bucket>(&env, &sizes, "Bucket", "s3", "b", sizes.buckets).await,
+        churn::<Table>(&env, &sizes, "Table", "dynamodb", "t", sizes.tables).await,
+        churn::<DBInstance>(&env, &sizes, "DBInstance", "rds", "d", sizes.dbinstances).await,
+        churn::<Instance>(&env, &sizes, "Instance", "ec2", "i", sizes.instances).await,
+        churn::<Function>(&env, &sizes, "Function", "lambda", "f", sizes.functions).await,
+    ] {
+        match result {
+            Ok(c) => churns.push(c),
+            Err(e) => churn_errors.push(format!("{e:#}")),
+        }
     }
     println!();
     println!(
@@ -1426,6 +1450,9 @@ async fn main() -> anyhow::Result<()> {
             c.delete_calls
         );
     }
+    for e in &churn_errors {
+        println!("(churn failed: {e})");
+    }
     let report = json!({
         "variant": if full { "full" } else { "quick" },
         "binary": binary.display().to_string(),
@@ -1445,6 +1472,7 @@ async fn main() -> anyhow::Result<()> {
             "startup_seconds": p.startup.as_secs_f64(),
             "reconciled_seconds": p.reconciled.as_secs_f64(),
         })).collect::<Vec<Value>>(),
+        "churn_errors": &churn_errors,
         "churn": churns.iter().map(|c| json!({
             "kind": c.kind, "n": c.n,
             "update_seconds": c.update.as_secs_f64(), "update_calls": c.update_calls,
@@ -1462,5 +1490,6 @@ async fn main() -> anyhow::Result<()> {
     // The targets that hold on any machine: nothing written when nothing changed.
     anyhow::ensure!(steady.writes == 0, "AWS writes in steady state");
     anyhow::ensure!(steady.status_writes == 0, "status writes in steady state");
+    anyhow::ensure!(churn_errors.is_empty(), "churn: {churn_errors:?}");
     Ok(())
 }
