@@ -366,6 +366,29 @@ struct KindFigures {
     not_replayed: Vec<String>,
 }
 
+/// What the bench needs of a kind's type: a namespaced resource it can apply, watch and read.
+trait BenchKind:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + 'static
+{
+}
+
+impl<K> BenchKind for K where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + 'static
+{
+}
+
 /// Applies `manifest` (N objects of kind `K`, server-side) and times it until all are Ready, as
 /// a watch sees them; returns the time, the calls kaws made to `service` meanwhile and its
 /// requests to the API server per object (see [`KindFigures::kube_calls_per_create`]; `beside`:
@@ -378,13 +401,7 @@ async fn converge<K>(
     beside: &[&str],
 ) -> anyhow::Result<(Duration, BTreeMap<String, u64>, f64)>
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: BenchKind,
 {
     let objects: Vec<Value> = manifest
         .split("---\n")
@@ -433,13 +450,7 @@ where
 /// the last one becomes Ready, not at the next poll.
 async fn all_ready<K>(api: kube::Api<K>, n: usize, deadline: Instant) -> anyhow::Result<()>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: BenchKind,
 {
     use kube::runtime::{WatchStreamExt, watcher};
     let is_ready = |o: &K| {
@@ -500,13 +511,7 @@ async fn churn<K>(
     n: usize,
 ) -> anyhow::Result<Churn>
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: BenchKind,
 {
     let api = env.api::<K>();
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
@@ -589,13 +594,7 @@ async fn watch_until<K>(
     done: impl Fn(&str, Option<&Value>) -> bool,
 ) -> anyhow::Result<()>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: BenchKind,
 {
     use kube::runtime::{WatchStreamExt, watcher};
     let mut pending: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
