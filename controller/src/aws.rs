@@ -49,7 +49,7 @@ pub struct AwsSettings {
 
 /// Attempts per AWS call, the first included.
 ///
-/// One reconcile makes several calls that must all succeed (a Bucket observation: 8 reads). Under
+/// One reconcile makes several calls that must all succeed (a Bucket observation: up to 8 reads). Under
 /// sustained faults (30 % throttled, 10 % 5xx) 3 attempts fail a call 6 % of the time and a
 /// Bucket observation ~40 % of the time; 6 attempts fail a call 0.4 % of the time and an
 /// observation ~3 %. The backoff between attempts is full jitter (`random × 200 ms × 2^n`, at

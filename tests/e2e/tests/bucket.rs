@@ -345,7 +345,8 @@ async fn steady_state_resync_makes_no_s3_writes() -> anyhow::Result<()> {
         "steady state: {resyncs} resyncs made {calls} S3 calls ({} per resync), 0 writes",
         calls / resyncs.max(1)
     );
-    assert_eq!(calls % resyncs, 0, "every resync makes the same reads");
+    // A bucket Ready at its generation is read without HeadBucket: its 7 configuration reads.
+    assert_eq!(calls, 7 * resyncs, "7 reads per resync, no HeadBucket");
 
     // The policy removed from the spec is deleted from the bucket.
     env.apply_ok(&bucket_yaml(
@@ -373,6 +374,54 @@ async fn steady_state_resync_makes_no_s3_writes() -> anyhow::Result<()> {
         .aws_calls(|l| l.contains("operation=\"DeleteBucketPolicy\""))
         .await?;
     assert_eq!(deletes, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_deleted_outside_kubernetes_is_created_again_at_the_next_resync()
+-> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        resync_period: "2s".into(),
+        ..Default::default()
+    })
+    .await?;
+    let bucket = unique_name("gone");
+    env.apply_ok(&bucket_yaml("gone", &bucket, "versioning: Enabled", ""));
+    env.wait_condition("gone", "Ready", "True", None).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let heads = |l: &str| l.contains("operation=\"HeadBucket\"");
+    let heads_before = env.kaws.aws_calls(heads).await?;
+
+    // Someone deletes the bucket in S3. The resync's configuration reads answer NoSuchBucket;
+    // HeadBucket confirms it is gone, and kaws creates it again as the spec says.
+    env.s3.delete_bucket().bucket(&bucket).send().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let creates = env
+            .kaws
+            .aws_calls(|l| l.contains("operation=\"CreateBucket\"") && l.contains("success"))
+            .await?;
+        if creates >= 2 && env.bucket_exists(&bucket).await {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the bucket was not created again ({creates} CreateBucket)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.wait_bucket("gone", Duration::from_secs(30), "Ready again", |o| {
+        condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await?;
+    assert_eq!(
+        versioning(&env, &bucket).await,
+        Some(s3::BucketVersioningStatus::Enabled)
+    );
+    assert!(
+        env.kaws.aws_calls(heads).await? > heads_before,
+        "HeadBucket told the vanished bucket apart"
+    );
     Ok(())
 }
 

@@ -7,6 +7,17 @@ use aws_config::{Region, SdkConfig};
 use aws_sdk_s3::{
     Client,
     error::{ProvideErrorMetadata, SdkError},
+    operation::{
+        get_bucket_cors::{GetBucketCorsError, GetBucketCorsOutput},
+        get_bucket_encryption::{GetBucketEncryptionError, GetBucketEncryptionOutput},
+        get_bucket_lifecycle_configuration::{
+            GetBucketLifecycleConfigurationError, GetBucketLifecycleConfigurationOutput,
+        },
+        get_bucket_policy::{GetBucketPolicyError, GetBucketPolicyOutput},
+        get_bucket_tagging::{GetBucketTaggingError, GetBucketTaggingOutput},
+        get_bucket_versioning::{GetBucketVersioningError, GetBucketVersioningOutput},
+        get_public_access_block::{GetPublicAccessBlockError, GetPublicAccessBlockOutput},
+    },
     types as s3,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -22,6 +33,7 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
+        batch,
         driver::{Connect, Created, DeleteProgress, External, Target},
         error::{Error, Result},
     },
@@ -87,6 +99,178 @@ where
             message: "the bucket disappeared while being read".to_string(),
         }),
         Err(e) => Err(classify(operation, &e)),
+    }
+}
+
+/// Bucket `b` in `region`, `None` if there is none.
+///
+/// A bucket `known` to be there (the object was Ready and Synced at this generation, see
+/// [`batch::steady`]) is read without `HeadBucket` first, 7 calls instead of 8 per resync: its
+/// configuration reads answer what `HeadBucket` would (a bucket gone: `NoSuchBucket`; in
+/// another region: 301; another account's: 403). Any such answer, or a bucket not known to be
+/// there, takes the `HeadBucket` path, which tells those apart.
+async fn observe_bucket(
+    s3c: &Client,
+    b: &str,
+    region: &str,
+    known: bool,
+) -> Result<Option<ObservedBucket>> {
+    if known {
+        let reads = ConfigurationReads::send(s3c, b).await;
+        if !reads.about_the_bucket() {
+            // Answered from this region's endpoint, so the bucket is in this region.
+            return reads.observed(Some(region.to_string())).map(Some);
+        }
+    }
+    let head = match s3c.head_bucket().bucket(b).send().await {
+        Ok(head) => head,
+        Err(e) => {
+            return match http_status(&e) {
+                Some(404) => Ok(None),
+                Some(301) => Err(Error::InvalidSpec(format!(
+                    "bucket {b:?} exists in another region than {region}"
+                ))),
+                Some(403) => Err(Error::OwnedByOther {
+                    resource: format!("S3 bucket {b:?}"),
+                    owner: "another AWS account (S3 bucket names are global)".to_string(),
+                }),
+                _ => Err(classify("HeadBucket", &e)),
+            };
+        }
+    };
+    if let Some(actual) = head.bucket_region()
+        && actual != region
+    {
+        return Err(Error::InvalidSpec(format!(
+            "bucket {b:?} exists in region {actual}, not {region}"
+        )));
+    }
+    ConfigurationReads::send(s3c, b)
+        .await
+        .observed(head.bucket_region().map(str::to_string))
+        .map(Some)
+}
+
+type Read<O, E> = std::result::Result<O, SdkError<E, HttpResponse>>;
+
+/// Whether a read's answer is about the bucket itself rather than its configuration: the bucket
+/// is gone (`NoSuchBucket`), in another region (301) or not this account's to read (403).
+fn about_the_bucket<O, E: ProvideErrorMetadata>(read: &Read<O, E>) -> bool {
+    read.as_ref().err().is_some_and(|e| {
+        e.code() == Some("NoSuchBucket") || matches!(http_status(e), Some(301 | 403))
+    })
+}
+
+/// A bucket's 7 configuration reads, made at once.
+struct ConfigurationReads {
+    tags: Read<GetBucketTaggingOutput, GetBucketTaggingError>,
+    versioning: Read<GetBucketVersioningOutput, GetBucketVersioningError>,
+    encryption: Read<GetBucketEncryptionOutput, GetBucketEncryptionError>,
+    pab: Read<GetPublicAccessBlockOutput, GetPublicAccessBlockError>,
+    lifecycle: Read<GetBucketLifecycleConfigurationOutput, GetBucketLifecycleConfigurationError>,
+    cors: Read<GetBucketCorsOutput, GetBucketCorsError>,
+    policy: Read<GetBucketPolicyOutput, GetBucketPolicyError>,
+}
+
+impl ConfigurationReads {
+    async fn send(s3c: &Client, b: &str) -> Self {
+        let (tags, versioning, encryption, pab, lifecycle, cors, policy) = futures::join!(
+            s3c.get_bucket_tagging().bucket(b).send(),
+            s3c.get_bucket_versioning().bucket(b).send(),
+            s3c.get_bucket_encryption().bucket(b).send(),
+            s3c.get_public_access_block().bucket(b).send(),
+            s3c.get_bucket_lifecycle_configuration().bucket(b).send(),
+            s3c.get_bucket_cors().bucket(b).send(),
+            s3c.get_bucket_policy().bucket(b).send(),
+        );
+        Self {
+            tags,
+            versioning,
+            encryption,
+            pab,
+            lifecycle,
+            cors,
+            policy,
+        }
+    }
+
+    fn about_the_bucket(&self) -> bool {
+        about_the_bucket(&self.tags)
+            || about_the_bucket(&self.versioning)
+            || about_the_bucket(&self.encryption)
+            || about_the_bucket(&self.pab)
+            || about_the_bucket(&self.lifecycle)
+            || about_the_bucket(&self.cors)
+            || about_the_bucket(&self.policy)
+    }
+
+    /// The bucket as these reads show it ("not configured" answers as absent).
+    fn observed(self, region: Option<String>) -> Result<ObservedBucket> {
+        let tags = absent_if(
+            "GetBucketTagging",
+            self.tags,
+            &["NoSuchTagSet", "NoSuchTagSetError"],
+        )?;
+        let versioning = absent_if("GetBucketVersioning", self.versioning, &[])?;
+        let encryption = absent_if(
+            "GetBucketEncryption",
+            self.encryption,
+            &["ServerSideEncryptionConfigurationNotFoundError"],
+        )?;
+        let pab = absent_if(
+            "GetPublicAccessBlock",
+            self.pab,
+            &["NoSuchPublicAccessBlockConfiguration"],
+        )?;
+        let lifecycle = absent_if(
+            "GetBucketLifecycleConfiguration",
+            self.lifecycle,
+            &["NoSuchLifecycleConfiguration"],
+        )?;
+        let cors = absent_if("GetBucketCors", self.cors, &["NoSuchCORSConfiguration"])?;
+        let policy = absent_if("GetBucketPolicy", self.policy, &["NoSuchBucketPolicy"])?;
+
+        Ok(ObservedBucket {
+            region,
+            tags: tags
+                .map(|t| {
+                    t.tag_set()
+                        .iter()
+                        .map(|t| (t.key().to_string(), t.value().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            versioning: versioning.and_then(|v| match v.status() {
+                Some(s3::BucketVersioningStatus::Enabled) => Some(VersioningStatus::Enabled),
+                Some(s3::BucketVersioningStatus::Suspended) => Some(VersioningStatus::Suspended),
+                _ => None,
+            }),
+            encryption: encryption.and_then(|e| {
+                let rule = e.server_side_encryption_configuration()?.rules().first()?;
+                let default = rule.apply_server_side_encryption_by_default()?;
+                Some(Encryption {
+                    sse_algorithm: sse_algorithm(default.sse_algorithm()),
+                    kms_master_key_id: default.kms_master_key_id().map(str::to_string),
+                    bucket_key_enabled: rule.bucket_key_enabled(),
+                })
+            }),
+            public_access_block: pab.and_then(|p| {
+                let c = p.public_access_block_configuration()?;
+                Some(PublicAccessBlock {
+                    block_public_acls: c.block_public_acls().unwrap_or(false),
+                    ignore_public_acls: c.ignore_public_acls().unwrap_or(false),
+                    block_public_policy: c.block_public_policy().unwrap_or(false),
+                    restrict_public_buckets: c.restrict_public_buckets().unwrap_or(false),
+                })
+            }),
+            lifecycle_rules: lifecycle
+                .map(|l| l.rules().iter().map(to_observed_lifecycle).collect())
+                .unwrap_or_default(),
+            cors_rules: cors
+                .map(|c| c.cors_rules().iter().map(to_observed_cors).collect())
+                .unwrap_or_default(),
+            policy: policy.and_then(|p| p.policy().map(str::to_string)),
+        })
     }
 }
 
@@ -430,106 +614,8 @@ impl External<Bucket> for S3 {
         _resolved: Option<&()>,
     ) -> Result<Option<ObservedBucket>> {
         let s3c = self.clients.get(&target.region);
-        let b = obj.spec.bucket_name.as_str();
-        let head = match s3c.head_bucket().bucket(b).send().await {
-            Ok(head) => head,
-            Err(e) => {
-                return match http_status(&e) {
-                    Some(404) => Ok(None),
-                    Some(301) => Err(Error::InvalidSpec(format!(
-                        "bucket {b:?} exists in another region than {}",
-                        target.region
-                    ))),
-                    Some(403) => Err(Error::OwnedByOther {
-                        resource: format!("S3 bucket {b:?}"),
-                        owner: "another AWS account (S3 bucket names are global)".to_string(),
-                    }),
-                    _ => Err(classify("HeadBucket", &e)),
-                };
-            }
-        };
-        if let Some(region) = head.bucket_region()
-            && region != target.region
-        {
-            return Err(Error::InvalidSpec(format!(
-                "bucket {b:?} exists in region {region}, not {}",
-                target.region
-            )));
-        }
-        let (tags, versioning, encryption, pab, lifecycle, cors, policy) = futures::join!(
-            s3c.get_bucket_tagging().bucket(b).send(),
-            s3c.get_bucket_versioning().bucket(b).send(),
-            s3c.get_bucket_encryption().bucket(b).send(),
-            s3c.get_public_access_block().bucket(b).send(),
-            s3c.get_bucket_lifecycle_configuration().bucket(b).send(),
-            s3c.get_bucket_cors().bucket(b).send(),
-            s3c.get_bucket_policy().bucket(b).send(),
-        );
-        let tags = absent_if(
-            "GetBucketTagging",
-            tags,
-            &["NoSuchTagSet", "NoSuchTagSetError"],
-        )?;
-        let versioning = absent_if("GetBucketVersioning", versioning, &[])?;
-        let encryption = absent_if(
-            "GetBucketEncryption",
-            encryption,
-            &["ServerSideEncryptionConfigurationNotFoundError"],
-        )?;
-        let pab = absent_if(
-            "GetPublicAccessBlock",
-            pab,
-            &["NoSuchPublicAccessBlockConfiguration"],
-        )?;
-        let lifecycle = absent_if(
-            "GetBucketLifecycleConfiguration",
-            lifecycle,
-            &["NoSuchLifecycleConfiguration"],
-        )?;
-        let cors = absent_if("GetBucketCors", cors, &["NoSuchCORSConfiguration"])?;
-        let policy = absent_if("GetBucketPolicy", policy, &["NoSuchBucketPolicy"])?;
-
-        Ok(Some(ObservedBucket {
-            region: head.bucket_region().map(str::to_string),
-            tags: tags
-                .map(|t| {
-                    t.tag_set()
-                        .iter()
-                        .map(|t| (t.key().to_string(), t.value().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            versioning: versioning.and_then(|v| match v.status() {
-                Some(s3::BucketVersioningStatus::Enabled) => Some(VersioningStatus::Enabled),
-                Some(s3::BucketVersioningStatus::Suspended) => Some(VersioningStatus::Suspended),
-                _ => None,
-            }),
-            encryption: encryption.and_then(|e| {
-                let rule = e.server_side_encryption_configuration()?.rules().first()?;
-                let default = rule.apply_server_side_encryption_by_default()?;
-                Some(Encryption {
-                    sse_algorithm: sse_algorithm(default.sse_algorithm()),
-                    kms_master_key_id: default.kms_master_key_id().map(str::to_string),
-                    bucket_key_enabled: rule.bucket_key_enabled(),
-                })
-            }),
-            public_access_block: pab.and_then(|p| {
-                let c = p.public_access_block_configuration()?;
-                Some(PublicAccessBlock {
-                    block_public_acls: c.block_public_acls().unwrap_or(false),
-                    ignore_public_acls: c.ignore_public_acls().unwrap_or(false),
-                    block_public_policy: c.block_public_policy().unwrap_or(false),
-                    restrict_public_buckets: c.restrict_public_buckets().unwrap_or(false),
-                })
-            }),
-            lifecycle_rules: lifecycle
-                .map(|l| l.rules().iter().map(to_observed_lifecycle).collect())
-                .unwrap_or_default(),
-            cors_rules: cors
-                .map(|c| c.cors_rules().iter().map(to_observed_cors).collect())
-                .unwrap_or_default(),
-            policy: policy.and_then(|p| p.policy().map(str::to_string)),
-        }))
+        let known = batch::steady(obj);
+        observe_bucket(&s3c, &obj.spec.bucket_name, &target.region, known).await
     }
 
     async fn create(
@@ -620,5 +706,217 @@ impl External<Bucket> for S3 {
             }),
             Err(e) => Err(classify("DeleteBucket", &e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_config::retry::RetryConfig;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn response(status: u16, body: &str, headers: &[(&'static str, &'static str)]) -> HttpResponse {
+        let mut r = HttpResponse::new(
+            status.try_into().expect("valid status"),
+            SdkBody::from(body.to_string()),
+        );
+        for (k, v) in headers {
+            r.headers_mut().insert(*k, *v);
+        }
+        r
+    }
+
+    fn s3_error(status: u16, code: &str) -> HttpResponse {
+        response(
+            status,
+            &format!("<Error><Code>{code}</Code><Message>{code}</Message></Error>"),
+            &[],
+        )
+    }
+
+    /// HeadBucket's answer: a bucket in `region`, or `status` with no body (a HEAD has none).
+    fn head_bucket(status: u16, region: &'static str) -> Rule {
+        mock!(Client::head_bucket)
+            .sequence()
+            .http_response(move || response(status, "", &[("x-amz-bucket-region", region)]))
+            .repeatedly()
+            .build()
+    }
+
+    /// The configuration reads of a bucket with an owner tag, versioning on and nothing else
+    /// configured; `moved`: every read answers that status and error code instead.
+    fn configuration(moved: Option<(u16, &'static str)>) -> Vec<Rule> {
+        fn rule<I, O, E>(
+            builder: aws_smithy_mocks::RuleBuilder<I, O, E>,
+            moved: Option<(u16, &'static str)>,
+            status: u16,
+            body: &'static str,
+        ) -> Rule
+        where
+            I: Send + Sync + std::fmt::Debug + 'static,
+            O: Send + Sync + std::fmt::Debug + 'static,
+            E: Send + Sync + std::fmt::Debug + std::error::Error + 'static,
+        {
+            let (status, body) = match moved {
+                Some((status, code)) => (status, code),
+                None => (status, body),
+            };
+            builder
+                .sequence()
+                .http_response(move || {
+                    if body.starts_with('<') {
+                        response(status, body, &[])
+                    } else {
+                        s3_error(status, body)
+                    }
+                })
+                .repeatedly()
+                .build()
+        }
+        vec![
+            rule(
+                mock!(Client::get_bucket_tagging),
+                moved,
+                200,
+                "<Tagging><TagSet><Tag><Key>kaws.io/owner</Key><Value>c/n/b</Value></Tag></TagSet></Tagging>",
+            ),
+            rule(
+                mock!(Client::get_bucket_versioning),
+                moved,
+                200,
+                "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+            ),
+            rule(
+                mock!(Client::get_bucket_encryption),
+                moved,
+                404,
+                "ServerSideEncryptionConfigurationNotFoundError",
+            ),
+            rule(
+                mock!(Client::get_public_access_block),
+                moved,
+                404,
+                "NoSuchPublicAccessBlockConfiguration",
+            ),
+            rule(
+                mock!(Client::get_bucket_lifecycle_configuration),
+                moved,
+                404,
+                "NoSuchLifecycleConfiguration",
+            ),
+            rule(
+                mock!(Client::get_bucket_cors),
+                moved,
+                404,
+                "NoSuchCORSConfiguration",
+            ),
+            rule(
+                mock!(Client::get_bucket_policy),
+                moved,
+                404,
+                "NoSuchBucketPolicy",
+            ),
+        ]
+    }
+
+    fn client(rules: &[&Rule]) -> Client {
+        mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
+            .retry_config(RetryConfig::disabled()))
+    }
+
+    fn calls(rules: &[Rule]) -> usize {
+        rules.iter().map(Rule::num_calls).sum()
+    }
+
+    async fn observe(head: &Rule, reads: &[Rule], known: bool) -> Result<Option<ObservedBucket>> {
+        let mut rules: Vec<&Rule> = reads.iter().collect();
+        rules.push(head);
+        observe_bucket(&client(&rules), "b", "eu-west-1", known).await
+    }
+
+    #[tokio::test]
+    async fn a_bucket_known_to_be_there_is_read_with_its_seven_configuration_reads_alone() {
+        let (head, reads) = (head_bucket(200, "eu-west-1"), configuration(None));
+        let observed = observe(&head, &reads, true)
+            .await
+            .expect("read")
+            .expect("there");
+        assert_eq!(head.num_calls(), 0, "no HeadBucket");
+        assert_eq!(calls(&reads), 7);
+        assert_eq!(observed.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(observed.versioning, Some(VersioningStatus::Enabled));
+        assert_eq!(
+            observed.tags.get("kaws.io/owner").map(String::as_str),
+            Some("c/n/b")
+        );
+        assert_eq!(observed.policy, None);
+    }
+
+    #[tokio::test]
+    async fn a_bucket_not_known_to_be_there_is_checked_with_head_bucket_first() {
+        let (head, reads) = (head_bucket(200, "eu-west-1"), configuration(None));
+        let observed = observe(&head, &reads, false).await.expect("read");
+        assert!(observed.is_some());
+        assert_eq!((head.num_calls(), calls(&reads)), (1, 7));
+
+        let (head, reads) = (head_bucket(404, "eu-west-1"), configuration(None));
+        assert!(observe(&head, &reads, false).await.expect("read").is_none());
+        assert_eq!(
+            (head.num_calls(), calls(&reads)),
+            (1, 0),
+            "none: no more reads"
+        );
+
+        let (head, reads) = (head_bucket(200, "us-east-2"), configuration(None));
+        let err = observe(&head, &reads, false).await.expect_err("elsewhere");
+        assert!(
+            matches!(err, Error::InvalidSpec(ref m) if m.contains("us-east-2")),
+            "{err}"
+        );
+        assert_eq!(calls(&reads), 0);
+    }
+
+    #[tokio::test]
+    async fn a_known_bucket_that_is_gone_elsewhere_or_foreign_is_told_apart_by_head_bucket() {
+        // Gone: the reads say NoSuchBucket, HeadBucket 404: none (the driver creates it again).
+        let (head, reads) = (
+            head_bucket(404, "eu-west-1"),
+            configuration(Some((404, "NoSuchBucket"))),
+        );
+        assert!(observe(&head, &reads, true).await.expect("read").is_none());
+        assert_eq!((head.num_calls(), calls(&reads)), (1, 7));
+
+        // In another region now: 301 on the reads and on HeadBucket.
+        let (head, reads) = (
+            head_bucket(301, "us-east-2"),
+            configuration(Some((301, "PermanentRedirect"))),
+        );
+        let err = observe(&head, &reads, true).await.expect_err("moved");
+        assert!(matches!(err, Error::InvalidSpec(_)), "{err}");
+
+        // Another account's (the name was freed and taken): 403 on the reads and on HeadBucket.
+        let (head, reads) = (
+            head_bucket(403, "eu-west-1"),
+            configuration(Some((403, "AccessDenied"))),
+        );
+        let err = observe(&head, &reads, true).await.expect_err("foreign");
+        assert!(matches!(err, Error::OwnedByOther { .. }), "{err}");
+        assert_eq!(head.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_configuration_read_kaws_may_not_make_still_fails_after_head_bucket_says_it_is_there()
+    {
+        // 403 on the reads, HeadBucket 200: the bucket is ours and there, so the reads are
+        // made again after it and their error is the reconcile's (a missing IAM permission).
+        let (head, reads) = (
+            head_bucket(200, "eu-west-1"),
+            configuration(Some((403, "AccessDenied"))),
+        );
+        let err = observe(&head, &reads, true).await.expect_err("denied");
+        assert!(!matches!(err, Error::OwnedByOther { .. }), "{err}");
+        assert_eq!((head.num_calls(), calls(&reads)), (1, 14));
     }
 }
