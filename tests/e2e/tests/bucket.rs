@@ -345,7 +345,7 @@ async fn steady_state_resync_makes_no_s3_writes() -> anyhow::Result<()> {
         "steady state: {resyncs} resyncs made {calls} S3 calls ({} per resync), 0 writes",
         calls / resyncs.max(1)
     );
-    // A bucket Ready at its generation is read without HeadBucket: its 7 configuration reads.
+    // A bucket the last reconcile found (Ready) is read without HeadBucket: 7 reads.
     assert_eq!(calls, 7 * resyncs, "7 reads per resync, no HeadBucket");
 
     // The policy removed from the spec is deleted from the bucket.
@@ -374,6 +374,14 @@ async fn steady_state_resync_makes_no_s3_writes() -> anyhow::Result<()> {
         .aws_calls(|l| l.contains("operation=\"DeleteBucketPolicy\""))
         .await?;
     assert_eq!(deletes, 1);
+    // Neither the resyncs nor the change (its observe and the one confirming it) made a
+    // HeadBucket: the bucket was found (Ready) before.
+    let heads = |text: &str| {
+        sum_samples(text, "kaws_aws_api_calls_total", |l| {
+            l.contains("operation=\"HeadBucket\"")
+        })
+    };
+    assert_eq!(heads(&env.kaws.metrics().await?), heads(&before));
     Ok(())
 }
 

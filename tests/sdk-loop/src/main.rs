@@ -3,7 +3,7 @@
 //! binary it is compared with (`make bench`: release), which the bench itself is not.
 //!
 //! `kaws-sdk-loop ENDPOINT REGION BUCKET...` makes every bucket's resync reads as kaws makes
-//! them (its 7 configuration reads at once, as for a bucket Ready at its generation), 4 buckets
+//! them (its 7 configuration reads at once, as for a bucket that is Ready), 4 buckets
 //! at a time, one round to open connections and then 3 measured rounds, on one thread, and
 //! prints `reads=<n> cpu_ns_per_read=<ns>`.
 

@@ -33,9 +33,10 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
-        batch,
+        conditions::is_true,
         driver::{Connect, Created, DeleteProgress, External, Target},
         error::{Error, Result},
+        names::conditions,
     },
     metrics::SharedMetrics,
 };
@@ -102,13 +103,24 @@ where
     }
 }
 
+/// Whether the object's last reconcile found its bucket (`Ready`: it exists and is usable; the
+/// name and region are immutable, so a new generation names the same bucket).
+fn found_last_time(obj: &Bucket) -> bool {
+    obj.metadata.deletion_timestamp.is_none()
+        && obj
+            .status
+            .as_ref()
+            .is_some_and(|s| is_true(&s.common.conditions, conditions::READY))
+}
+
 /// Bucket `b` in `region`, `None` if there is none.
 ///
-/// A bucket `known` to be there (the object was Ready and Synced at this generation, see
-/// [`batch::steady`]) is read without `HeadBucket` first, 7 calls instead of 8 per resync: its
-/// configuration reads answer what `HeadBucket` would (a bucket gone: `NoSuchBucket`; in
-/// another region: 301; another account's: 403). Any such answer, or a bucket not known to be
-/// there, takes the `HeadBucket` path, which tells those apart.
+/// A bucket `known` to be there ([`found_last_time`]) is read without `HeadBucket` first, 7
+/// calls instead of 8 per resync or per observe around a write: its configuration reads answer
+/// what `HeadBucket` would (a bucket gone: `NoSuchBucket`; in another region: 301; another
+/// account's: 403). Any such answer, or a bucket not known to be there (a new object: one
+/// `HeadBucket` and its 404 before the create), takes the `HeadBucket` path, which tells those
+/// apart.
 async fn observe_bucket(
     s3c: &Client,
     b: &str,
@@ -614,8 +626,13 @@ impl External<Bucket> for S3 {
         _resolved: Option<&()>,
     ) -> Result<Option<ObservedBucket>> {
         let s3c = self.clients.get(&target.region);
-        let known = batch::steady(obj);
-        observe_bucket(&s3c, &obj.spec.bucket_name, &target.region, known).await
+        observe_bucket(
+            &s3c,
+            &obj.spec.bucket_name,
+            &target.region,
+            found_last_time(obj),
+        )
+        .await
     }
 
     async fn create(
