@@ -455,6 +455,34 @@ pub fn partition(region: &str) -> &'static str {
     }
 }
 
+/// Canned AWS answers for `aws-smithy-mocks` tests of any kind's calls: what moto cannot
+/// produce (throttling, 5xx, a bucket in another region).
+#[cfg(test)]
+pub(crate) mod test_answers {
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_types::body::SdkBody;
+
+    /// An S3-style error body with `code`.
+    pub fn s3_error(code: &str) -> String {
+        format!("<Error><Code>{code}</Code><Message>{code} happened</Message></Error>")
+    }
+
+    pub fn response(
+        status: u16,
+        body: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> HttpResponse {
+        let mut r = HttpResponse::new(
+            status.try_into().expect("valid status"),
+            SdkBody::from(body.to_string()),
+        );
+        for (k, v) in headers {
+            r.headers_mut().insert(*k, *v);
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Error classes, error text, call metrics, the fence and the retry quota through the real
@@ -465,25 +493,12 @@ mod tests {
     use aws_sdk_s3::{Client, operation::get_bucket_policy::GetBucketPolicyOutput};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use aws_smithy_runtime::client::retries::RetryPartition;
-    use aws_smithy_types::body::SdkBody;
 
-    use super::*;
+    use super::{
+        test_answers::{response, s3_error},
+        *,
+    };
     use crate::{fence::Fence, metrics::Metrics};
-
-    fn s3_error(code: &str) -> String {
-        format!("<Error><Code>{code}</Code><Message>{code} happened</Message></Error>")
-    }
-
-    fn response(status: u16, body: &str, headers: &[(&'static str, &'static str)]) -> HttpResponse {
-        let mut r = HttpResponse::new(
-            status.try_into().expect("valid status"),
-            SdkBody::from(body.to_string()),
-        );
-        for (k, v) in headers {
-            r.headers_mut().insert(*k, *v);
-        }
-        r
-    }
 
     async fn classify_status(status: u16, code: &str) -> Error {
         let body = s3_error(code);

@@ -730,28 +730,9 @@ impl External<Bucket> for S3 {
 mod tests {
     use aws_config::retry::RetryConfig;
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-    use aws_smithy_types::body::SdkBody;
 
     use super::*;
-
-    fn response(status: u16, body: &str, headers: &[(&'static str, &'static str)]) -> HttpResponse {
-        let mut r = HttpResponse::new(
-            status.try_into().expect("valid status"),
-            SdkBody::from(body.to_string()),
-        );
-        for (k, v) in headers {
-            r.headers_mut().insert(*k, *v);
-        }
-        r
-    }
-
-    fn s3_error(status: u16, code: &str) -> HttpResponse {
-        response(
-            status,
-            &format!("<Error><Code>{code}</Code><Message>{code}</Message></Error>"),
-            &[],
-        )
-    }
+    use crate::aws::test_answers::{response, s3_error};
 
     /// HeadBucket's answer: a bucket in `region`, or `status` with no body (a HEAD has none).
     fn head_bucket(status: u16, region: &'static str) -> Rule {
@@ -786,7 +767,7 @@ mod tests {
                     if body.starts_with('<') {
                         response(status, body, &[])
                     } else {
-                        s3_error(status, body)
+                        response(status, &s3_error(body), &[])
                     }
                 })
                 .repeatedly()
