@@ -166,10 +166,15 @@ async fn observe_bucket(
 type Read<O, E> = std::result::Result<O, SdkError<E, HttpResponse>>;
 
 /// Whether a read's answer is about the bucket itself rather than its configuration: the bucket
-/// is gone (`NoSuchBucket`), in another region (301) or not this account's to read (403).
+/// is gone (`NoSuchBucket`), in another region (301, or S3's global endpoint's
+/// `AuthorizationHeaderMalformed` naming the region it expected) or not this account's to read
+/// (403).
 fn about_the_bucket<O, E: ProvideErrorMetadata>(read: &Read<O, E>) -> bool {
     read.as_ref().err().is_some_and(|e| {
-        e.code() == Some("NoSuchBucket") || matches!(http_status(e), Some(301 | 403))
+        matches!(
+            e.code(),
+            Some("NoSuchBucket" | "AuthorizationHeaderMalformed")
+        ) || matches!(http_status(e), Some(301 | 403))
     })
 }
 
@@ -893,6 +898,17 @@ mod tests {
         );
         let err = observe(&head, &reads, true).await.expect_err("moved");
         assert!(matches!(err, Error::InvalidSpec(_)), "{err}");
+
+        // Signed for the wrong region (S3's global endpoint): HeadBucket is asked, and its
+        // answer is the reconcile's.
+        let (head, reads) = (
+            head_bucket(400, "eu-west-1"),
+            configuration(Some((400, "AuthorizationHeaderMalformed"))),
+        );
+        observe(&head, &reads, true)
+            .await
+            .expect_err("wrong region");
+        assert_eq!(head.num_calls(), 1);
 
         // Another account's (the name was freed and taken): 403 on the reads and on HeadBucket.
         let (head, reads) = (
