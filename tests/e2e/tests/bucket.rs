@@ -418,14 +418,20 @@ async fn a_bucket_deleted_outside_kubernetes_is_created_again_at_the_next_resync
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The object stayed Ready (the status only changes when the reconcile that creates the bucket
+    // again finishes), so wait for the configuration itself: the same reconcile puts it back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while versioning(&env, &bucket).await != Some(s3::BucketVersioningStatus::Enabled) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the bucket came back without its versioning"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     env.wait_bucket("gone", Duration::from_secs(30), "Ready again", |o| {
         condition(o, "Ready").is_some_and(|c| c["status"] == "True")
     })
     .await?;
-    assert_eq!(
-        versioning(&env, &bucket).await,
-        Some(s3::BucketVersioningStatus::Enabled)
-    );
     assert!(
         env.kaws.aws_calls(heads).await? > heads_before,
         "HeadBucket told the vanished bucket apart"
