@@ -77,7 +77,8 @@ pub struct RunArgs {
     #[arg(long, env = "KAWS_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
 
-    /// How often each object is checked for drift (jittered by ±10%). Per-object override:
+    /// How often each object is checked for drift (jittered by ±10%, then due on ticks of 2% of it,
+    /// at most 10 s, so that resyncs run together). Per-object override:
     /// the annotation kaws.io/resync-period.
     #[arg(long, env = "KAWS_RESYNC_PERIOD", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_period: Duration,

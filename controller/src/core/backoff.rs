@@ -1,7 +1,11 @@
 //! Retry timing: per-object exponential backoff with jitter for transient errors, and the
-//! jittered resync period for drift checks.
+//! jittered resync period for drift checks, due on a coarse grid of ticks.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
 
 use rand::Rng;
 
@@ -70,10 +74,51 @@ pub const RESYNC_JITTER_PERCENT: u32 = 10;
 
 /// `period` give or take [`RESYNC_JITTER_PERCENT`], so objects created together do not resync
 /// together.
-pub fn jittered(period: Duration) -> Duration {
+fn jittered(period: Duration) -> Duration {
     let spread = period * RESYNC_JITTER_PERCENT / 100;
     let low = period.saturating_sub(spread);
     low + rand::rng().random_range(Duration::ZERO..=spread * 2)
+}
+
+/// The grid resyncs fall due on, as a share of their period in percent (at most
+/// [`MAX_RESYNC_TICK`]): 0.6 s at a 30 s period, 10 s at the default 10 minutes.
+pub const RESYNC_TICK_PERCENT: u32 = 2;
+pub const MAX_RESYNC_TICK: Duration = Duration::from_secs(10);
+
+/// When an object's next drift check is due: [`jittered`], then rounded up to the next tick of
+/// a grid shared by every object of the process ([`RESYNC_TICK_PERCENT`] of the period, the
+/// ticks counted from the first resync kaws scheduled).
+///
+/// Why a grid: a resync's cost is mostly its AWS reads, and an SDK call that wakes an idle
+/// process costs about half again as much CPU as one among others in flight (a plain SDK loop
+/// making a Bucket's 7 reads: 0.30 ms per read with one bucket every 150 ms, 0.20 ms with 4
+/// every 600 ms — the same rate). Resyncs due on the same tick run together, up to
+/// `--concurrency` per kind, instead of one by one. The jitter still spreads objects over the
+/// ±10 % window (in 10 ticks); a resync comes at most one tick later than its jittered time.
+pub fn resync_in(period: Duration) -> Duration {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let now = Instant::now();
+    let epoch = *EPOCH.get_or_init(|| now);
+    resync_due(now, epoch, period).saturating_duration_since(now)
+}
+
+fn resync_due(now: Instant, epoch: Instant, period: Duration) -> Instant {
+    on_the_grid(now + jittered(period), epoch, resync_tick(period))
+}
+
+fn resync_tick(period: Duration) -> Duration {
+    (period * RESYNC_TICK_PERCENT / 100).clamp(Duration::from_millis(1), MAX_RESYNC_TICK)
+}
+
+/// `due` rounded up to the next multiple of `tick` after `epoch`.
+fn on_the_grid(due: Instant, epoch: Instant, tick: Duration) -> Instant {
+    let tick_ns = tick.as_nanos().max(1);
+    let ticks = due
+        .saturating_duration_since(epoch)
+        .as_nanos()
+        .div_ceil(tick_ns);
+    let offset = u64::try_from(ticks * tick_ns).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(offset)
 }
 
 #[cfg(test)]
@@ -106,5 +151,45 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn resyncs_fall_due_on_a_shared_grid_within_the_jitter_and_one_tick() {
+        let epoch = Instant::now();
+        let tick = Duration::from_millis(600);
+        for due_ms in [0u64, 1, 599, 600, 601, 29_999, 33_000] {
+            let due = epoch + Duration::from_millis(due_ms);
+            let on = on_the_grid(due, epoch, tick);
+            assert!(
+                on >= due && on - due < tick,
+                "{due_ms} ms → {:?}",
+                on - epoch
+            );
+            assert_eq!(
+                (on - epoch).as_nanos() % tick.as_nanos(),
+                0,
+                "{due_ms} ms → {:?}",
+                on - epoch
+            );
+        }
+        assert_eq!(resync_tick(Duration::from_secs(30)), tick);
+        assert_eq!(resync_tick(Duration::from_secs(600)), MAX_RESYNC_TICK);
+        // Objects scheduled at different times but due on the same tick are due at one
+        // instant; every delay stays within the jitter and one tick.
+        let period = Duration::from_secs(30);
+        let mut dues = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let now = epoch + Duration::from_millis(7 * i);
+            let due = resync_due(now, epoch, period);
+            assert!(
+                due >= now + Duration::from_secs(27) && due <= now + Duration::from_secs(33) + tick,
+                "{:?}",
+                due - now
+            );
+            dues.insert(due);
+        }
+        // Scheduled over 1.4 s, due over 1.4 s and the ±3 s window: 7.4 s, 13 ticks at most.
+        assert!(dues.len() <= 14, "{} distinct instants", dues.len());
+        assert!(resync_in(period) <= Duration::from_secs(33) + tick);
     }
 }

@@ -17,7 +17,7 @@ use std::{
 use kube::Resource;
 
 use super::{
-    backoff::RESYNC_JITTER_PERCENT,
+    backoff::{RESYNC_JITTER_PERCENT, RESYNC_TICK_PERCENT},
     conditions::is_true,
     driver::{ManagedObject, resync_period},
     error::Result,
@@ -114,13 +114,15 @@ impl<T: Clone> BatchedView<T> {
 }
 
 /// How old a listing may be to serve `obj`'s resync: resyncs are jittered by
-/// ±[`RESYNC_JITTER_PERCENT`], so objects that resync together fall within twice that share of
-/// their period; a listing living that share and a little more (a quarter period at ±10%)
-/// serves all of them. Sized by the object's own period (`kaws.io/resync-period`), so an object
+/// ±[`RESYNC_JITTER_PERCENT`] and then rounded up to a tick of [`RESYNC_TICK_PERCENT`], so
+/// objects that resync together fall within twice the one share and the other of their period;
+/// a listing living that and a little more (a quarter period at ±10% and 2%) serves all of
+/// them. Sized by the object's own period (`kaws.io/resync-period`), so an object
 /// checked more often than the controller's default never gets an older view than it asked for.
 pub fn max_age<K: Resource>(obj: &K, default_resync: Duration) -> Duration {
     let period = resync_period(obj, default_resync);
-    (period * (2 * RESYNC_JITTER_PERCENT + 5) / 100).clamp(Duration::from_secs(1), MAX_AGE)
+    (period * (2 * RESYNC_JITTER_PERCENT + RESYNC_TICK_PERCENT + 3) / 100)
+        .clamp(Duration::from_secs(1), MAX_AGE)
 }
 
 /// Whether `obj` is in a steady state (its generation applied, Ready and Synced, not being

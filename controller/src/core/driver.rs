@@ -32,7 +32,7 @@ use serde_json::json;
 
 use super::{
     api::{CommonSpec, CommonStatus, DeletionPolicy, ManagementPolicy, Placement, Scope},
-    backoff::{Backoffs, jittered},
+    backoff::{Backoffs, resync_in},
     conditions::{ConditionState, is_true, set_condition},
     error::{Error, Result},
     events::Events,
@@ -567,7 +567,7 @@ where
     match policy::retry_after_error(err) {
         Requeue::AwaitChange => Action::await_change(),
         Requeue::After(delay) => Action::requeue(delay),
-        Requeue::Resync => Action::requeue(jittered(resync_period(
+        Requeue::Resync => Action::requeue(resync_in(resync_period(
             obj.as_ref(),
             ctx.shared.resync_period,
         ))),
@@ -767,7 +767,7 @@ where
     let requeue = decision.requeue;
     enact(obj, shared, api, &mut status, decision).await?;
     Ok(match requeue {
-        Requeue::Resync => Action::requeue(jittered(resync_period(obj, shared.resync_period))),
+        Requeue::Resync => Action::requeue(resync_in(resync_period(obj, shared.resync_period))),
         Requeue::After(delay) => Action::requeue(delay),
         Requeue::Backoff { cap } => Action::requeue(backoff(shared, &key, cap)),
         Requeue::AwaitChange => Action::await_change(),
