@@ -389,6 +389,17 @@ pub fn object_key<K: ManagedObject>(obj: &K) -> String {
     )
 }
 
+/// Whether the object's last reconcile found its AWS resource: `Ready` (the resource exists and
+/// is usable) and not being deleted. A kind whose resource's name and region are immutable may
+/// read such a resource without first asking whether it is there (Bucket: no `HeadBucket`;
+/// Table: its four reads at once), provided its reads still tell "gone" apart.
+pub fn found_last_time<K: ManagedObject>(obj: &K) -> bool {
+    obj.meta().deletion_timestamp.is_none()
+        && obj
+            .status()
+            .is_some_and(|s| is_true(&K::common_status(s).conditions, conditions::READY))
+}
+
 /// Changes to anything but status: the only changes that need a reconcile. Status writes by
 /// kaws itself are filtered out, which is what keeps terminal errors from looping. Finalizers
 /// are left out too: kaws adds its own and goes on in the same reconcile (see

@@ -33,10 +33,8 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
-        conditions::is_true,
-        driver::{Connect, Created, DeleteProgress, External, Target},
+        driver::{Connect, Created, DeleteProgress, External, Target, found_last_time},
         error::{Error, Result},
-        names::conditions,
     },
     metrics::SharedMetrics,
 };
@@ -101,16 +99,6 @@ where
         }),
         Err(e) => Err(classify(operation, &e)),
     }
-}
-
-/// Whether the object's last reconcile found its bucket (`Ready`: it exists and is usable; the
-/// name and region are immutable, so a new generation names the same bucket).
-fn found_last_time(obj: &Bucket) -> bool {
-    obj.metadata.deletion_timestamp.is_none()
-        && obj
-            .status
-            .as_ref()
-            .is_some_and(|s| is_true(&s.common.conditions, conditions::READY))
 }
 
 /// Bucket `b` in `region`, `None` if there is none.

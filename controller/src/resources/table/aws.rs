@@ -8,6 +8,12 @@ use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::{
     Client,
     error::{ProvideErrorMetadata, SdkError},
+    operation::{
+        describe_continuous_backups::{
+            DescribeContinuousBackupsError, DescribeContinuousBackupsOutput,
+        },
+        describe_time_to_live::{DescribeTimeToLiveError, DescribeTimeToLiveOutput},
+    },
     types as ddb,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -25,7 +31,9 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify, describe},
     core::{
-        driver::{Availability, Connect, Created, DeleteProgress, External, Target},
+        driver::{
+            Availability, Connect, Created, DeleteProgress, External, Target, found_last_time,
+        },
         error::{Error, Result},
     },
     metrics::SharedMetrics,
@@ -221,8 +229,25 @@ fn from_table(t: &ddb::TableDescription) -> ObservedTable {
 
 /// Reads the table, its tags, TTL and point-in-time recovery: four reads, the cost of a
 /// steady-state resync. `Ok(None)` when the table does not exist.
-pub async fn observe_table(c: &Client, name: &str) -> Result<Option<ObservedTable>> {
-    let out = match c.describe_table().table_name(name).send().await {
+///
+/// A table the object's last reconcile found (`known_arn`: its ARN then; name and region are
+/// immutable) is read with the four at once; otherwise `DescribeTable` comes first, so that a
+/// table not there yet costs one call, and gives the ARN the tags are read by. Should the ARN
+/// DynamoDB reports differ from the known one, the other three are read again for it.
+pub async fn observe_table(
+    c: &Client,
+    name: &str,
+    known_arn: Option<&str>,
+) -> Result<Option<ObservedTable>> {
+    let describe = c.describe_table().table_name(name).send();
+    let (out, early) = match known_arn {
+        Some(arn) => {
+            let (out, details) = futures::join!(describe, table_details(c, name, arn));
+            (out, Some((arn, details)))
+        }
+        None => (describe.await, None),
+    };
+    let out = match out {
         Ok(out) => out,
         Err(e) if is_not_found(&e) => return Ok(None),
         Err(e) => return Err(ddb_error("DescribeTable", &e)),
@@ -237,11 +262,10 @@ pub async fn observe_table(c: &Client, name: &str) -> Result<Option<ObservedTabl
             message: "DynamoDB reported no table ARN".to_string(),
         });
     }
-    let (tags, ttl, pitr) = futures::join!(
-        list_tags(c, &observed.arn),
-        c.describe_time_to_live().table_name(name).send(),
-        c.describe_continuous_backups().table_name(name).send(),
-    );
+    let (tags, ttl, pitr) = match early {
+        Some((arn, details)) if arn == observed.arn => details,
+        _ => table_details(c, name, &observed.arn).await,
+    };
     observed.tags = tags?;
     if observed.status == "CREATING" && observed.tags.is_empty() {
         // Tags given to CreateTable may not be readable for the first moments of a table's
@@ -276,6 +300,24 @@ pub async fn observe_table(c: &Client, name: &str) -> Result<Option<ObservedTabl
         Err(e) => return Err(ddb_error("DescribeContinuousBackups", &e)),
     }
     Ok(Some(observed))
+}
+
+type Details = (
+    Result<BTreeMap<String, String>>,
+    std::result::Result<DescribeTimeToLiveOutput, SdkError<DescribeTimeToLiveError, HttpResponse>>,
+    std::result::Result<
+        DescribeContinuousBackupsOutput,
+        SdkError<DescribeContinuousBackupsError, HttpResponse>,
+    >,
+);
+
+/// A table's tags (by its ARN), TTL and point-in-time recovery, read at once.
+async fn table_details(c: &Client, name: &str, arn: &str) -> Details {
+    futures::join!(
+        list_tags(c, arn),
+        c.describe_time_to_live().table_name(name).send(),
+        c.describe_continuous_backups().table_name(name).send(),
+    )
 }
 
 async fn list_tags(c: &Client, arn: &str) -> Result<BTreeMap<String, String>> {
@@ -688,7 +730,15 @@ impl External<Table> for DynamoDb {
         target: &Target,
         _resolved: Option<&()>,
     ) -> Result<Option<ObservedTable>> {
-        observe_table(&self.clients.get(&target.region), &obj.spec.table_name).await
+        let known_arn = found_last_time(obj)
+            .then(|| obj.status.as_ref().and_then(|s| s.common.arn.as_deref()))
+            .flatten();
+        observe_table(
+            &self.clients.get(&target.region),
+            &obj.spec.table_name,
+            known_arn,
+        )
+        .await
     }
 
     async fn create(
@@ -790,7 +840,7 @@ mod tests {
         },
         types::error::{ResourceInUseException, ResourceNotFoundException},
     };
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
     use aws_smithy_types::error::ErrorMetadata;
 
     use super::*;
@@ -875,7 +925,7 @@ mod tests {
     #[tokio::test]
     async fn an_index_still_building_makes_the_table_busy() {
         let c = client_describing(table(ddb::TableStatus::Active, ddb::IndexStatus::Creating));
-        let observed = observe_table(&c, "orders")
+        let observed = observe_table(&c, "orders", None)
             .await
             .expect("observe")
             .expect("table exists");
@@ -918,7 +968,7 @@ mod tests {
         for (table_status, index_status, want) in cases {
             let why = format!("{table_status:?} / {index_status:?}");
             let c = client_describing(table(table_status, index_status));
-            let observed = observe_table(&c, "orders")
+            let observed = observe_table(&c, "orders", None)
                 .await
                 .expect("observe")
                 .expect("table exists");
@@ -938,7 +988,7 @@ mod tests {
             table(ddb::TableStatus::Creating, ddb::IndexStatus::Creating),
             false,
         );
-        let err = observe_table(&c, "orders")
+        let err = observe_table(&c, "orders", None)
             .await
             .expect_err("tags not readable yet");
         assert!(!err.is_terminal(), "{err}");
@@ -947,8 +997,97 @@ mod tests {
             table(ddb::TableStatus::Active, ddb::IndexStatus::Active),
             false,
         );
-        let observed = observe_table(&c, "orders").await.expect("observe");
+        let observed = observe_table(&c, "orders", None).await.expect("observe");
         assert!(observed.is_some_and(|t| t.tags.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_table_found_last_time_is_read_with_its_four_reads_at_once() {
+        let not_found = || {
+            DescribeTableError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("Requested resource not found")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("ResourceNotFoundException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        let reads = |described: Option<ddb::TableDescription>| {
+            let describe = match described {
+                Some(t) => mock!(Client::describe_table)
+                    .then_output(move || DescribeTableOutput::builder().table(t.clone()).build()),
+                None => mock!(Client::describe_table).then_error(not_found),
+            };
+            let ours = mock!(Client::list_tags_of_resource)
+                .match_requests(|r| r.resource_arn() == Some(ARN))
+                .then_output(|| {
+                    ListTagsOfResourceOutput::builder()
+                        .tags(
+                            ddb::Tag::builder()
+                                .key("kaws.io/owner")
+                                .value("c/ns/orders")
+                                .build()
+                                .expect("tag"),
+                        )
+                        .build()
+                });
+            let others = mock!(Client::list_tags_of_resource)
+                .match_requests(|r| r.resource_arn() != Some(ARN))
+                .then_output(|| ListTagsOfResourceOutput::builder().build());
+            let ttl = mock!(Client::describe_time_to_live)
+                .then_output(|| DescribeTimeToLiveOutput::builder().build());
+            let pitr = mock!(Client::describe_continuous_backups)
+                .then_output(|| DescribeContinuousBackupsOutput::builder().build());
+            [describe, ours, others, ttl, pitr]
+        };
+        let calls = |rules: &[Rule]| rules.iter().map(Rule::num_calls).collect::<Vec<_>>();
+        let active = || Some(table(ddb::TableStatus::Active, ddb::IndexStatus::Active));
+
+        // Known: the four at once, one each.
+        let rules = reads(active());
+        let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+        let observed = observe_table(&c, "orders", Some(ARN))
+            .await
+            .expect("observe")
+            .expect("table exists");
+        assert_eq!(observed.tags.len(), 1);
+        assert_eq!(calls(&rules), [1, 1, 0, 1, 1]);
+
+        // Gone since: the four were sent together (DescribeTable did not come first).
+        let rules = reads(None);
+        let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+        assert_eq!(
+            observe_table(&c, "orders", Some(ARN))
+                .await
+                .expect("observe"),
+            None
+        );
+        assert_eq!(calls(&rules), [1, 1, 0, 1, 1]);
+
+        // Not known: DescribeTable first, and nothing else for a table not there.
+        let rules = reads(None);
+        let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+        assert_eq!(
+            observe_table(&c, "orders", None).await.expect("observe"),
+            None
+        );
+        assert_eq!(calls(&rules), [1, 0, 0, 0, 0]);
+
+        // Known by another ARN than DynamoDB reports: the details are read again for it.
+        let rules = reads(active());
+        let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+        let observed = observe_table(&c, "orders", Some("arn:aws:dynamodb:eu-west-1:1:table/x"))
+            .await
+            .expect("observe")
+            .expect("table exists");
+        assert_eq!(
+            observed.tags.get("kaws.io/owner").map(String::as_str),
+            Some("c/ns/orders")
+        );
+        assert_eq!(calls(&rules), [1, 1, 1, 2, 2]);
     }
 
     #[tokio::test]
@@ -966,7 +1105,10 @@ mod tests {
             )
         });
         let c = mock_client!(aws_sdk_dynamodb, &[&describe]);
-        assert_eq!(observe_table(&c, "orders").await.expect("observe"), None);
+        assert_eq!(
+            observe_table(&c, "orders", None).await.expect("observe"),
+            None
+        );
     }
 
     #[tokio::test]
