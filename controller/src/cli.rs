@@ -32,6 +32,19 @@ fn kind_name() -> PossibleValuesParser {
     PossibleValuesParser::new(crate::resources::kind_names())
 }
 
+/// `--resync-period`: a humantime duration within 1 s and 30 days.
+fn resync_period(value: &str) -> Result<std::time::Duration, String> {
+    use crate::core::backoff::{MAX_RESYNC_PERIOD, MIN_RESYNC_PERIOD};
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if (MIN_RESYNC_PERIOD..=MAX_RESYNC_PERIOD).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{value} is outside 1s..30days: a shorter period would keep every object resyncing, a longer one is not a drift check"
+        ))
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     #[default]
@@ -80,7 +93,7 @@ pub struct RunArgs {
     /// How often each object is checked for drift (jittered by ±10%, then due on ticks of 2% of it,
     /// at most 10 s, so that resyncs run together). Per-object override:
     /// the annotation kaws.io/resync-period.
-    #[arg(long, env = "KAWS_RESYNC_PERIOD", default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KAWS_RESYNC_PERIOD", default_value = "10m", value_parser = resync_period)]
     pub resync_period: Duration,
 
     /// Deletion policy for objects that set none.
@@ -158,4 +171,20 @@ pub struct CrdsArgs {
     /// Write one `<crd-name>.yaml` file per CRD into this directory instead of printing.
     #[arg(long)]
     pub out_dir: Option<std::path::PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn the_resync_period_flag_is_bounded() {
+        let parse = |v: &str| Cli::try_parse_from(["kaws", "run", "--resync-period", v]);
+        assert!(parse("10m").is_ok());
+        for bad in ["0s", "500ms", "31days", "soon"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -69,6 +69,13 @@ fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(max)
 }
 
+/// The shortest and the longest drift-check period kaws takes (`--resync-period`,
+/// `kaws.io/resync-period`): at least a second, so no object loops on its resync; at most 30
+/// days, so the arithmetic on it never overflows (kube-runtime holds a requeue for 6 months
+/// at most anyway).
+pub const MIN_RESYNC_PERIOD: Duration = Duration::from_secs(1);
+pub const MAX_RESYNC_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How far a resync may fall from its period, in percent either way.
 pub const RESYNC_JITTER_PERCENT: u32 = 10;
 
@@ -94,7 +101,8 @@ pub const MAX_RESYNC_TICK: Duration = Duration::from_secs(10);
 /// making a Bucket's 7 reads: 0.30 ms per read with one bucket every 150 ms, 0.20 ms with 4
 /// every 600 ms — the same rate). Resyncs due on the same tick run together, up to
 /// `--concurrency` per kind, instead of one by one. The jitter still spreads objects over the
-/// ±10 % window (in 10 ticks); a resync comes at most one tick later than its jittered time.
+/// ±10 % window (10 ticks; 12 at the default 10 minutes, where the tick is capped at 10 s); a
+/// resync comes at most one tick later than its jittered time.
 pub fn resync_in(period: Duration) -> Duration {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let now = Instant::now();
@@ -117,8 +125,12 @@ fn on_the_grid(due: Instant, epoch: Instant, tick: Duration) -> Instant {
         .saturating_duration_since(epoch)
         .as_nanos()
         .div_ceil(tick_ns);
-    let offset = u64::try_from(ticks * tick_ns).unwrap_or(u64::MAX);
-    epoch + Duration::from_nanos(offset)
+    // Beyond 584 years from the epoch (never, with periods of at most [`MAX_RESYNC_PERIOD`]):
+    // the time itself.
+    u64::try_from(ticks * tick_ns)
+        .ok()
+        .and_then(|offset| epoch.checked_add(Duration::from_nanos(offset)))
+        .map_or(due, |on| on.max(due))
 }
 
 #[cfg(test)]

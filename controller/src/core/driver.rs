@@ -32,7 +32,7 @@ use serde_json::json;
 
 use super::{
     api::{CommonSpec, CommonStatus, DeletionPolicy, ManagementPolicy, Placement, Scope},
-    backoff::{Backoffs, resync_in},
+    backoff::{Backoffs, MAX_RESYNC_PERIOD, MIN_RESYNC_PERIOD, resync_in},
     conditions::{ConditionState, is_true, set_condition},
     error::{Error, Result},
     events::Events,
@@ -392,7 +392,9 @@ pub fn object_key<K: ManagedObject>(obj: &K) -> String {
 /// Whether the object's last reconcile found its AWS resource: `Ready` (the resource exists and
 /// is usable) and not being deleted. A kind whose resource's name and region are immutable may
 /// read such a resource without first asking whether it is there (Bucket: no `HeadBucket`;
-/// Table: its four reads at once), provided its reads still tell "gone" apart.
+/// Table: its four reads at once), provided its reads still tell "gone" apart, and that what
+/// was read beside the existence check is kept only if it is still the same resource: a name
+/// may be taken again by someone else's in between (Table: checked by its id or creation time).
 pub fn found_last_time<K: ManagedObject>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.is_none()
         && obj
@@ -623,12 +625,15 @@ pub fn settled<K: ManagedObject>(obj: &K) -> bool {
             .is_none_or(|token| common.last_handled_reconcile_at.as_ref() == Some(token))
 }
 
-/// The object's drift-check period: its `kaws.io/resync-period` annotation, else `default`.
+/// The object's drift-check period: its `kaws.io/resync-period` annotation, else `default`;
+/// an annotation below [`MIN_RESYNC_PERIOD`] or unreadable is ignored, one above
+/// [`MAX_RESYNC_PERIOD`] taken as that.
 pub fn resync_period<K: Resource>(obj: &K, default: Duration) -> Duration {
     annotation(obj, annotations::RESYNC_PERIOD)
         .and_then(|v| humantime::parse_duration(v).ok())
-        .filter(|d| *d >= Duration::from_secs(1))
+        .filter(|d| *d >= MIN_RESYNC_PERIOD)
         .unwrap_or(default)
+        .clamp(MIN_RESYNC_PERIOD, MAX_RESYNC_PERIOD)
 }
 
 fn target<K: ManagedObject>(obj: &K, shared: &Shared) -> Target {
@@ -1643,5 +1648,21 @@ mod tests {
             default,
             "an unparsable value falls back"
         );
+        b.metadata.annotations =
+            Some([(annotations::RESYNC_PERIOD.to_string(), "100ms".to_string())].into());
+        assert_eq!(resync_period(&b, default), default, "too short: ignored");
+        b.metadata.annotations = Some(
+            [(
+                annotations::RESYNC_PERIOD.to_string(),
+                "100000000000y".to_string(),
+            )]
+            .into(),
+        );
+        let longest = resync_period(&b, default);
+        assert_eq!(longest, MAX_RESYNC_PERIOD, "too long: capped");
+        // Everything computed from the longest period stays in range (no overflow panic).
+        let d = resync_in(longest);
+        assert!(d >= longest * 9 / 10 && d <= longest * 11 / 10 + Duration::from_secs(10));
+        assert!(crate::core::batch::max_age(&b, default) <= Duration::from_secs(300));
     }
 }

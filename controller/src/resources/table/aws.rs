@@ -143,6 +143,7 @@ fn from_table(t: &ddb::TableDescription) -> ObservedTable {
     ObservedTable {
         arn: t.table_arn().unwrap_or_default().to_string(),
         table_id: t.table_id().map(str::to_string),
+        created: t.creation_date_time().map(|d| d.secs()),
         status: t
             .table_status()
             .map(|s| s.as_str().to_string())
@@ -227,23 +228,47 @@ fn from_table(t: &ddb::TableDescription) -> ObservedTable {
     }
 }
 
+/// What the object's last reconcile found of its table: the ARN its tags are read by, and what
+/// tells that table from another created later under the same name (same ARN: DynamoDB's ARNs
+/// name the table, not the incarnation): its id, else its creation time (moto reports no id).
+#[derive(Clone, Copy, Debug)]
+pub struct KnownTable<'a> {
+    pub arn: &'a str,
+    pub table_id: Option<&'a str>,
+    pub created: Option<i64>,
+}
+
+impl KnownTable<'_> {
+    /// Whether `observed` is the very table found last time. Then it existed from that
+    /// reconcile until `DescribeTable` answered, so tags read in between are its own.
+    fn is(&self, observed: &ObservedTable) -> bool {
+        self.arn == observed.arn
+            && match (self.table_id, observed.table_id.as_deref()) {
+                (Some(known), Some(now)) => known == now,
+                _ => self.created.is_some() && self.created == observed.created,
+            }
+    }
+}
+
 /// Reads the table, its tags, TTL and point-in-time recovery: four reads, the cost of a
 /// steady-state resync. `Ok(None)` when the table does not exist.
 ///
-/// A table the object's last reconcile found (`known_arn`: its ARN then; name and region are
-/// immutable) is read with the four at once; otherwise `DescribeTable` comes first, so that a
-/// table not there yet costs one call, and gives the ARN the tags are read by. Should the ARN
-/// DynamoDB reports differ from the known one, the other three are read again for it.
+/// A table the object's last reconcile found (`known`) is read with the four at once. What the
+/// other three answered is kept only if `DescribeTable` shows that same table
+/// ([`KnownTable::is`]): a table deleted and created again by someone else under the name in
+/// between would otherwise be judged by its predecessor's owner tag. Otherwise (or for a table
+/// not found before) `DescribeTable` comes first, so that a table not there yet costs one call,
+/// and the other three follow it.
 pub async fn observe_table(
     c: &Client,
     name: &str,
-    known_arn: Option<&str>,
+    known: Option<KnownTable<'_>>,
 ) -> Result<Option<ObservedTable>> {
     let describe = c.describe_table().table_name(name).send();
-    let (out, early) = match known_arn {
-        Some(arn) => {
-            let (out, details) = futures::join!(describe, table_details(c, name, arn));
-            (out, Some((arn, details)))
+    let (out, early) = match known {
+        Some(k) => {
+            let (out, details) = futures::join!(describe, table_details(c, name, k.arn));
+            (out, Some((k, details)))
         }
         None => (describe.await, None),
     };
@@ -263,10 +288,19 @@ pub async fn observe_table(
         });
     }
     let (tags, ttl, pitr) = match early {
-        Some((arn, details)) if arn == observed.arn => details,
+        Some((k, details)) if k.is(&observed) => details,
         _ => table_details(c, name, &observed.arn).await,
     };
-    observed.tags = tags?;
+    let Some(tags) = tags? else {
+        // Described, yet its tags "not found": deleted or created again while being read. Taken
+        // for untagged, a table of ours would look like someone else's (a terminal
+        // AlreadyExists); look again instead.
+        return Err(Error::AwsTransient {
+            operation: "ListTagsOfResource".to_string(),
+            message: format!("table {name:?} changed while being read"),
+        });
+    };
+    observed.tags = tags;
     if observed.status == "CREATING" && observed.tags.is_empty() {
         // Tags given to CreateTable may not be readable for the first moments of a table's
         // life; an empty answer now would read as "not ours" and stop the object with a terminal
@@ -303,7 +337,7 @@ pub async fn observe_table(
 }
 
 type Details = (
-    Result<BTreeMap<String, String>>,
+    Result<Option<BTreeMap<String, String>>>,
     std::result::Result<DescribeTimeToLiveOutput, SdkError<DescribeTimeToLiveError, HttpResponse>>,
     std::result::Result<
         DescribeContinuousBackupsOutput,
@@ -320,7 +354,8 @@ async fn table_details(c: &Client, name: &str, arn: &str) -> Details {
     )
 }
 
-async fn list_tags(c: &Client, arn: &str) -> Result<BTreeMap<String, String>> {
+/// The tags of the table `arn`; `None` if DynamoDB says there is no such table.
+async fn list_tags(c: &Client, arn: &str) -> Result<Option<BTreeMap<String, String>>> {
     let mut tags = BTreeMap::new();
     let mut token: Option<String> = None;
     loop {
@@ -332,7 +367,7 @@ async fn list_tags(c: &Client, arn: &str) -> Result<BTreeMap<String, String>> {
             .await
         {
             Ok(page) => page,
-            Err(e) if is_not_found(&e) => return Ok(tags),
+            Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(ddb_error("ListTagsOfResource", &e)),
         };
         for t in page.tags() {
@@ -340,7 +375,7 @@ async fn list_tags(c: &Client, arn: &str) -> Result<BTreeMap<String, String>> {
         }
         match page.next_token() {
             Some(next) if Some(next) != token.as_deref() => token = Some(next.to_string()),
-            _ => return Ok(tags),
+            _ => return Ok(Some(tags)),
         }
     }
 }
@@ -730,13 +765,21 @@ impl External<Table> for DynamoDb {
         target: &Target,
         _resolved: Option<&()>,
     ) -> Result<Option<ObservedTable>> {
-        let known_arn = found_last_time(obj)
-            .then(|| obj.status.as_ref().and_then(|s| s.common.arn.as_deref()))
-            .flatten();
+        let known = obj
+            .status
+            .as_ref()
+            .filter(|_| found_last_time(obj))
+            .and_then(|s| {
+                Some(KnownTable {
+                    arn: s.common.arn.as_deref()?,
+                    table_id: s.table_id.as_deref(),
+                    created: s.creation_date_time.as_ref().map(|t| t.0.as_second()),
+                })
+            });
         observe_table(
             &self.clients.get(&target.region),
             &obj.spec.table_name,
-            known_arn,
+            known,
         )
         .await
     }
@@ -835,7 +878,7 @@ mod tests {
             describe_continuous_backups::DescribeContinuousBackupsOutput,
             describe_table::{DescribeTableError, DescribeTableOutput},
             describe_time_to_live::DescribeTimeToLiveOutput,
-            list_tags_of_resource::ListTagsOfResourceOutput,
+            list_tags_of_resource::{ListTagsOfResourceError, ListTagsOfResourceOutput},
             update_table::UpdateTableError,
         },
         types::error::{ResourceInUseException, ResourceNotFoundException},
@@ -1004,36 +1047,45 @@ mod tests {
     #[tokio::test]
     async fn a_table_found_last_time_is_read_with_its_four_reads_at_once() {
         let not_found = || {
-            DescribeTableError::ResourceNotFoundException(
-                ResourceNotFoundException::builder()
-                    .message("Requested resource not found")
-                    .meta(
-                        ErrorMetadata::builder()
-                            .code("ResourceNotFoundException")
-                            .build(),
-                    )
-                    .build(),
-            )
+            ResourceNotFoundException::builder()
+                .message("Requested resource not found")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("ResourceNotFoundException")
+                        .build(),
+                )
+                .build()
         };
-        let reads = |described: Option<ddb::TableDescription>| {
+        // `described`: the table DynamoDB describes (`None`: no such table); `tagged`: whether
+        // ListTagsOfResource finds it.
+        let reads = |described: Option<ddb::TableDescription>, tagged: bool| {
             let describe = match described {
                 Some(t) => mock!(Client::describe_table)
                     .then_output(move || DescribeTableOutput::builder().table(t.clone()).build()),
-                None => mock!(Client::describe_table).then_error(not_found),
+                None => mock!(Client::describe_table)
+                    .then_error(move || DescribeTableError::ResourceNotFoundException(not_found())),
             };
-            let ours = mock!(Client::list_tags_of_resource)
-                .match_requests(|r| r.resource_arn() == Some(ARN))
-                .then_output(|| {
-                    ListTagsOfResourceOutput::builder()
-                        .tags(
-                            ddb::Tag::builder()
-                                .key("kaws.io/owner")
-                                .value("c/ns/orders")
-                                .build()
-                                .expect("tag"),
-                        )
-                        .build()
-                });
+            let ours = if tagged {
+                mock!(Client::list_tags_of_resource)
+                    .match_requests(|r| r.resource_arn() == Some(ARN))
+                    .then_output(|| {
+                        ListTagsOfResourceOutput::builder()
+                            .tags(
+                                ddb::Tag::builder()
+                                    .key("kaws.io/owner")
+                                    .value("c/ns/orders")
+                                    .build()
+                                    .expect("tag"),
+                            )
+                            .build()
+                    })
+            } else {
+                mock!(Client::list_tags_of_resource)
+                    .match_requests(|r| r.resource_arn() == Some(ARN))
+                    .then_error(move || {
+                        ListTagsOfResourceError::ResourceNotFoundException(not_found())
+                    })
+            };
             let others = mock!(Client::list_tags_of_resource)
                 .match_requests(|r| r.resource_arn() != Some(ARN))
                 .then_output(|| ListTagsOfResourceOutput::builder().build());
@@ -1044,50 +1096,92 @@ mod tests {
             [describe, ours, others, ttl, pitr]
         };
         let calls = |rules: &[Rule]| rules.iter().map(Rule::num_calls).collect::<Vec<_>>();
-        let active = || Some(table(ddb::TableStatus::Active, ddb::IndexStatus::Active));
+        let active = |id: Option<&str>| {
+            let mut t = table(ddb::TableStatus::Active, ddb::IndexStatus::Active);
+            t.table_id = id.map(str::to_string);
+            t.creation_date_time = Some(aws_smithy_types::DateTime::from_secs(1_700_000_000));
+            Some(t)
+        };
+        let known = |table_id, created| KnownTable {
+            arn: ARN,
+            table_id,
+            created,
+        };
+        let observe = |described, tagged, k: Option<KnownTable<'static>>| {
+            let rules = reads(described, tagged);
+            async move {
+                let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+                let observed = observe_table(&c, "orders", k).await;
+                (observed, calls(&rules))
+            }
+        };
+        let owner = |o: &Option<ObservedTable>| {
+            o.as_ref()
+                .and_then(|t| t.tags.get("kaws.io/owner").cloned())
+        };
 
-        // Known: the four at once, one each.
-        let rules = reads(active());
-        let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
-        let observed = observe_table(&c, "orders", Some(ARN))
-            .await
-            .expect("observe")
-            .expect("table exists");
-        assert_eq!(observed.tags.len(), 1);
-        assert_eq!(calls(&rules), [1, 1, 0, 1, 1]);
-
-        // Gone since: the four were sent together (DescribeTable did not come first).
-        let rules = reads(None);
-        let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+        // Known, and the same table (its id): the four at once, one each.
+        let (observed, n) =
+            observe(active(Some("id-1")), true, Some(known(Some("id-1"), None))).await;
         assert_eq!(
-            observe_table(&c, "orders", Some(ARN))
-                .await
-                .expect("observe"),
-            None
-        );
-        assert_eq!(calls(&rules), [1, 1, 0, 1, 1]);
-
-        // Not known: DescribeTable first, and nothing else for a table not there.
-        let rules = reads(None);
-        let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
-        assert_eq!(
-            observe_table(&c, "orders", None).await.expect("observe"),
-            None
-        );
-        assert_eq!(calls(&rules), [1, 0, 0, 0, 0]);
-
-        // Known by another ARN than DynamoDB reports: the details are read again for it.
-        let rules = reads(active());
-        let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
-        let observed = observe_table(&c, "orders", Some("arn:aws:dynamodb:eu-west-1:1:table/x"))
-            .await
-            .expect("observe")
-            .expect("table exists");
-        assert_eq!(
-            observed.tags.get("kaws.io/owner").map(String::as_str),
+            owner(&observed.expect("observe")).as_deref(),
             Some("c/ns/orders")
         );
-        assert_eq!(calls(&rules), [1, 1, 1, 2, 2]);
+        assert_eq!(n, [1, 1, 0, 1, 1]);
+        // Where DynamoDB reports no id (moto), its creation time tells the same table.
+        let (observed, n) =
+            observe(active(None), true, Some(known(None, Some(1_700_000_000)))).await;
+        assert!(owner(&observed.expect("observe")).is_some());
+        assert_eq!(n, [1, 1, 0, 1, 1]);
+
+        // Gone since: the four were sent together (DescribeTable did not come first).
+        let (observed, n) = observe(None, false, Some(known(Some("id-1"), None))).await;
+        assert_eq!(observed.expect("observe"), None);
+        assert_eq!(n, [1, 1, 0, 1, 1]);
+
+        // Not known: DescribeTable first, and nothing else for a table not there.
+        let (observed, n) = observe(None, false, None).await;
+        assert_eq!(observed.expect("observe"), None);
+        assert_eq!(n, [1, 0, 0, 0, 0]);
+
+        // Another table under the same name and ARN (a new id, or no id and another creation
+        // time, or nothing to tell): what was read beside DescribeTable may be its
+        // predecessor's, so the three are read again after it.
+        for k in [
+            known(Some("id-0"), None),
+            known(None, Some(1_600_000_000)),
+            known(None, None),
+        ] {
+            let id = if k.table_id.is_some() {
+                Some("id-1")
+            } else {
+                None
+            };
+            let (observed, n) = observe(active(id), true, Some(k)).await;
+            assert!(owner(&observed.expect("observe")).is_some(), "{k:?}");
+            assert_eq!(n, [1, 2, 0, 2, 2], "{k:?}");
+        }
+        // Known by another ARN than DynamoDB reports: read again for the one reported.
+        let (observed, n) = observe(
+            active(Some("id-1")),
+            true,
+            Some(KnownTable {
+                arn: "arn:aws:dynamodb:eu-west-1:1:table/x",
+                table_id: Some("id-1"),
+                created: None,
+            }),
+        )
+        .await;
+        assert!(owner(&observed.expect("observe")).is_some());
+        assert_eq!(n, [1, 1, 1, 2, 2]);
+
+        // Described, but its tags "not found": it changed while being read. Never taken for an
+        // untagged table (someone else's, a terminal AlreadyExists): looked at again.
+        let (observed, n) =
+            observe(active(Some("id-1")), false, Some(known(Some("id-1"), None))).await;
+        let err = observed.expect_err("tags not found");
+        assert!(!err.is_terminal(), "{err}");
+        assert_eq!(n, [1, 1, 0, 1, 1]);
     }
 
     #[tokio::test]

@@ -30,6 +30,8 @@ pub struct ObservedIndex {
 pub struct ObservedTable {
     pub arn: String,
     pub table_id: Option<String>,
+    /// `CreationDateTime`, in whole seconds since the epoch.
+    pub created: Option<i64>,
     /// `TableStatus`, e.g. `ACTIVE`.
     pub status: String,
     pub attribute_definitions: Vec<AttributeDefinition>,
@@ -660,6 +662,10 @@ impl Model<Table> for TableModel {
         status.table_name = Some(obj.spec.table_name.clone());
         status.common.arn = Some(observed.arn.clone());
         status.table_id = observed.table_id.clone();
+        status.creation_date_time = observed
+            .created
+            .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
+            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
         status.table_status = Some(observed.status.clone());
         status.billing_mode = Some(
             match observed.billing_mode {

@@ -1,6 +1,7 @@
 //! The `Table` API (`dynamodb.kaws.io/v1alpha1`): what users write and what kaws reports. No
 //! AWS here.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -352,6 +353,10 @@ pub struct TableStatus {
     /// Unique id DynamoDB gave the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_id: Option<String>,
+    /// When DynamoDB created the table: with `tableId`, tells this table from one created
+    /// later under the same name (where no id is reported, as by moto, it does so alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_date_time: Option<Time>,
     /// `CREATING`, `UPDATING`, `DELETING`, `ACTIVE`, `ARCHIVING`, `ARCHIVED` or
     /// `INACCESSIBLE_ENCRYPTION_CREDENTIALS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
