@@ -1044,18 +1044,20 @@ mod tests {
         assert!(observed.is_some_and(|t| t.tags.is_empty()));
     }
 
+    /// DynamoDB's answer for a table (or ARN) it does not have.
+    fn not_found() -> ResourceNotFoundException {
+        ResourceNotFoundException::builder()
+            .message("Requested resource not found")
+            .meta(
+                ErrorMetadata::builder()
+                    .code("ResourceNotFoundException")
+                    .build(),
+            )
+            .build()
+    }
+
     #[tokio::test]
     async fn a_table_found_last_time_is_read_with_its_four_reads_at_once() {
-        let not_found = || {
-            ResourceNotFoundException::builder()
-                .message("Requested resource not found")
-                .meta(
-                    ErrorMetadata::builder()
-                        .code("ResourceNotFoundException")
-                        .build(),
-                )
-                .build()
-        };
         // `described`: the table DynamoDB describes (`None`: no such table); `tagged`: whether
         // ListTagsOfResource finds it.
         let reads = |described: Option<ddb::TableDescription>, tagged: bool| {
@@ -1186,18 +1188,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_table_is_observed_as_absent() {
-        let describe = mock!(Client::describe_table).then_error(|| {
-            DescribeTableError::ResourceNotFoundException(
-                ResourceNotFoundException::builder()
-                    .message("Requested resource not found")
-                    .meta(
-                        ErrorMetadata::builder()
-                            .code("ResourceNotFoundException")
-                            .build(),
-                    )
-                    .build(),
-            )
-        });
+        let describe = mock!(Client::describe_table)
+            .then_error(|| DescribeTableError::ResourceNotFoundException(not_found()));
         let c = mock_client!(aws_sdk_dynamodb, &[&describe]);
         assert_eq!(
             observe_table(&c, "orders", None).await.expect("observe"),
