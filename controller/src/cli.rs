@@ -96,6 +96,14 @@ pub struct RunArgs {
     #[arg(long, env = "KAWS_RESYNC_PERIOD", default_value = "10m", value_parser = resync_period)]
     pub resync_period: Duration,
 
+    /// Every how many resyncs a steady object reads in full what changes rarely and no cheap
+    /// read returns (a Bucket's settings, a Table's tags, TTL and backups, a Function's tags,
+    /// reserved concurrency and image); in between it is taken from the last full read, and
+    /// drift there is corrected within that many resync periods. 1: everything at every resync.
+    #[arg(long, env = "KAWS_FULL_READ_EVERY", default_value_t = crate::core::batch::DETAILS_EVERY,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub full_read_every: u32,
+
     /// Deletion policy for objects that set none.
     #[arg(
         long,
@@ -184,6 +192,16 @@ mod tests {
         let parse = |v: &str| Cli::try_parse_from(["kaws", "run", "--resync-period", v]);
         assert!(parse("10m").is_ok());
         for bad in ["0s", "500ms", "31days", "soon"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn full_reads_are_due_every_1_to_1000_resyncs() {
+        let parse = |v: &str| Cli::try_parse_from(["kaws", "run", "--full-read-every", v]);
+        assert!(parse("1").is_ok());
+        assert!(parse("1000").is_ok());
+        for bad in ["0", "1001", "-1", "often"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -204,6 +204,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         client: &client,
         cluster_id: &cluster_id,
         resync_period: args.resync_period,
+        full_read_every: args.full_read_every,
         own_writes: &shared.own_writes,
     };
     let mut tasks = tokio::task::JoinSet::new();

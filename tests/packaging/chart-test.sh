@@ -44,6 +44,7 @@ bad=(
   "--set deletionPolicy=Sometimes|deletionPolicy"
   "--set concurrency=0|concurrency"
   "--set resyncPeriod=soon|resyncPeriod"
+  "--set fullReadEvery=0|fullReadEvery"
   "--set log.format=xml|format"
   "--set kinds={buckets}|unknown kind"
   "--set notAValue=1|notAValue"

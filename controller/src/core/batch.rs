@@ -6,20 +6,27 @@
 //! deleted) and only while it is recent enough for the object ([`max_age`]). It never answers
 //! for a resource kaws wrote after the listing started ([`BatchedView::written`]), and a
 //! resource missing from it is never taken as gone: the kind reads it directly then.
+//!
+//! What a steady resync reads of a resource beside (or instead of) a listing, a kind may take
+//! from the resource's last full read for a while ([`Remembered`]): what rarely changes and no
+//! cheap read returns (a Function's tags, a Bucket's settings but its tags, a Table's tags, TTL
+//! and backups) is read again about every [`DETAILS_EVERY`] resyncs.
 
 use std::{
     collections::HashMap,
     future::Future,
+    hash::Hash,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use kube::Resource;
+use rand::Rng;
 
 use super::{
     backoff::{RESYNC_JITTER_PERCENT, RESYNC_TICK_PERCENT},
     conditions::is_true,
-    driver::{ManagedObject, resync_period},
+    driver::{ManagedObject, resync_period, settled},
     error::Result,
     names::conditions,
 };
@@ -136,6 +143,119 @@ pub fn steady<K: ManagedObject>(obj: &K) -> bool {
                 && is_true(&c.conditions, conditions::READY)
                 && is_true(&c.conditions, conditions::SYNCED)
         })
+}
+
+/// By default (`--full-read-every`), about every how many of its resync periods a steady object
+/// reads again what its kind takes from the resource's last full read in between
+/// ([`Remembered`]). At the default 10-minute resync, drift there is corrected within about an
+/// hour; anything else a kind reads at every resync.
+pub const DETAILS_EVERY: u32 = 6;
+
+/// Entries kept before the first pruning of those no longer used.
+const PRUNE_FROM: usize = 1024;
+
+/// Per resource, what a kind took from its last full read, and when the next full read is
+/// due. A steady resync ([`settled`]: applied, Ready, Synced, no reconcile requested) is
+/// served from it until then; any other reconcile reads in full, and so does the first read of
+/// a reconcile after kaws wrote to the resource: the kind [forgets](Remembered::forget) it
+/// before every write, and whenever the resource is found gone.
+///
+/// A full read is due `every` periods (`--full-read-every`, [`DETAILS_EVERY`] by default) less
+/// half a period after the last one (so the resync about `every` periods on makes it, whatever
+/// the jitter did in between; with 1, every resync reads in full). The
+/// first entry of a resource is due at a random point before that: every object kaws starts
+/// with or creates is read in full at its first reconcile, and their next full reads would
+/// otherwise all fall due on the same resync.
+pub struct Remembered<K, T> {
+    entries: Mutex<Entries<K, T>>,
+    /// In resync periods.
+    every: u32,
+}
+
+struct Entries<K, T> {
+    by_key: HashMap<K, Entry<T>>,
+    /// The size at which entries past their due time (objects deleted, kaws' resources
+    /// released) are dropped.
+    prune_at: usize,
+}
+
+struct Entry<T> {
+    read: Instant,
+    due: Instant,
+    value: T,
+}
+
+/// How long after a full read the next is due, for an object resynced every `period` and read
+/// in full every `n` resyncs.
+fn every(period: Duration, n: u32) -> Duration {
+    (period * n).saturating_sub(period / 2)
+}
+
+impl<K: Hash + Eq, T: Clone> Remembered<K, T> {
+    /// Full reads due about every `every` resync periods (`--full-read-every`).
+    pub fn new(every: u32) -> Self {
+        Self {
+            entries: Mutex::new(Entries {
+                by_key: HashMap::new(),
+                prune_at: PRUNE_FROM,
+            }),
+            every: every.max(1),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries<K, T>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the last full read of resource `key` found, for `obj`'s reconcile — `None` when the
+    /// object is not settled, nothing is remembered or a full read is due (also when the
+    /// object's resync period was shortened since).
+    pub fn get<O: ManagedObject>(&self, obj: &O, default_resync: Duration, key: &K) -> Option<T> {
+        if !settled(obj) {
+            return None;
+        }
+        let every = every(resync_period(obj, default_resync), self.every);
+        self.at(key, every, Instant::now())
+    }
+
+    fn at(&self, key: &K, every: Duration, now: Instant) -> Option<T> {
+        let entries = self.entries();
+        let entry = entries.by_key.get(key)?;
+        (now < entry.due && now.saturating_duration_since(entry.read) < every)
+            .then(|| entry.value.clone())
+    }
+
+    /// Records what a full read of resource `key` found for `obj`, whose kind's default
+    /// resync period is `default_resync`.
+    pub fn read<O: Resource>(&self, obj: &O, default_resync: Duration, key: K, value: T) {
+        let every = every(resync_period(obj, default_resync), self.every);
+        self.record(key, every, value, Instant::now());
+    }
+
+    fn record(&self, key: K, every: Duration, value: T, now: Instant) {
+        let mut entries = self.entries();
+        let wait = if entries.by_key.contains_key(&key) {
+            every
+        } else {
+            rand::rng().random_range(Duration::ZERO..=every)
+        };
+        let entry = Entry {
+            read: now,
+            due: now + wait,
+            value,
+        };
+        entries.by_key.insert(key, entry);
+        if entries.by_key.len() >= entries.prune_at {
+            entries.by_key.retain(|_, e| e.due > now);
+            entries.prune_at = (entries.by_key.len() * 2).max(PRUNE_FROM);
+        }
+    }
+
+    /// Before any write to resource `key`, and when it was found gone: the next read of it is
+    /// a full one.
+    pub fn forget(&self, key: &K) {
+        self.entries().by_key.remove(key);
+    }
 }
 
 #[cfg(test)]
@@ -277,5 +397,76 @@ mod tests {
             2,
             "listed again after the failure"
         );
+    }
+
+    #[test]
+    fn a_remembered_read_serves_until_the_next_full_read_is_due() {
+        let r: Remembered<&str, u32> = Remembered::new(DETAILS_EVERY);
+        let every = every(Duration::from_secs(10), DETAILS_EVERY);
+        assert_eq!(
+            every,
+            Duration::from_secs(55),
+            "6 periods less half a period"
+        );
+        assert_eq!(
+            super::every(Duration::from_secs(10), 1),
+            Duration::from_secs(5),
+            "--full-read-every 1: due before the next resync"
+        );
+        let t0 = Instant::now();
+        assert_eq!(r.at(&"a", every, t0), None, "nothing read yet");
+        // The first read of a resource is due at a random point within `every`.
+        r.record("a", every, 1, t0);
+        assert_eq!(r.at(&"a", every, t0 + every), None);
+        // Later reads: due `every` after them.
+        r.record("a", every, 2, t0);
+        assert_eq!(r.at(&"a", every, t0), Some(2));
+        let almost = t0 + every - Duration::from_millis(1);
+        assert_eq!(r.at(&"a", every, almost), Some(2));
+        assert_eq!(r.at(&"a", every, t0 + every), None, "a full read is due");
+        assert_eq!(
+            r.at(&"a", every / 2, almost),
+            None,
+            "due sooner for an object whose period was shortened since"
+        );
+        assert_eq!(r.at(&"b", every, t0), None, "per resource");
+        r.forget(&"a");
+        assert_eq!(r.at(&"a", every, t0), None, "forgotten before a write");
+    }
+
+    #[test]
+    fn first_full_reads_fall_due_spread_over_the_whole_interval() {
+        let r: Remembered<u32, ()> = Remembered::new(DETAILS_EVERY);
+        let every = every(Duration::from_secs(60), DETAILS_EVERY);
+        let t0 = Instant::now();
+        for key in 0..400 {
+            r.record(key, every, (), t0);
+        }
+        // Due in each quarter of the interval: ~100 of 400 each.
+        for quarter in 0..4u32 {
+            let (from, to) = (t0 + every * quarter / 4, t0 + every * (quarter + 1) / 4);
+            let due_within = (0..400)
+                .filter(|k| r.at(k, every, from).is_some() && r.at(k, every, to).is_none())
+                .count();
+            assert!(
+                (50..=150).contains(&due_within),
+                "{due_within} of 400 due in quarter {quarter}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_past_their_due_time_are_dropped_as_new_ones_come() {
+        let r: Remembered<usize, ()> = Remembered::new(DETAILS_EVERY);
+        let t0 = Instant::now();
+        let every = every(Duration::from_millis(10), DETAILS_EVERY);
+        for key in 0..PRUNE_FROM - 1 {
+            r.record(key, every, (), t0);
+        }
+        // Much later, one more read: the stale entries go.
+        r.record(PRUNE_FROM, every, (), t0 + Duration::from_secs(1));
+        let entries = r.entries();
+        assert_eq!(entries.by_key.len(), 1);
+        assert_eq!(entries.prune_at, PRUNE_FROM);
     }
 }

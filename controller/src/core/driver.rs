@@ -341,6 +341,9 @@ pub struct Connect<'a> {
     pub iam: &'a crate::iam::Guard,
     /// The controller's default resync period.
     pub resync_period: Duration,
+    /// Every how many resyncs a steady object is read in full (`--full-read-every`, see
+    /// [`Remembered`](super::batch::Remembered)).
+    pub full_read_every: u32,
     /// Where a kind records its writes to objects kaws watches (see `own_writes.rs`).
     pub own_writes: &'a Arc<OwnWrites>,
 }

@@ -966,7 +966,7 @@ async fn steady_functions_share_one_listing_and_drift_is_still_corrected() -> an
     assert!(
         gets <= count as u64,
         "details at most once per function in a window shorter than {} periods: {gets} GetFunction",
-        kaws::resources::function::aws::DETAILS_EVERY
+        kaws::core::batch::DETAILS_EVERY
     );
     assert_eq!(writes, 0, "steady state writes nothing");
 

@@ -1,6 +1,18 @@
 //! The Bucket's AWS side: S3 calls that observe, create, update and delete a bucket.
+//!
+//! S3 has no call that returns a bucket's settings, so a full read is 7 (`GetBucketTagging`
+//! and one per setting). A steady resync reads the tags alone — they say the bucket is there,
+//! still this account's and still kaws' — and takes the settings from the bucket's last full
+//! read ([`Remembered`]), made again about every [`DETAILS_EVERY`](crate::core::batch::DETAILS_EVERY) resync periods, after any
+//! write by kaws and whenever the tags differ from what that read found. Drift of the tags is
+//! corrected at the next resync, drift of a setting within that longer period (about an hour at
+//! the default 10 minutes; `kaws.io/reconcile-requested-at` asks for a full read at once).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use aws_config::{Region, SdkConfig};
@@ -33,6 +45,7 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
+        batch::Remembered,
         driver::{Connect, Created, DeleteProgress, External, Target, found_last_time},
         error::{Error, Result},
     },
@@ -46,14 +59,98 @@ const EMPTY_PAGES_PER_RECONCILE: usize = 10;
 /// S3 clients, one per region.
 pub struct S3 {
     clients: RegionalClients<Client>,
+    /// Per (region, bucket name), what the last full read found.
+    settings: Remembered<(String, String), Settings>,
+    /// The controller's resync period, for objects without `kaws.io/resync-period`.
+    resync_period: Duration,
 }
 
 impl S3 {
-    pub fn new(sdk: SdkConfig, metrics: SharedMetrics) -> Self {
+    /// Before any write to bucket `b`: its next read is a full one.
+    fn writing(&self, region: &str, b: &str) {
+        self.settings.forget(&(region.to_string(), b.to_string()));
+    }
+
+    /// `resync_period`: the controller's; `full_read_every`: in resyncs (see [`Remembered`]).
+    pub fn new(
+        sdk: SdkConfig,
+        metrics: SharedMetrics,
+        resync_period: Duration,
+        full_read_every: u32,
+    ) -> Self {
         Self {
             clients: RegionalClients::new(sdk, metrics, build_client),
+            settings: Remembered::new(full_read_every),
+            resync_period,
         }
     }
+}
+
+/// A bucket as its last full read found it: its settings, and its tags as a hash (a steady
+/// resync reads them again and compares).
+#[derive(Clone, Debug)]
+struct Settings {
+    tags: u64,
+    /// With no tags.
+    observed: ObservedBucket,
+}
+
+impl Settings {
+    fn of(observed: &ObservedBucket) -> Self {
+        Self {
+            tags: tags_hash(&observed.tags),
+            observed: ObservedBucket {
+                tags: BTreeMap::new(),
+                ..observed.clone()
+            },
+        }
+    }
+}
+
+fn tags_hash(tags: &BTreeMap<String, String>) -> u64 {
+    let mut h = DefaultHasher::new();
+    tags.hash(&mut h);
+    h.finish()
+}
+
+/// What a steady resync's one read (`GetBucketTagging`) found.
+#[derive(Debug)]
+enum SteadyRead {
+    /// The tags the last full read found: the bucket with its remembered settings.
+    Unchanged(ObservedBucket),
+    /// Other tags: read in full.
+    TagsChanged,
+    /// An answer about the bucket itself (gone, moved, another account's): `HeadBucket` tells.
+    AboutTheBucket,
+}
+
+async fn steady_read(s3c: &Client, b: &str, settings: &Settings) -> Result<SteadyRead> {
+    let read = s3c.get_bucket_tagging().bucket(b).send().await;
+    if about_the_bucket(&read) {
+        return Ok(SteadyRead::AboutTheBucket);
+    }
+    let tags = tag_map(absent_if(
+        "GetBucketTagging",
+        read,
+        &["NoSuchTagSet", "NoSuchTagSetError"],
+    )?);
+    if tags_hash(&tags) != settings.tags {
+        return Ok(SteadyRead::TagsChanged);
+    }
+    Ok(SteadyRead::Unchanged(ObservedBucket {
+        tags,
+        ..settings.observed.clone()
+    }))
+}
+
+fn tag_map(tags: Option<GetBucketTaggingOutput>) -> BTreeMap<String, String> {
+    tags.map(|t| {
+        t.tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn build_client(sdk: &SdkConfig, region: &str, metrics: &SharedMetrics) -> Client {
@@ -237,14 +334,7 @@ impl ConfigurationReads {
 
         Ok(ObservedBucket {
             region,
-            tags: tags
-                .map(|t| {
-                    t.tag_set()
-                        .iter()
-                        .map(|t| (t.key().to_string(), t.value().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            tags: tag_map(tags),
             versioning: versioning.and_then(|v| match v.status() {
                 Some(s3::BucketVersioningStatus::Enabled) => Some(VersioningStatus::Enabled),
                 Some(s3::BucketVersioningStatus::Suspended) => Some(VersioningStatus::Suspended),
@@ -604,7 +694,12 @@ impl External<Bucket> for S3 {
     const IAM_STATEMENTS: &'static str = "S3";
 
     fn connect(c: &Connect<'_>) -> Self {
-        Self::new(c.sdk.clone(), c.metrics.clone())
+        Self::new(
+            c.sdk.clone(),
+            c.metrics.clone(),
+            c.resync_period,
+            c.full_read_every,
+        )
     }
 
     /// References nothing outside AWS.
@@ -619,13 +714,24 @@ impl External<Bucket> for S3 {
         _resolved: Option<&()>,
     ) -> Result<Option<ObservedBucket>> {
         let s3c = self.clients.get(&target.region);
-        observe_bucket(
-            &s3c,
-            &obj.spec.bucket_name,
-            &target.region,
-            found_last_time(obj),
-        )
-        .await
+        let b = &obj.spec.bucket_name;
+        let key = (target.region.clone(), b.clone());
+        let mut known = found_last_time(obj);
+        if let Some(settings) = self.settings.get(obj, self.resync_period, &key) {
+            match steady_read(&s3c, b, &settings).await? {
+                SteadyRead::Unchanged(observed) => return Ok(Some(observed)),
+                SteadyRead::TagsChanged => {}
+                SteadyRead::AboutTheBucket => known = false,
+            }
+        }
+        let observed = observe_bucket(&s3c, b, &target.region, known).await?;
+        match &observed {
+            Some(o) => self
+                .settings
+                .read(obj, self.resync_period, key, Settings::of(o)),
+            None => self.settings.forget(&key),
+        }
+        Ok(observed)
     }
 
     async fn create(
@@ -638,6 +744,7 @@ impl External<Bucket> for S3 {
     ) -> Result<Created> {
         let s3c = self.clients.get(&target.region);
         let b = obj.spec.bucket_name.as_str();
+        self.writing(&target.region, b);
         let mut config = s3::CreateBucketConfiguration::builder();
         // us-east-1 is the one region S3 wants no location constraint for.
         if target.region != "us-east-1" {
@@ -687,6 +794,7 @@ impl External<Bucket> for S3 {
         changes: &[BucketChange],
     ) -> Result<()> {
         let s3c = self.clients.get(&target.region);
+        self.writing(&target.region, &obj.spec.bucket_name);
         for change in changes {
             self.apply_change(&s3c, &obj.spec.bucket_name, change)
                 .await?;
@@ -702,6 +810,7 @@ impl External<Bucket> for S3 {
     ) -> Result<DeleteProgress> {
         let s3c = self.clients.get(&target.region);
         let b = obj.spec.bucket_name.as_str();
+        self.writing(&target.region, b);
         if obj.spec.force_delete && self.empty_some(&s3c, b).await? {
             return Ok(DeleteProgress::InProgress);
         }
@@ -843,6 +952,53 @@ mod tests {
             Some("c/n/b")
         );
         assert_eq!(observed.policy, None);
+    }
+
+    #[tokio::test]
+    async fn a_steady_resync_reads_the_tags_alone_and_takes_the_settings_from_the_last_full_read() {
+        let (head, reads) = (head_bucket(200, "eu-west-1"), configuration(None));
+        let full = observe(&head, &reads, true).await.unwrap().unwrap();
+        let settings = Settings::of(&full);
+
+        let reads = configuration(None);
+        let rules: Vec<&Rule> = reads.iter().collect();
+        let SteadyRead::Unchanged(steady) =
+            steady_read(&client(&rules), "b", &settings).await.unwrap()
+        else {
+            panic!("the same tags: served from the full read");
+        };
+        assert_eq!(calls(&reads), 1, "GetBucketTagging alone");
+        assert_eq!(reads[0].num_calls(), 1);
+        assert_eq!(
+            steady, full,
+            "the tags read now, the settings from the full read"
+        );
+
+        // Other tags than the full read found (edited, or another bucket under the name).
+        let mut other = full.clone();
+        other.tags.insert("team".into(), "x".into());
+        let read = steady_read(&client(&rules), "b", &Settings::of(&other)).await;
+        assert!(matches!(read, Ok(SteadyRead::TagsChanged)), "{read:?}");
+
+        // Gone, moved or another account's: HeadBucket tells which.
+        for moved in [
+            (404, "NoSuchBucket"),
+            (301, "PermanentRedirect"),
+            (403, "AccessDenied"),
+        ] {
+            let reads = configuration(Some(moved));
+            let rules: Vec<&Rule> = reads.iter().collect();
+            let read = steady_read(&client(&rules), "b", &settings).await;
+            assert!(
+                matches!(read, Ok(SteadyRead::AboutTheBucket)),
+                "{moved:?}: {read:?}"
+            );
+        }
+
+        // Anything else is the reconcile's error, as for a full read.
+        let reads = configuration(Some((503, "SlowDown")));
+        let rules: Vec<&Rule> = reads.iter().collect();
+        assert!(steady_read(&client(&rules), "b", &settings).await.is_err());
     }
 
     #[tokio::test]

@@ -4,14 +4,14 @@
 //! Observation is batched: at a steady-state resync the functions of a region are served from
 //! one paged `ListFunctions` (see `core::batch`). The listing lacks tags, the reserved
 //! concurrency and an image's URI; those come from the function's last `GetFunction`, read
-//! again every [`DETAILS_EVERY`] resync periods (1 hour at the default 10 minutes), after any
-//! write by kaws, and whenever the function's `RevisionId` moved. Drift of those three fields is
-//! therefore corrected within that longer period; drift of everything else at the next resync.
+//! again about every [`DETAILS_EVERY`](batch::DETAILS_EVERY) resync periods (1 hour at the default 10 minutes), after
+//! any write by kaws, and whenever the function's `RevisionId` moved. Drift of those three
+//! fields is therefore corrected within that longer period; drift of everything else at the
+//! next resync.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -33,8 +33,8 @@ use crate::{
     aws::{CallMetrics, RegionalClients, classify, describe},
     core::secrets::{self, Redacted},
     core::{
-        batch::{self, BatchedView},
-        driver::{self, Connect, Created, DeleteProgress, External, Model, Target},
+        batch::{self, BatchedView, Remembered},
+        driver::{Connect, Created, DeleteProgress, External, Model, Target},
         error::{Error, Result},
         references,
     },
@@ -50,19 +50,14 @@ pub struct Lambda {
     /// The region's functions from one `ListFunctions`, by name.
     index: BatchedView<ObservedFunction>,
     /// What the listing lacks, per (region, function name), from the last `GetFunction`.
-    details: Mutex<HashMap<(String, String), Details>>,
+    details: Remembered<(String, String), Details>,
     /// The controller's resync period, for objects without `kaws.io/resync-period`.
     resync_period: Duration,
 }
 
-/// How many of an object's resync periods the fields `ListFunctions` lacks are taken from the
-/// last `GetFunction` before it is read again.
-pub const DETAILS_EVERY: u32 = 6;
-
 /// What `ListFunctions` does not return, as the last `GetFunction` had it.
 #[derive(Clone, Debug)]
 struct Details {
-    read: Instant,
     revision_id: Option<String>,
     tags: BTreeMap<String, String>,
     reserved_concurrency: Option<i32>,
@@ -72,7 +67,6 @@ struct Details {
 impl Details {
     fn of(o: &ObservedFunction) -> Self {
         Self {
-            read: Instant::now(),
             revision_id: o.revision_id.clone(),
             tags: o.tags.clone(),
             reserved_concurrency: o.reserved_concurrency,
@@ -81,12 +75,8 @@ impl Details {
     }
 
     /// `listed` completed with these details, if they still describe it.
-    fn complete(
-        &self,
-        mut listed: ObservedFunction,
-        max_age: Duration,
-    ) -> Option<ObservedFunction> {
-        if self.read.elapsed() >= max_age || self.revision_id != listed.revision_id {
+    fn complete(&self, mut listed: ObservedFunction) -> Option<ObservedFunction> {
+        if self.revision_id != listed.revision_id {
             return None;
         }
         listed.tags = self.tags.clone();
@@ -102,27 +92,23 @@ impl Lambda {
         metrics: SharedMetrics,
         kube: kube::Client,
         resync_period: Duration,
+        full_read_every: u32,
     ) -> Self {
         Self {
             lambda: RegionalClients::new(sdk.clone(), metrics.clone(), build_client),
             s3: RegionalClients::new(sdk, metrics, build_s3_client),
             kube,
             index: BatchedView::default(),
-            details: Mutex::new(HashMap::new()),
+            details: Remembered::new(full_read_every),
             resync_period,
         }
-    }
-
-    fn details(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Details>> {
-        self.details.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Before any write to function `name`: neither the listing nor the details answer for it
     /// until it was read again.
     fn writing(&self, region: &str, name: &str) {
         self.index.written(name);
-        self.details()
-            .remove(&(region.to_string(), name.to_string()));
+        self.details.forget(&(region.to_string(), name.to_string()));
     }
 
     /// The function from the region's listing and its last details, when both are recent
@@ -135,7 +121,7 @@ impl Lambda {
     ) -> Result<Option<ObservedFunction>> {
         let name = &obj.spec.function_name;
         let key = (region.to_string(), name.clone());
-        let Some(details) = self.details().get(&key).cloned() else {
+        let Some(details) = self.details.get(obj, self.resync_period, &key) else {
             return Ok(None);
         };
         let max_age = batch::max_age(obj, self.resync_period);
@@ -143,8 +129,7 @@ impl Lambda {
             .index
             .get(region, name, max_age, || list_functions(client))
             .await?;
-        let details_age = driver::resync_period(obj, self.resync_period) * DETAILS_EVERY;
-        Ok(listed.and_then(|l| details.complete(l, details_age)))
+        Ok(listed.and_then(|l| details.complete(l)))
     }
 }
 
@@ -639,6 +624,7 @@ impl External<Function> for Lambda {
             c.metrics.clone(),
             c.client.clone(),
             c.resync_period,
+            c.full_read_every,
         )
     }
 
@@ -682,9 +668,11 @@ impl External<Function> for Lambda {
         let observed = get_function(&client, name, confirm_concurrency).await?;
         let key = (target.region.clone(), name.clone());
         match &observed {
-            Some(o) => self.details().insert(key, Details::of(o)),
-            None => self.details().remove(&key),
-        };
+            Some(o) => self
+                .details
+                .read(obj, self.resync_period, key, Details::of(o)),
+            None => self.details.forget(&key),
+        }
         Ok(observed)
     }
 

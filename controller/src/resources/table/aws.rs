@@ -1,7 +1,14 @@
 //! The Table's AWS side: DynamoDB calls that observe, create, update (one planned step at a
 //! time) and delete a table.
+//!
+//! A full read is 4: `DescribeTable`, `ListTagsOfResource`, `DescribeTimeToLive` and
+//! `DescribeContinuousBackups`. A steady resync makes the first alone and takes the tags, TTL
+//! and backups from the table's last full read ([`Remembered`]) if `DescribeTable` shows the
+//! same table; they are read again about every [`DETAILS_EVERY`](crate::core::batch::DETAILS_EVERY) resync periods and after any
+//! write by kaws. Drift of what `DescribeTable` returns is corrected at the next resync, of the
+//! other three within that longer period (about an hour at the default 10 minutes).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use aws_config::{Region, SdkConfig};
@@ -31,6 +38,7 @@ use super::{
 use crate::{
     aws::{CallMetrics, RegionalClients, classify, describe},
     core::{
+        batch::Remembered,
         driver::{
             Availability, Connect, Created, DeleteProgress, External, Target, found_last_time,
         },
@@ -45,13 +53,79 @@ pub const DELETION_PROTECTED: &str = "DeletionProtected";
 /// DynamoDB clients, one per region.
 pub struct DynamoDb {
     clients: RegionalClients<Client>,
+    /// Per (region, table name), what the last full read found beside `DescribeTable`.
+    details: Remembered<(String, String), TableDetails>,
+    /// The controller's resync period, for objects without `kaws.io/resync-period`.
+    resync_period: Duration,
 }
 
 impl DynamoDb {
-    pub fn new(sdk: SdkConfig, metrics: SharedMetrics) -> Self {
+    /// `resync_period`: the controller's; `full_read_every`: in resyncs (see [`Remembered`]).
+    pub fn new(
+        sdk: SdkConfig,
+        metrics: SharedMetrics,
+        resync_period: Duration,
+        full_read_every: u32,
+    ) -> Self {
         Self {
             clients: RegionalClients::new(sdk, metrics, build_client),
+            details: Remembered::new(full_read_every),
+            resync_period,
         }
+    }
+
+    /// Before any write to table `name`: its next read is a full one.
+    fn writing(&self, region: &str, name: &str) {
+        self.details.forget(&(region.to_string(), name.to_string()));
+    }
+}
+
+/// What a full read found of a table beside `DescribeTable`, and which table that was.
+#[derive(Clone, Debug)]
+pub struct TableDetails {
+    arn: String,
+    table_id: Option<String>,
+    created: Option<i64>,
+    tags: BTreeMap<String, String>,
+    ttl_status: Option<String>,
+    ttl_attribute: Option<String>,
+    pitr_status: Option<String>,
+}
+
+impl TableDetails {
+    fn of(o: &ObservedTable) -> Self {
+        Self {
+            arn: o.arn.clone(),
+            table_id: o.table_id.clone(),
+            created: o.created,
+            tags: o.tags.clone(),
+            ttl_status: o.ttl_status.clone(),
+            ttl_attribute: o.ttl_attribute.clone(),
+            pitr_status: o.pitr_status.clone(),
+        }
+    }
+
+    /// Whether these details were read of the very table `observed` shows.
+    fn are_of(&self, observed: &ObservedTable) -> bool {
+        KnownTable {
+            arn: &self.arn,
+            table_id: self.table_id.as_deref(),
+            created: self.created,
+        }
+        .is(observed)
+    }
+
+    /// `observed` (from `DescribeTable`) completed with these details, if it is the very table
+    /// they were read of.
+    fn complete(&self, observed: &mut ObservedTable) -> bool {
+        let same = self.are_of(observed);
+        if same {
+            observed.tags = self.tags.clone();
+            observed.ttl_status = self.ttl_status.clone();
+            observed.ttl_attribute = self.ttl_attribute.clone();
+            observed.pitr_status = self.pitr_status.clone();
+        }
+        same
     }
 }
 
@@ -250,8 +324,8 @@ impl KnownTable<'_> {
     }
 }
 
-/// Reads the table, its tags, TTL and point-in-time recovery: four reads, the cost of a
-/// steady-state resync. `Ok(None)` when the table does not exist.
+/// Reads the table, its tags, TTL and point-in-time recovery: four reads. `Ok(None)` when the
+/// table does not exist. With `remembered` details of the same table, `DescribeTable` alone.
 ///
 /// A table the object's last reconcile found (`known`) is read with the four at once. What the
 /// other three answered is kept only if `DescribeTable` shows that same table
@@ -263,14 +337,15 @@ pub async fn observe_table(
     c: &Client,
     name: &str,
     known: Option<KnownTable<'_>>,
+    remembered: Option<&TableDetails>,
 ) -> Result<Option<ObservedTable>> {
     let describe = c.describe_table().table_name(name).send();
     let (out, early) = match known {
-        Some(k) => {
+        Some(k) if remembered.is_none() => {
             let (out, details) = futures::join!(describe, table_details(c, name, k.arn));
             (out, Some((k, details)))
         }
-        None => (describe.await, None),
+        _ => (describe.await, None),
     };
     let out = match out {
         Ok(out) => out,
@@ -286,6 +361,9 @@ pub async fn observe_table(
             operation: "DescribeTable".to_string(),
             message: "DynamoDB reported no table ARN".to_string(),
         });
+    }
+    if remembered.is_some_and(|d| d.complete(&mut observed)) {
+        return Ok(Some(observed));
     }
     let (tags, ttl, pitr) = match early {
         Some((k, details)) if k.is(&observed) => details,
@@ -751,7 +829,12 @@ impl External<Table> for DynamoDb {
     const IAM_STATEMENTS: &'static str = "DynamoDB";
 
     fn connect(c: &Connect<'_>) -> Self {
-        Self::new(c.sdk.clone(), c.metrics.clone())
+        Self::new(
+            c.sdk.clone(),
+            c.metrics.clone(),
+            c.resync_period,
+            c.full_read_every,
+        )
     }
 
     /// References nothing outside AWS.
@@ -776,12 +859,25 @@ impl External<Table> for DynamoDb {
                     created: s.creation_date_time.as_ref().map(|t| t.0.as_second()),
                 })
             });
-        observe_table(
+        let name = &obj.spec.table_name;
+        let key = (target.region.clone(), name.clone());
+        let remembered = self.details.get(obj, self.resync_period, &key);
+        let observed = observe_table(
             &self.clients.get(&target.region),
-            &obj.spec.table_name,
+            name,
             known,
+            remembered.as_ref(),
         )
-        .await
+        .await?;
+        match &observed {
+            // Served from them: not a full read.
+            Some(o) if remembered.is_some_and(|d| d.are_of(o)) => {}
+            Some(o) => self
+                .details
+                .read(obj, self.resync_period, key, TableDetails::of(o)),
+            None => self.details.forget(&key),
+        }
+        Ok(observed)
     }
 
     async fn create(
@@ -793,6 +889,7 @@ impl External<Table> for DynamoDb {
         status: &mut TableStatus,
     ) -> Result<Created> {
         let c = self.clients.get(&target.region);
+        self.writing(&target.region, &obj.spec.table_name);
         let Some(arn) = create_table(&c, &obj.spec, tags).await? else {
             return Ok(Created::Existed);
         };
@@ -811,6 +908,7 @@ impl External<Table> for DynamoDb {
         changes: &[TableChange],
     ) -> Result<()> {
         let c = self.clients.get(&target.region);
+        self.writing(&target.region, &obj.spec.table_name);
         if let Some(step) = changes.first() {
             apply_step(&c, &obj.spec.table_name, &observed.arn, step).await?;
         }
@@ -825,6 +923,7 @@ impl External<Table> for DynamoDb {
     ) -> Result<DeleteProgress> {
         let c = self.clients.get(&target.region);
         let name = obj.spec.table_name.as_str();
+        self.writing(&target.region, name);
         if observed.status == "DELETING" {
             return Ok(DeleteProgress::InProgress);
         }
@@ -968,7 +1067,7 @@ mod tests {
     #[tokio::test]
     async fn an_index_still_building_makes_the_table_busy() {
         let c = client_describing(table(ddb::TableStatus::Active, ddb::IndexStatus::Creating));
-        let observed = observe_table(&c, "orders", None)
+        let observed = observe_table(&c, "orders", None, None)
             .await
             .expect("observe")
             .expect("table exists");
@@ -1011,7 +1110,7 @@ mod tests {
         for (table_status, index_status, want) in cases {
             let why = format!("{table_status:?} / {index_status:?}");
             let c = client_describing(table(table_status, index_status));
-            let observed = observe_table(&c, "orders", None)
+            let observed = observe_table(&c, "orders", None, None)
                 .await
                 .expect("observe")
                 .expect("table exists");
@@ -1031,7 +1130,7 @@ mod tests {
             table(ddb::TableStatus::Creating, ddb::IndexStatus::Creating),
             false,
         );
-        let err = observe_table(&c, "orders", None)
+        let err = observe_table(&c, "orders", None, None)
             .await
             .expect_err("tags not readable yet");
         assert!(!err.is_terminal(), "{err}");
@@ -1040,7 +1139,9 @@ mod tests {
             table(ddb::TableStatus::Active, ddb::IndexStatus::Active),
             false,
         );
-        let observed = observe_table(&c, "orders", None).await.expect("observe");
+        let observed = observe_table(&c, "orders", None, None)
+            .await
+            .expect("observe");
         assert!(observed.is_some_and(|t| t.tags.is_empty()));
     }
 
@@ -1113,7 +1214,7 @@ mod tests {
             let rules = reads(described, tagged);
             async move {
                 let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
-                let observed = observe_table(&c, "orders", k).await;
+                let observed = observe_table(&c, "orders", k, None).await;
                 (observed, calls(&rules))
             }
         };
@@ -1184,6 +1285,50 @@ mod tests {
         let err = observed.expect_err("tags not found");
         assert!(!err.is_terminal(), "{err}");
         assert_eq!(n, [1, 1, 0, 1, 1]);
+
+        // A steady resync with the details of the last full read: DescribeTable alone when it
+        // shows the table they were read of, and all four again otherwise.
+        let full = |id: Option<&str>| {
+            let rules = reads(active(id), true);
+            async move {
+                let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+                let observed = observe_table(&c, "orders", None, None).await;
+                TableDetails::of(&observed.expect("observe").expect("there"))
+            }
+        };
+        let remembered = |described, details: TableDetails| {
+            let rules = reads(described, true);
+            async move {
+                let c = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+                let k = Some(KnownTable {
+                    arn: ARN,
+                    table_id: details.table_id.as_deref(),
+                    created: details.created,
+                });
+                let observed = observe_table(&c, "orders", k, Some(&details)).await;
+                (observed, calls(&rules))
+            }
+        };
+        let (observed, n) = remembered(active(Some("id-1")), full(Some("id-1")).await).await;
+        let observed = observed.expect("observe");
+        assert_eq!(owner(&observed).as_deref(), Some("c/ns/orders"));
+        assert_eq!(n, [1, 0, 0, 0, 0], "DescribeTable alone");
+        let (observed, n) = remembered(active(None), full(None).await).await;
+        assert!(
+            owner(&observed.expect("observe")).is_some(),
+            "by creation time"
+        );
+        assert_eq!(n, [1, 0, 0, 0, 0]);
+        let (observed, n) = remembered(active(Some("id-2")), full(Some("id-1")).await).await;
+        assert!(owner(&observed.expect("observe")).is_some());
+        assert_eq!(
+            n,
+            [1, 1, 0, 1, 1],
+            "another table under the name: read in full"
+        );
+        let (observed, n) = remembered(None, full(Some("id-1")).await).await;
+        assert_eq!(observed.expect("observe"), None);
+        assert_eq!(n, [1, 0, 0, 0, 0], "gone: nothing else read");
     }
 
     #[tokio::test]
@@ -1192,7 +1337,9 @@ mod tests {
             .then_error(|| DescribeTableError::ResourceNotFoundException(not_found()));
         let c = mock_client!(aws_sdk_dynamodb, &[&describe]);
         assert_eq!(
-            observe_table(&c, "orders", None).await.expect("observe"),
+            observe_table(&c, "orders", None, None)
+                .await
+                .expect("observe"),
             None
         );
     }
