@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    hash::Hash,
+    hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -26,7 +26,7 @@ use rand::Rng;
 use super::{
     backoff::{RESYNC_JITTER_PERCENT, RESYNC_TICK_PERCENT},
     conditions::is_true,
-    driver::{ManagedObject, resync_period, settled},
+    driver::{ManagedObject, resync_period},
     error::Result,
     names::conditions,
 };
@@ -155,10 +155,12 @@ pub const DETAILS_EVERY: u32 = 6;
 const PRUNE_FROM: usize = 1024;
 
 /// Per resource, what a kind took from its last full read, and when the next full read is
-/// due. A steady resync ([`settled`]: applied, Ready, Synced, no reconcile requested) is
-/// served from it until then; any other reconcile reads in full, and so does the first read of
-/// a reconcile after kaws wrote to the resource: the kind [forgets](Remembered::forget) it
-/// before every write, and whenever the resource is found gone.
+/// due. Only an observe with [`Reads::Steady`](super::driver::Reads::Steady) is served from it
+/// (the first of a settled object's reconcile: applied, Ready, Synced, no reconcile requested),
+/// and only what the same object at the same generation recorded (an object that moved between
+/// shards and back, or changed in between, reads in full); whatever such an observation finds
+/// to act on is read again in full before the driver acts. The kind
+/// [forgets](Remembered::forget) a resource before every write to it and when it is found gone.
 ///
 /// A full read is due `every` periods (`--full-read-every`, [`DETAILS_EVERY`] by default) less
 /// half a period after the last one (so the resync about `every` periods on makes it, whatever
@@ -180,9 +182,19 @@ struct Entries<K, T> {
 }
 
 struct Entry<T> {
+    /// The object (uid and generation) whose full read this was.
+    object: u64,
     read: Instant,
     due: Instant,
     value: T,
+}
+
+/// Which object, at which generation, a full read was made for.
+fn object_of<O: Resource>(obj: &O) -> u64 {
+    let mut h = DefaultHasher::new();
+    obj.meta().uid.hash(&mut h);
+    obj.meta().generation.hash(&mut h);
+    h.finish()
 }
 
 /// How long after a full read the next is due, for an object resynced every `period` and read
@@ -207,21 +219,20 @@ impl<K: Hash + Eq, T: Clone> Remembered<K, T> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What the last full read of resource `key` found, for `obj`'s reconcile — `None` when the
-    /// object is not settled, nothing is remembered or a full read is due (also when the
-    /// object's resync period was shortened since).
-    pub fn get<O: ManagedObject>(&self, obj: &O, default_resync: Duration, key: &K) -> Option<T> {
-        if !settled(obj) {
-            return None;
-        }
+    /// What the last full read of resource `key` found for `obj` (the same object, at its
+    /// current generation) — `None` when nothing is remembered or a full read is due (also
+    /// when the object's resync period was shortened since).
+    pub fn get<O: Resource>(&self, obj: &O, default_resync: Duration, key: &K) -> Option<T> {
         let every = every(resync_period(obj, default_resync), self.every);
-        self.at(key, every, Instant::now())
+        self.at(key, object_of(obj), every, Instant::now())
     }
 
-    fn at(&self, key: &K, every: Duration, now: Instant) -> Option<T> {
+    fn at(&self, key: &K, object: u64, every: Duration, now: Instant) -> Option<T> {
         let entries = self.entries();
         let entry = entries.by_key.get(key)?;
-        (now < entry.due && now.saturating_duration_since(entry.read) < every)
+        (entry.object == object
+            && now < entry.due
+            && now.saturating_duration_since(entry.read) < every)
             .then(|| entry.value.clone())
     }
 
@@ -229,10 +240,10 @@ impl<K: Hash + Eq, T: Clone> Remembered<K, T> {
     /// resync period is `default_resync`.
     pub fn read<O: Resource>(&self, obj: &O, default_resync: Duration, key: K, value: T) {
         let every = every(resync_period(obj, default_resync), self.every);
-        self.record(key, every, value, Instant::now());
+        self.record(key, object_of(obj), every, value, Instant::now());
     }
 
-    fn record(&self, key: K, every: Duration, value: T, now: Instant) {
+    fn record(&self, key: K, object: u64, every: Duration, value: T, now: Instant) {
         let mut entries = self.entries();
         let wait = if entries.by_key.contains_key(&key) {
             every
@@ -240,6 +251,7 @@ impl<K: Hash + Eq, T: Clone> Remembered<K, T> {
             rand::rng().random_range(Duration::ZERO..=every)
         };
         let entry = Entry {
+            object,
             read: now,
             due: now + wait,
             value,
@@ -413,25 +425,39 @@ mod tests {
             Duration::from_secs(5),
             "--full-read-every 1: due before the next resync"
         );
-        let t0 = Instant::now();
-        assert_eq!(r.at(&"a", every, t0), None, "nothing read yet");
+        let (object, t0) = (7, Instant::now());
+        assert_eq!(r.at(&"a", object, every, t0), None, "nothing read yet");
         // The first read of a resource is due at a random point within `every`.
-        r.record("a", every, 1, t0);
-        assert_eq!(r.at(&"a", every, t0 + every), None);
+        r.record("a", object, every, 1, t0);
+        let first_due = r.entries().by_key["a"].due;
+        assert!(first_due >= t0 && first_due <= t0 + every);
         // Later reads: due `every` after them.
-        r.record("a", every, 2, t0);
-        assert_eq!(r.at(&"a", every, t0), Some(2));
+        r.record("a", object, every, 2, t0);
+        assert_eq!(r.at(&"a", object, every, t0), Some(2));
         let almost = t0 + every - Duration::from_millis(1);
-        assert_eq!(r.at(&"a", every, almost), Some(2));
-        assert_eq!(r.at(&"a", every, t0 + every), None, "a full read is due");
+        assert_eq!(r.at(&"a", object, every, almost), Some(2));
         assert_eq!(
-            r.at(&"a", every / 2, almost),
+            r.at(&"a", object, every, t0 + every),
+            None,
+            "a full read is due"
+        );
+        assert_eq!(
+            r.at(&"a", object, every / 2, almost),
             None,
             "due sooner for an object whose period was shortened since"
         );
-        assert_eq!(r.at(&"b", every, t0), None, "per resource");
+        assert_eq!(
+            r.at(&"a", object + 1, every, t0),
+            None,
+            "recorded for another object, or this one at another generation"
+        );
+        assert_eq!(r.at(&"b", object, every, t0), None, "per resource");
         r.forget(&"a");
-        assert_eq!(r.at(&"a", every, t0), None, "forgotten before a write");
+        assert_eq!(
+            r.at(&"a", object, every, t0),
+            None,
+            "forgotten before a write"
+        );
     }
 
     #[test]
@@ -440,13 +466,13 @@ mod tests {
         let every = every(Duration::from_secs(60), DETAILS_EVERY);
         let t0 = Instant::now();
         for key in 0..400 {
-            r.record(key, every, (), t0);
+            r.record(key, 0, every, (), t0);
         }
         // Due in each quarter of the interval: ~100 of 400 each.
         for quarter in 0..4u32 {
             let (from, to) = (t0 + every * quarter / 4, t0 + every * (quarter + 1) / 4);
             let due_within = (0..400)
-                .filter(|k| r.at(k, every, from).is_some() && r.at(k, every, to).is_none())
+                .filter(|k| r.at(k, 0, every, from).is_some() && r.at(k, 0, every, to).is_none())
                 .count();
             assert!(
                 (50..=150).contains(&due_within),
@@ -461,10 +487,10 @@ mod tests {
         let t0 = Instant::now();
         let every = every(Duration::from_millis(10), DETAILS_EVERY);
         for key in 0..PRUNE_FROM - 1 {
-            r.record(key, every, (), t0);
+            r.record(key, 0, every, (), t0);
         }
         // Much later, one more read: the stale entries go.
-        r.record(PRUNE_FROM, every, (), t0 + Duration::from_secs(1));
+        r.record(PRUNE_FROM, 0, every, (), t0 + Duration::from_secs(1));
         let entries = r.entries();
         assert_eq!(entries.by_key.len(), 1);
         assert_eq!(entries.prune_at, PRUNE_FROM);

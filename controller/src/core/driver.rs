@@ -126,6 +126,30 @@ pub struct Target {
     pub owner: Owner,
 }
 
+/// How much of the resource an [`External::observe`] may take from memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// The first observe of a [`settled`] object's reconcile: what changes rarely may come from
+    /// a recent listing ([`batch::BatchedView`](super::batch::BatchedView)) or the resource's
+    /// last full read ([`batch::Remembered`](super::batch::Remembered)). Such an observation may
+    /// only ever conclude "nothing to do": anything else (the resource gone, not ours, in
+    /// conflict, busy, or a change to make) is read again in full before the driver acts on it.
+    Steady,
+    /// Everything read from AWS now: objects in flux, observes that confirm a write, deletion.
+    Full,
+}
+
+impl Reads {
+    /// What the first observe of `obj`'s reconcile may read.
+    pub fn first<K: ManagedObject>(obj: &K) -> Self {
+        if settled(obj) {
+            Self::Steady
+        } else {
+            Self::Full
+        }
+    }
+}
+
 /// Whether AWS says the resource can take the next change now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Availability {
@@ -256,12 +280,14 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     async fn resolve(&self, obj: &K, target: &Target) -> Result<ResolvedOf<K, Self>>;
     /// Reads the AWS resource; `Ok(None)` when it does not exist. AWS calls only: it runs on
     /// delete and under `ObserveOnly` too, where `resolved` is `None` (and always, for a kind
-    /// whose `OBSERVE_READS_RESOLVED` is `false`).
+    /// whose `OBSERVE_READS_RESOLVED` is `false`). `reads`: whether what changes rarely may
+    /// come from memory ([`Reads::Steady`]) or must be read now.
     async fn observe(
         &self,
         obj: &K,
         target: &Target,
         resolved: Option<&ResolvedOf<K, Self>>,
+        reads: Reads,
     ) -> Result<Option<ObservedOf<K, Self>>>;
     /// Called after `observe` found a resource this object owns (or adopts), before the
     /// availability check and the plan: the place for Kubernetes-side writes tied to the AWS
@@ -884,7 +910,10 @@ where
         requeue: None,
         event: None,
     };
-    let Some(observed) = external.observe(obj, target, None).await? else {
+    let Some(observed) = external
+        .observe(obj, target, None, Reads::first(obj))
+        .await?
+    else {
         return Ok(observed_only(ConditionState::no(
             reasons::NOT_FOUND,
             format!("{what} does not exist"),
@@ -908,8 +937,9 @@ struct Done<O> {
     /// The object came fresh from the API server (see [`apply`]): what its status says about
     /// an earlier create attempt needs no second read.
     fresh: bool,
-    /// The first observe's answer (see [`first_reads`]); taken by the first step.
-    first_observe: Option<Option<O>>,
+    /// The first observe's answer (see [`first_reads`]) and how it read; taken by the first
+    /// step.
+    first_observe: Option<(Option<O>, Reads)>,
     /// This reconcile created the resource.
     created: bool,
     /// The batches this reconcile applied.
@@ -980,6 +1010,8 @@ enum Step {
     Finished(Progress),
     /// It created the resource or applied a batch: observe again to confirm.
     Confirm,
+    /// A [`Reads::Steady`] observation found something to act on: read in full first.
+    ReadInFull,
 }
 
 #[allow(clippy::too_many_arguments)] // the reconcile's state, threaded through its steps
@@ -1036,7 +1068,7 @@ where
 }
 
 /// What [`first_reads`] read: the resolve step's answer and the first observe's.
-type FirstReads<K, E> = Result<(ResolvedOf<K, E>, Option<ObservedOf<K, E>>)>;
+type FirstReads<K, E> = Result<(ResolvedOf<K, E>, (Option<ObservedOf<K, E>>, Reads))>;
 
 /// An apply's first reads: the resolve step, and the first observe — beside it when the kind's
 /// observe does not read what it resolves and the object is not waiting on a reference, else
@@ -1048,23 +1080,26 @@ where
     E: External<K>,
 {
     let external = &ctx.external;
+    let reads = Reads::first(obj);
     if E::OBSERVE_READS_RESOLVED || waiting_on_references(obj) {
         let resolved = external.resolve(obj, target).await?;
         let resolved_for_observe = E::OBSERVE_READS_RESOLVED.then_some(&resolved);
-        let observed = external.observe(obj, target, resolved_for_observe).await?;
-        return Ok((resolved, observed));
+        let observed = external
+            .observe(obj, target, resolved_for_observe, reads)
+            .await?;
+        return Ok((resolved, (observed, reads)));
     }
     let resolve = external.resolve(obj, target);
-    let observe = external.observe(obj, target, None);
+    let observe = external.observe(obj, target, None, reads);
     tokio::pin!(resolve, observe);
     tokio::select! {
         resolved = &mut resolve => {
             let resolved = resolved?;
-            Ok((resolved, observe.await?))
+            Ok((resolved, (observe.await?, reads)))
         }
         observed = &mut observe => {
             let resolved = resolve.await?;
-            Ok((resolved, observed?))
+            Ok((resolved, (observed?, reads)))
         }
     }
 }
@@ -1099,14 +1134,21 @@ where
 {
     let shared = &ctx.shared;
     let external = &ctx.external;
-    let observed = match done.first_observe.take() {
-        Some(observed) => observed,
+    let (observed, reads) = match done.first_observe.take() {
+        Some(first) => first,
         None => {
             let resolved = E::OBSERVE_READS_RESOLVED.then_some(&*resolved);
-            external.observe(obj, target, resolved).await?
+            let observed = external.observe(obj, target, resolved, Reads::Full).await?;
+            (observed, Reads::Full)
         }
     };
+    // A steady observation may take what changes rarely from memory: it may conclude "nothing
+    // to do", and nothing else (see `Reads::Steady`).
+    let steady = reads == Reads::Steady;
     let Some(observed) = observed else {
+        if steady {
+            return Ok(Step::ReadInFull);
+        }
         if done.created {
             // Created, but not shown yet (AWS reads are eventually consistent): confirm soon.
             return Ok(Step::Finished(creating(
@@ -1150,6 +1192,9 @@ where
         obj.annotations(),
         create_pending,
     );
+    if steady && (create_pending || !matches!(ownership, Ok(Ownership::Ours))) {
+        return Ok(Step::ReadInFull);
+    }
     if matches!(ownership, Err(_) | Ok(Ownership::Ours)) {
         // Our owner tag is on, or another owner's is: the pending create is settled either way.
         K::common_status_mut(status).create_pending_since = None;
@@ -1193,6 +1238,11 @@ where
             )));
         }
     }
+    if steady
+        && (E::Model::conflict(obj, &observed).is_some() || availability != Availability::Available)
+    {
+        return Ok(Step::ReadInFull);
+    }
     if let Some(why) = E::Model::conflict(obj, &observed) {
         return Err(Error::InvalidSpec(why));
     }
@@ -1229,6 +1279,9 @@ where
     } else {
         E::Model::next_batch(plan)
     };
+    if steady && !changes.is_empty() {
+        return Ok(Step::ReadInFull);
+    }
     let key = object_key(obj);
     if changes.is_empty() {
         shared.update_guard.converged(&key);
@@ -1508,7 +1561,7 @@ where
             .await;
         return Ok(());
     }
-    let observed = match ctx.external.observe(obj, &target, None).await {
+    let observed = match ctx.external.observe(obj, &target, None, Reads::Full).await {
         // AWS refuses to even look the identity up (e.g. a name it does not accept): nothing of
         // that identity can exist, unless kaws recorded a create for it.
         Err(err @ Error::AwsRejected { .. }) if !may_exist => {

@@ -552,6 +552,40 @@ async fn steady_state_only_reads_and_drift_is_corrected_with_an_event() -> anyho
     assert!(!now.contains_key("team"), "{now:?}");
     assert!(now.contains_key("kaws.io/owner"), "{now:?}");
     assert_eq!(ddb_calls(&env, &["UntagResource"]).await?, 1);
+
+    // Drift of what DescribeTable does not show alone (point-in-time recovery switched off):
+    // corrected at the next full read, within DETAILS_EVERY resyncs (here of 1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (drifts, _) = event_count(&env, "steady", "DriftCorrected").await?;
+    c.update_continuous_backups()
+        .table_name(&table)
+        .point_in_time_recovery_specification(
+            ddb::PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(false)
+                .build()?,
+        )
+        .send()
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pitr_status(&env, &table).await.as_deref() != Some("ENABLED") {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "point-in-time recovery was not turned on again"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (count, notes) = event_count(&env, "steady", "DriftCorrected").await?;
+        if count > drifts && notes.iter().any(|n| n.contains("pointInTimeRecovery")) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no DriftCorrected for pointInTimeRecovery: {notes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     Ok(())
 }
 
@@ -577,8 +611,8 @@ timeToLive: {{attributeName: expiresAt}}",
     env.wait_condition_of::<Table>("gone", "Ready", "True", None)
         .await?;
 
-    // Someone deletes the table in DynamoDB. The resync's four reads (at once: the table was
-    // found before) answer ResourceNotFound, and kaws creates it again as the spec says.
+    // Someone deletes the table in DynamoDB. The resync's DescribeTable answers
+    // ResourceNotFound, and kaws creates it again as the spec says.
     ddb_client(&env)
         .delete_table()
         .table_name(&table)
@@ -811,5 +845,81 @@ async fn invalid_specs_get_terminal_conditions_without_aws_calls() -> anyhow::Re
     env.wait_condition_of::<Table>("nothroughput", "Ready", "True", None)
         .await?;
     assert!(table_exists(&env, &table_names["nothroughput"]).await);
+    Ok(())
+}
+
+/// A steady resync reads `DescribeTable` alone and takes the tags from the last full read; it
+/// may only ever conclude "nothing to do". Once a table's owner tag names someone else, a drift
+/// `DescribeTable` shows is never corrected from the remembered (stale) owner tag: kaws reads
+/// everything again first, finds the table is no longer its own and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_given_to_another_owner_is_never_written_from_a_remembered_owner_tag()
+-> anyhow::Result<()> {
+    let env = Env::start_with(EnvOptions {
+        resync_period: "1s".into(),
+        ..Default::default()
+    })
+    .await?;
+    let table = unique_name("given");
+    env.apply_ok(&table_yaml(
+        "given",
+        &table,
+        &format!(
+            "{}\nbillingMode: PROVISIONED\nprovisionedThroughput: {{readCapacityUnits: 3, writeCapacityUnits: 3}}",
+            defs(&[])
+        ),
+        "",
+    ));
+    env.wait_condition_of::<Table>("given", "Ready", "True", None)
+        .await?;
+    // Steady resyncs now, served by the full read of the create's reconcile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = ["Update", "Tag", "Untag", "Delete", "Create"];
+    let before = ddb_calls(&env, &writes).await?;
+
+    // The table is handed to another owner, who changes its throughput.
+    let c = ddb_client(&env);
+    let arn = describe(&env, &table)
+        .await
+        .table_arn()
+        .unwrap_or_default()
+        .to_string();
+    c.tag_resource()
+        .resource_arn(&arn)
+        .tags(
+            ddb::Tag::builder()
+                .key("kaws.io/owner")
+                .value("another-cluster/team/orders")
+                .build()?,
+        )
+        .send()
+        .await?;
+    c.update_table()
+        .table_name(&table)
+        .provisioned_throughput(
+            ddb::ProvisionedThroughput::builder()
+                .read_capacity_units(1)
+                .write_capacity_units(1)
+                .build()?,
+        )
+        .send()
+        .await?;
+
+    env.wait_condition_of::<Table>("given", "Synced", "False", Some("OwnedByOther"))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        ddb_calls(&env, &writes).await?,
+        before,
+        "no write to a table another owner holds"
+    );
+    assert_eq!(
+        describe(&env, &table)
+            .await
+            .provisioned_throughput()
+            .and_then(|t| t.read_capacity_units()),
+        Some(1),
+        "the new owner's throughput stays"
+    );
     Ok(())
 }

@@ -46,7 +46,7 @@ use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
         batch::Remembered,
-        driver::{Connect, Created, DeleteProgress, External, Target, found_last_time},
+        driver::{Connect, Created, DeleteProgress, External, Reads, Target, found_last_time},
         error::{Error, Result},
     },
     metrics::SharedMetrics,
@@ -712,12 +712,15 @@ impl External<Bucket> for S3 {
         obj: &Bucket,
         target: &Target,
         _resolved: Option<&()>,
+        reads: Reads,
     ) -> Result<Option<ObservedBucket>> {
         let s3c = self.clients.get(&target.region);
         let b = &obj.spec.bucket_name;
         let key = (target.region.clone(), b.clone());
         let mut known = found_last_time(obj);
-        if let Some(settings) = self.settings.get(obj, self.resync_period, &key) {
+        if reads == Reads::Steady
+            && let Some(settings) = self.settings.get(obj, self.resync_period, &key)
+        {
             match steady_read(&s3c, b, &settings).await? {
                 SteadyRead::Unchanged(observed) => return Ok(Some(observed)),
                 SteadyRead::TagsChanged => {}

@@ -27,7 +27,7 @@ use crate::{
     aws::{CallMetrics, RegionalClients, classify},
     core::{
         batch::{self, BatchedView},
-        driver::{Connect, Created, DeleteProgress, External, Target, object_key},
+        driver::{Connect, Created, DeleteProgress, External, Reads, Target, object_key},
         error::{Error, Result},
         own_writes::OwnWrites,
     },
@@ -332,10 +332,11 @@ impl External<DBInstance> for Rds {
         obj: &DBInstance,
         target: &Target,
         _resolved: Option<&Credentials>,
+        reads: Reads,
     ) -> Result<Option<ObservedDb>> {
         let rds = self.clients.get(&target.region);
         let id = identifier(obj);
-        if batch::steady(obj) {
+        if reads == Reads::Steady {
             let max_age = batch::max_age(obj, self.resync_period);
             let batched = self
                 .index

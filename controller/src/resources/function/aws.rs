@@ -34,7 +34,7 @@ use crate::{
     core::secrets::{self, Redacted},
     core::{
         batch::{self, BatchedView, Remembered},
-        driver::{Connect, Created, DeleteProgress, External, Model, Target},
+        driver::{Connect, Created, DeleteProgress, External, Model, Reads, Target},
         error::{Error, Result},
         references,
     },
@@ -652,6 +652,7 @@ impl External<Function> for Lambda {
         obj: &Function,
         target: &Target,
         _resolved: Option<&Resolved>,
+        reads: Reads,
     ) -> Result<Option<ObservedFunction>> {
         let confirm_concurrency = obj.spec.reserved_concurrent_executions.is_some()
             || obj
@@ -659,7 +660,7 @@ impl External<Function> for Lambda {
                 .as_ref()
                 .is_some_and(|s| s.reserved_concurrent_executions.is_some());
         let client = self.lambda.get(&target.region);
-        if batch::steady(obj)
+        if reads == Reads::Steady
             && let Some(observed) = self.batched(&client, obj, &target.region).await?
         {
             return Ok(Some(observed));
@@ -816,6 +817,7 @@ impl External<Function> for Lambda {
         target: &Target,
         _observed: &ObservedFunction,
     ) -> Result<DeleteProgress> {
+        self.writing(&target.region, &obj.spec.function_name);
         match self
             .lambda
             .get(&target.region)

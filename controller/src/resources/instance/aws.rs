@@ -31,7 +31,7 @@ use crate::{
     aws::{self, CallMetrics, RegionalClients, classify},
     core::{
         batch::{self, BatchedView},
-        driver::{Connect, Created, DeleteProgress, External, Target},
+        driver::{Connect, Created, DeleteProgress, External, Reads, Target},
         error::{Error, Result},
         names::tags,
         references,
@@ -331,11 +331,12 @@ impl Ec2 {
         obj: &Instance,
         target: &Target,
         user_data: Option<&Option<Redacted>>,
+        reads: Reads,
     ) -> Result<Option<ObservedInstance>> {
         let client = self.ec2.get(&target.region);
         let uid = obj.uid().unwrap_or_default();
         if let Some(id) = obj.known_instance_id() {
-            let batched = if batch::steady(obj) {
+            let batched = if reads == Reads::Steady {
                 let max_age = batch::max_age(obj, self.resync_period);
                 let list = || self.owned_instances(&client);
                 self.index.get(&target.region, id, max_age, list).await?
@@ -348,7 +349,7 @@ impl Ec2 {
             };
             match found {
                 Some(mut o) if !o.is(state::TERMINATED) => {
-                    if !batch::steady(obj) {
+                    if reads == Reads::Full {
                         self.complete(&client, &mut o).await?;
                     }
                     return Ok(Some(o));
@@ -665,9 +666,10 @@ impl External<Instance> for Ec2 {
         obj: &Instance,
         target: &Target,
         resolved: Option<&Resolved>,
+        reads: Reads,
     ) -> Result<Option<ObservedInstance>> {
         let resolved = resolved.map(|r| &r.user_data);
-        let Some(mut observed) = self.observe_instance(obj, target, resolved).await? else {
+        let Some(mut observed) = self.observe_instance(obj, target, resolved, reads).await? else {
             return Ok(None);
         };
         if observed.wanted_user_data_hash.is_none() {

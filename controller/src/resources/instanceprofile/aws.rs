@@ -13,7 +13,7 @@ use super::{
 use crate::{
     aws::classify,
     core::{
-        driver::{Connect, Created, DeleteProgress, External, Target},
+        driver::{Connect, Created, DeleteProgress, External, Reads, Target},
         error::{Error, Result},
         ownership::TagChanges,
         references,
@@ -135,6 +135,7 @@ impl External<InstanceProfile> for Iam {
         obj: &InstanceProfile,
         _target: &Target,
         resolved: Option<&Resolved>,
+        _reads: Reads,
     ) -> Result<Option<ObservedInstanceProfile>> {
         let name = obj.spec.instance_profile_name.as_str();
         let profile = match self

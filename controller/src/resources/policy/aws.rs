@@ -12,7 +12,7 @@ use super::{
 use crate::{
     aws::{classify, partition},
     core::{
-        driver::{Connect, Created, DeleteProgress, External, Target},
+        driver::{Connect, Created, DeleteProgress, External, Reads, Target},
         error::{Error, Result},
         ownership::TagChanges,
     },
@@ -187,6 +187,7 @@ impl External<Policy> for Iam {
         obj: &Policy,
         target: &Target,
         _resolved: Option<&Resolved>,
+        _reads: Reads,
     ) -> Result<Option<ObservedPolicy>> {
         let arn = self.arn(obj, target).await?;
         let policy = match self.iam.get_policy().policy_arn(&arn).send().await {

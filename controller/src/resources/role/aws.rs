@@ -13,7 +13,7 @@ use super::{
 use crate::{
     aws::classify,
     core::{
-        driver::{Connect, Created, DeleteProgress, External, Target},
+        driver::{Connect, Created, DeleteProgress, External, Reads, Target},
         error::{Error, Result},
         ownership::TagChanges,
         references,
@@ -236,6 +236,7 @@ impl External<Role> for Iam {
         obj: &Role,
         _target: &Target,
         resolved: Option<&Resolved>,
+        _reads: Reads,
     ) -> Result<Option<ObservedRole>> {
         let name = obj.spec.role_name.as_str();
         let role = match self.iam.get_role().role_name(name).send().await {

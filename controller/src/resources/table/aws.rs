@@ -40,7 +40,8 @@ use crate::{
     core::{
         batch::Remembered,
         driver::{
-            Availability, Connect, Created, DeleteProgress, External, Target, found_last_time,
+            Availability, Connect, Created, DeleteProgress, External, Reads, Target,
+            found_last_time,
         },
         error::{Error, Result},
     },
@@ -847,6 +848,7 @@ impl External<Table> for DynamoDb {
         obj: &Table,
         target: &Target,
         _resolved: Option<&()>,
+        reads: Reads,
     ) -> Result<Option<ObservedTable>> {
         let known = obj
             .status
@@ -861,7 +863,9 @@ impl External<Table> for DynamoDb {
             });
         let name = &obj.spec.table_name;
         let key = (target.region.clone(), name.clone());
-        let remembered = self.details.get(obj, self.resync_period, &key);
+        let remembered = (reads == Reads::Steady)
+            .then(|| self.details.get(obj, self.resync_period, &key))
+            .flatten();
         let observed = observe_table(
             &self.clients.get(&target.region),
             name,
