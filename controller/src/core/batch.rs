@@ -154,13 +154,15 @@ pub const DETAILS_EVERY: u32 = 6;
 /// Entries kept before the first pruning of those no longer used.
 const PRUNE_FROM: usize = 1024;
 
-/// Per resource, what a kind took from its last full read, and when the next full read is
-/// due. Only an observe with [`Reads::Steady`](super::driver::Reads::Steady) is served from it
-/// (the first of a settled object's reconcile: applied, Ready, Synced, no reconcile requested),
-/// and only what the same object at the same generation recorded (an object that moved between
-/// shards and back, or changed in between, reads in full); whatever such an observation finds
-/// to act on is read again in full before the driver acts. The kind
-/// [forgets](Remembered::forget) a resource before every write to it and when it is found gone.
+/// Per resource and object, what a kind took from the resource's last full read for that
+/// object, and when the next full read is due. Only an observe with
+/// [`Reads::Steady`](super::driver::Reads::Steady) is served from it (the first of a settled
+/// object's reconcile: applied, Ready, Synced, no reconcile requested), and only what a full
+/// read for the same object at its current generation recorded; whatever such an observation
+/// finds to act on is read again in full before the driver acts, so a remembered value can
+/// only ever delay the detection of drift (at most until the next full read), never cause a
+/// write. The kind [forgets](Remembered::forget) a resource, for every object, before every
+/// write to it and when it is found gone.
 ///
 /// A full read is due `every` periods (`--full-read-every`, [`DETAILS_EVERY`] by default) less
 /// half a period after the last one (so the resync about `every` periods on makes it, whatever
@@ -175,27 +177,31 @@ pub struct Remembered<K, T> {
 }
 
 struct Entries<K, T> {
-    by_key: HashMap<K, Entry<T>>,
+    /// Per resource, one entry per object that reads it (usually one).
+    by_key: HashMap<K, Vec<Entry<T>>>,
     /// The size at which entries past their due time (objects deleted, kaws' resources
     /// released) are dropped.
     prune_at: usize,
 }
 
 struct Entry<T> {
-    /// The object (uid and generation) whose full read this was.
+    /// The object whose full read this was (its uid, hashed) and its generation then.
     object: u64,
+    generation: Option<i64>,
     read: Instant,
     due: Instant,
     value: T,
 }
 
-/// Which object, at which generation, a full read was made for.
+/// Which object a full read was made for: its uid, hashed.
 fn object_of<O: Resource>(obj: &O) -> u64 {
     let mut h = DefaultHasher::new();
     obj.meta().uid.hash(&mut h);
-    obj.meta().generation.hash(&mut h);
     h.finish()
 }
+
+/// An object (its uid, hashed) at a generation.
+type Object = (u64, Option<i64>);
 
 /// How long after a full read the next is due, for an object resynced every `period` and read
 /// in full every `n` resyncs.
@@ -224,15 +230,18 @@ impl<K: Hash + Eq, T: Clone> Remembered<K, T> {
     /// when the object's resync period was shortened since).
     pub fn get<O: Resource>(&self, obj: &O, default_resync: Duration, key: &K) -> Option<T> {
         let every = every(resync_period(obj, default_resync), self.every);
-        self.at(key, object_of(obj), every, Instant::now())
+        let object = (object_of(obj), obj.meta().generation);
+        self.at(key, object, every, Instant::now())
     }
 
-    fn at(&self, key: &K, object: u64, every: Duration, now: Instant) -> Option<T> {
+    fn at(&self, key: &K, object: Object, every: Duration, now: Instant) -> Option<T> {
         let entries = self.entries();
-        let entry = entries.by_key.get(key)?;
-        (entry.object == object
-            && now < entry.due
-            && now.saturating_duration_since(entry.read) < every)
+        let entry = entries
+            .by_key
+            .get(key)?
+            .iter()
+            .find(|e| (e.object, e.generation) == object)?;
+        (now < entry.due && now.saturating_duration_since(entry.read) < every)
             .then(|| entry.value.clone())
     }
 
@@ -240,25 +249,40 @@ impl<K: Hash + Eq, T: Clone> Remembered<K, T> {
     /// resync period is `default_resync`.
     pub fn read<O: Resource>(&self, obj: &O, default_resync: Duration, key: K, value: T) {
         let every = every(resync_period(obj, default_resync), self.every);
-        self.record(key, object_of(obj), every, value, Instant::now());
+        let object = (object_of(obj), obj.meta().generation);
+        self.record(key, object, every, value, Instant::now());
     }
 
-    fn record(&self, key: K, object: u64, every: Duration, value: T, now: Instant) {
+    fn record(
+        &self,
+        key: K,
+        (object, generation): Object,
+        every: Duration,
+        value: T,
+        now: Instant,
+    ) {
         let mut entries = self.entries();
-        let wait = if entries.by_key.contains_key(&key) {
-            every
-        } else {
-            rand::rng().random_range(Duration::ZERO..=every)
+        let of_resource = entries.by_key.entry(key).or_default();
+        let known = of_resource.iter().position(|e| e.object == object);
+        let wait = match known {
+            Some(i) => {
+                of_resource.swap_remove(i);
+                every
+            }
+            None => rand::rng().random_range(Duration::ZERO..=every),
         };
-        let entry = Entry {
+        of_resource.push(Entry {
             object,
+            generation,
             read: now,
             due: now + wait,
             value,
-        };
-        entries.by_key.insert(key, entry);
+        });
         if entries.by_key.len() >= entries.prune_at {
-            entries.by_key.retain(|_, e| e.due > now);
+            entries.by_key.retain(|_, of_resource| {
+                of_resource.retain(|e| e.due > now);
+                !of_resource.is_empty()
+            });
             entries.prune_at = (entries.by_key.len() * 2).max(PRUNE_FROM);
         }
     }
@@ -425,11 +449,11 @@ mod tests {
             Duration::from_secs(5),
             "--full-read-every 1: due before the next resync"
         );
-        let (object, t0) = (7, Instant::now());
+        let (object, t0) = ((7, Some(1)), Instant::now());
         assert_eq!(r.at(&"a", object, every, t0), None, "nothing read yet");
         // The first read of a resource is due at a random point within `every`.
         r.record("a", object, every, 1, t0);
-        let first_due = r.entries().by_key["a"].due;
+        let first_due = r.entries().by_key["a"][0].due;
         assert!(first_due >= t0 && first_due <= t0 + every);
         // Later reads: due `every` after them.
         r.record("a", object, every, 2, t0);
@@ -447,10 +471,15 @@ mod tests {
             "due sooner for an object whose period was shortened since"
         );
         assert_eq!(
-            r.at(&"a", object + 1, every, t0),
+            r.at(&"a", (7, Some(2)), every, t0),
             None,
-            "recorded for another object, or this one at another generation"
+            "recorded at another generation"
         );
+        // Another object reading the same resource has its own entry.
+        r.record("a", (8, Some(1)), every, 3, t0);
+        r.record("a", (8, Some(1)), every, 4, t0);
+        assert_eq!(r.at(&"a", (8, Some(1)), every, t0), Some(4));
+        assert_eq!(r.at(&"a", object, every, t0), Some(2), "each its own");
         assert_eq!(r.at(&"b", object, every, t0), None, "per resource");
         r.forget(&"a");
         assert_eq!(
@@ -466,13 +495,16 @@ mod tests {
         let every = every(Duration::from_secs(60), DETAILS_EVERY);
         let t0 = Instant::now();
         for key in 0..400 {
-            r.record(key, 0, every, (), t0);
+            r.record(key, (0, None), every, (), t0);
         }
         // Due in each quarter of the interval: ~100 of 400 each.
         for quarter in 0..4u32 {
             let (from, to) = (t0 + every * quarter / 4, t0 + every * (quarter + 1) / 4);
             let due_within = (0..400)
-                .filter(|k| r.at(k, 0, every, from).is_some() && r.at(k, 0, every, to).is_none())
+                .filter(|k| {
+                    r.at(k, (0, None), every, from).is_some()
+                        && r.at(k, (0, None), every, to).is_none()
+                })
                 .count();
             assert!(
                 (50..=150).contains(&due_within),
@@ -487,10 +519,16 @@ mod tests {
         let t0 = Instant::now();
         let every = every(Duration::from_millis(10), DETAILS_EVERY);
         for key in 0..PRUNE_FROM - 1 {
-            r.record(key, 0, every, (), t0);
+            r.record(key, (0, None), every, (), t0);
         }
         // Much later, one more read: the stale entries go.
-        r.record(PRUNE_FROM, 0, every, (), t0 + Duration::from_secs(1));
+        r.record(
+            PRUNE_FROM,
+            (0, None),
+            every,
+            (),
+            t0 + Duration::from_secs(1),
+        );
         let entries = r.entries();
         assert_eq!(entries.by_key.len(), 1);
         assert_eq!(entries.prune_at, PRUNE_FROM);

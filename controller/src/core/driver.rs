@@ -266,6 +266,11 @@ pub trait External<K: ManagedObject>: Send + Sync + 'static {
     /// waiting on a reference make no AWS call.
     const OBSERVE_READS_RESOLVED: bool = true;
 
+    /// Whether [`observe`](Self::observe) with [`Reads::Steady`] may take anything from memory
+    /// or a listing. A kind that always reads everything has its steady observations acted on
+    /// as they are, without a second read.
+    const READS_FROM_MEMORY: bool = false;
+
     /// The resolve step: reads what the spec references outside AWS (Secrets, other kaws objects
     /// and what they point to) for the steps that act on it. The driver runs it with the first
     /// `observe` of every apply reconcile, before it or beside it (see
@@ -1144,7 +1149,7 @@ where
     };
     // A steady observation may take what changes rarely from memory: it may conclude "nothing
     // to do", and nothing else (see `Reads::Steady`).
-    let steady = reads == Reads::Steady;
+    let steady = reads == Reads::Steady && E::READS_FROM_MEMORY;
     let Some(observed) = observed else {
         if steady {
             return Ok(Step::ReadInFull);
@@ -1238,8 +1243,12 @@ where
             )));
         }
     }
+    // Before `after_observe`, whose Kubernetes-side writes (a connection Secret) must not
+    // follow a drift seen in a listing either.
     if steady
-        && (E::Model::conflict(obj, &observed).is_some() || availability != Availability::Available)
+        && (E::Model::conflict(obj, &observed).is_some()
+            || availability != Availability::Available
+            || !E::Model::plan(obj, &observed, resolved, &tags).is_empty())
     {
         return Ok(Step::ReadInFull);
     }

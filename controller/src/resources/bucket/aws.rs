@@ -692,6 +692,7 @@ impl S3 {
 impl External<Bucket> for S3 {
     type Model = diff::BucketModel;
     const IAM_STATEMENTS: &'static str = "S3";
+    const READS_FROM_MEMORY: bool = true;
 
     fn connect(c: &Connect<'_>) -> Self {
         Self::new(

@@ -304,6 +304,7 @@ fn final_snapshot_identifier(obj: &DBInstance) -> String {
 impl External<DBInstance> for Rds {
     type Model = diff::DbInstanceModel;
     const IAM_STATEMENTS: &'static str = "RDS";
+    const READS_FROM_MEMORY: bool = true;
     // The Secrets it resolves and the DB instance it observes are independent reads.
     const OBSERVE_READS_RESOLVED: bool = false;
 

@@ -614,6 +614,7 @@ fn architectures(obj: &Function) -> Option<Vec<lambda::Architecture>> {
 impl External<Function> for Lambda {
     type Model = diff::FunctionModel;
     const IAM_STATEMENTS: &'static str = "Lambda";
+    const READS_FROM_MEMORY: bool = true;
     // The code object, Secrets and references it resolves and the function it observes are
     // independent reads.
     const OBSERVE_READS_RESOLVED: bool = false;

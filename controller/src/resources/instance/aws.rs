@@ -641,6 +641,7 @@ fn block_devices(
 impl External<Instance> for Ec2 {
     type Model = diff::InstanceModel;
     const IAM_STATEMENTS: &'static str = "EC2";
+    const READS_FROM_MEMORY: bool = true;
 
     fn connect(c: &Connect<'_>) -> Self {
         Self::new(

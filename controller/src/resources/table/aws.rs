@@ -828,6 +828,7 @@ async fn create_table(
 impl External<Table> for DynamoDb {
     type Model = diff::TableModel;
     const IAM_STATEMENTS: &'static str = "DynamoDB";
+    const READS_FROM_MEMORY: bool = true;
 
     fn connect(c: &Connect<'_>) -> Self {
         Self::new(
