@@ -287,6 +287,21 @@ impl<K: Hash + Eq, T: Clone> Remembered<K, T> {
         }
     }
 
+    /// After a full read of resource `key` for `obj`: records what it `found`, or forgets the
+    /// resource when it found none.
+    pub fn full_read<O: Resource>(
+        &self,
+        obj: &O,
+        default_resync: Duration,
+        key: K,
+        found: Option<T>,
+    ) {
+        match found {
+            Some(value) => self.read(obj, default_resync, key, value),
+            None => self.forget(&key),
+        }
+    }
+
     /// Before any write to resource `key`, and when it was found gone: the next read of it is
     /// a full one.
     pub fn forget(&self, key: &K) {

@@ -729,12 +729,8 @@ impl External<Bucket> for S3 {
             }
         }
         let observed = observe_bucket(&s3c, b, &target.region, known).await?;
-        match &observed {
-            Some(o) => self
-                .settings
-                .read(obj, self.resync_period, key, Settings::of(o)),
-            None => self.settings.forget(&key),
-        }
+        let found = observed.as_ref().map(Settings::of);
+        self.settings.full_read(obj, self.resync_period, key, found);
         Ok(observed)
     }
 

@@ -669,12 +669,8 @@ impl External<Function> for Lambda {
         let name = &obj.spec.function_name;
         let observed = get_function(&client, name, confirm_concurrency).await?;
         let key = (target.region.clone(), name.clone());
-        match &observed {
-            Some(o) => self
-                .details
-                .read(obj, self.resync_period, key, Details::of(o)),
-            None => self.details.forget(&key),
-        }
+        let found = observed.as_ref().map(Details::of);
+        self.details.full_read(obj, self.resync_period, key, found);
         Ok(observed)
     }
 

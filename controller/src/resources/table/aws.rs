@@ -874,13 +874,13 @@ impl External<Table> for DynamoDb {
             remembered.as_ref(),
         )
         .await?;
-        match &observed {
-            // Served from them: not a full read.
-            Some(o) if remembered.is_some_and(|d| d.are_of(o)) => {}
-            Some(o) => self
-                .details
-                .read(obj, self.resync_period, key, TableDetails::of(o)),
-            None => self.details.forget(&key),
+        // Served from them: not a full read.
+        let served = observed
+            .as_ref()
+            .is_some_and(|o| remembered.is_some_and(|d| d.are_of(o)));
+        if !served {
+            let found = observed.as_ref().map(TableDetails::of);
+            self.details.full_read(obj, self.resync_period, key, found);
         }
         Ok(observed)
     }
