@@ -16,11 +16,28 @@ use std::{
 
 use serde::Serialize;
 
-/// A fingerprint of a status as kaws would write it.
+/// A fingerprint of a status as kaws would write it: its JSON, hashed as it is written (no
+/// copy of it is kept; every reconcile takes two fingerprints).
 pub fn fingerprint<S: Serialize>(status: &S) -> u64 {
-    let mut h = DefaultHasher::new();
-    serde_json::to_vec(status).unwrap_or_default().hash(&mut h);
-    h.finish()
+    let mut h = HashingWriter(DefaultHasher::new());
+    // Writing into a hasher cannot fail; a status that cannot be serialised at all hashes as
+    // far as it got, and its write would fail with the serialiser's error anyway.
+    let _ = serde_json::to_writer(&mut h, status);
+    h.0.finish()
+}
+
+/// Feeds what is written into a hasher.
+struct HashingWriter(DefaultHasher);
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What kaws last wrote per object (key: kind, namespace, name and uid), held as a 64-bit hash
@@ -69,6 +86,16 @@ mod tests {
     fn a_status_is_written_unless_both_the_cache_and_the_last_write_already_hold_it() {
         let (a, b) = (fingerprint(&"A"), fingerprint(&"B"));
         assert_ne!(a, b);
+        assert_eq!(
+            a,
+            fingerprint(&"A"),
+            "the same status, the same fingerprint"
+        );
+        assert_ne!(
+            fingerprint(&("ab", "c")),
+            fingerprint(&("a", "bc")),
+            "where one field ends is part of it"
+        );
         let w = StatusWrites::default();
         // Since start, nothing written: the cache is the API server's view.
         assert!(w.needed("k", None, a), "no status yet");
