@@ -59,6 +59,8 @@ struct Sizes {
     /// How long each churn phase (updates, deletes) of a kind may take: a path that stopped
     /// working fails the bench in minutes, not in the quarter hour the others wait.
     churn_deadline: Duration,
+    /// Reads the plain SDK loop makes one at a time (CPU time is counted in 10 ms ticks).
+    lone_reads: u32,
 }
 
 fn sizes() -> Sizes {
@@ -84,6 +86,7 @@ fn preset() -> Sizes {
             populations: vec![1_000, 10_000],
             resync: Duration::from_secs(30),
             churn_deadline: Duration::from_secs(300),
+            lone_reads: 300,
         }
     } else {
         Sizes {
@@ -95,6 +98,7 @@ fn preset() -> Sizes {
             populations: vec![200],
             resync: Duration::from_secs(5),
             churn_deadline: Duration::from_secs(60),
+            lone_reads: 100,
         }
     }
 }
@@ -1071,8 +1075,11 @@ struct Steady {
     writes: u64,
     status_writes: u64,
     cpu_per_reconcile: Duration,
-    /// What a plain SDK loop spends per read ([`sdk_cpu_per_read`]).
+    /// What a plain SDK loop spends per read ([`sdk_cpu_per_read`]), a Bucket's 7 reads at
+    /// once, 4 buckets at a time.
     sdk_cpu_per_read: Duration,
+    /// The same, one read in flight at a time, at the steady state's pace.
+    sdk_cpu_per_lone_read: Duration,
 }
 
 impl Steady {
@@ -1080,7 +1087,9 @@ impl Steady {
         self.reads as f64 / self.reconciles.max(1) as f64
     }
 
-    /// CPU per no-op reconcile less its reads at what the plain SDK loop pays for them.
+    /// CPU per no-op reconcile less its reads at what the plain SDK loop pays for one among
+    /// others in flight. Reads at the lone price would leave less: kaws' reads fall between
+    /// the two (those due on the same resync tick go out together).
     fn own_cpu_ms(&self) -> f64 {
         (self.cpu_per_reconcile.as_secs_f64()
             - self.reads_per_reconcile() * self.sdk_cpu_per_read.as_secs_f64())
@@ -1089,12 +1098,13 @@ impl Steady {
 }
 
 /// Three whole resync periods with nothing to change.
-async fn steady(env: &Env, resync: Duration) -> anyhow::Result<Steady> {
+async fn steady(env: &Env, resync: Duration, lone_reads: u32) -> anyhow::Result<Steady> {
     tokio::time::sleep(resync).await;
     let pid = env.kaws.pid();
     let m0 = env.kaws.metrics().await?;
     let c0 = cpu(pid);
-    tokio::time::sleep(resync * 3).await;
+    let window = resync * 3;
+    tokio::time::sleep(window).await;
     let m1 = env.kaws.metrics().await?;
     let c1 = cpu(pid);
     let calls = |m: &str, writes_only: bool| {
@@ -1118,7 +1128,7 @@ async fn steady(env: &Env, resync: Duration) -> anyhow::Result<Steady> {
     };
     let n = reconciles(&m1) - reconciles(&m0);
     let writes = calls(&m1, true) - calls(&m0, true);
-    let buckets = env
+    let buckets: Vec<String> = env
         .api::<Bucket>()
         .list(&Default::default())
         .await?
@@ -1126,28 +1136,47 @@ async fn steady(env: &Env, resync: Duration) -> anyhow::Result<Steady> {
         .into_iter()
         .map(|b| b.spec.bucket_name)
         .collect();
-    let sdk_cpu_per_read =
-        sdk_cpu_per_read(&kaws_e2e::kaws::binary()?, &env.moto.endpoint, buckets)?;
+    let binary = kaws_e2e::kaws::binary()?;
+    let batched = sdk_cpu_per_read(&binary, &env.moto.endpoint, &buckets, None)?;
+    // A read started as often as kaws started a reconcile in the window.
+    let pace = window / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    let lone = sdk_cpu_per_read(
+        &binary,
+        &env.moto.endpoint,
+        &buckets,
+        Some((pace, lone_reads)),
+    )?;
     Ok(Steady {
         reconciles: n,
         reads: calls(&m1, false) - calls(&m0, false) - writes,
         writes,
         status_writes: status(&m1) - status(&m0),
         cpu_per_reconcile: (c1 - c0) / n.max(1) as u32,
-        sdk_cpu_per_read,
+        sdk_cpu_per_read: batched,
+        sdk_cpu_per_lone_read: lone,
     })
 }
 
 /// The CPU a plain SDK loop spends on one read: `kaws-sdk-loop` (tests/sdk-loop), the binary
 /// beside the measured kaws binary (so built with its profile), making every bench Bucket's
-/// resync reads as kaws makes them, 4 buckets at a time, 3 rounds.
+/// full resync reads (7 at once), 4 buckets at a time, 3 rounds; or, with `one_at_a_time`
+/// (a pace and a number of reads), a steady Bucket resync's one read, one in flight at a time,
+/// one started per pace.
 fn sdk_cpu_per_read(
     kaws: &std::path::Path,
     endpoint: &str,
-    buckets: Vec<String>,
+    buckets: &[String],
+    one_at_a_time: Option<(Duration, u32)>,
 ) -> anyhow::Result<Duration> {
     let program = kaws.with_file_name("kaws-sdk-loop");
-    let out = std::process::Command::new(&program)
+    let mut command = std::process::Command::new(&program);
+    if let Some((pace, reads)) = one_at_a_time {
+        command
+            .arg("--one-at-a-time")
+            .arg(pace.as_millis().to_string())
+            .arg(reads.to_string());
+    }
+    let out = command
         .arg(endpoint)
         .arg(REGION)
         .args(buckets)
@@ -1166,6 +1195,15 @@ fn sdk_cpu_per_read(
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("kaws-sdk-loop printed {stdout:?}"))?;
     Ok(Duration::from_nanos(ns))
+}
+
+/// The Bucket statuses the running kaws has written.
+async fn bucket_status_writes(env: &Env) -> anyhow::Result<u64> {
+    Ok(sum_samples(
+        &env.kaws.metrics().await?,
+        "kaws_status_writes_total",
+        |l| l.contains("kind=\"Bucket\"") && l.contains("outcome=\"written\""),
+    ))
 }
 
 /// How many of the populated Buckets (`p<i>`) the running kaws has reconciled at least once,
@@ -1255,6 +1293,12 @@ async fn main() -> anyhow::Result<()> {
         resync_period: format!("{}s", sizes.resync.as_secs()),
         // Connections kept open, as AWS keeps them (moto closes each after one answer).
         moto_keep_alive: true,
+        // The log filter kaws runs with: the chart's default (`info`) unless `BENCH_LOG` says
+        // otherwise; a debug line per reconcile is a cost of its own (docs/performance.md).
+        extra_env: BTreeMap::from([(
+            "RUST_LOG".to_string(),
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".to_string()),
+        )]),
         ..Default::default()
     })
     .await?;
@@ -1273,7 +1317,7 @@ async fn main() -> anyhow::Result<()> {
         function(&env, sizes.functions).await?,
     ];
     let objects: usize = kinds.iter().map(|k| k.n).sum();
-    let steady = steady(&env, sizes.resync).await?;
+    let steady = steady(&env, sizes.resync, sizes.lone_reads).await?;
     let dir = kaws_e2e::moto::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     // The log of the kaws that converged the kinds and ran the steady state (the memory runs
@@ -1283,19 +1327,27 @@ async fn main() -> anyhow::Result<()> {
     let mut populations = Vec::new();
     let mut have = 0;
     for &m in &sizes.populations {
+        let written = bucket_status_writes(&env).await?;
         populate(&env, have, m).await?;
-        have = m;
-        // Every new object reconciled once (paused: no AWS call).
+        // Every new object reconciled once (paused: no AWS call), which writes its status
+        // (`Synced=False`, `Paused`); the settled objects of the kinds write none.
         let deadline = Instant::now() + Duration::from_secs(900);
-        while populated_reconciled(&env) < m {
+        while bucket_status_writes(&env).await? - written < (m - have) as u64 {
             anyhow::ensure!(Instant::now() < deadline, "{m} objects not reconciled");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        have = m;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let rss = rss_mib(env.kaws.pid());
         env.kaws.kill()?;
         let start = Instant::now();
-        env.kaws = env.start_kaws(&BTreeMap::new()).await?;
+        // Its debug line per reconcile tells which objects it reconciled.
+        env.kaws = env
+            .start_kaws(&BTreeMap::from([(
+                "RUST_LOG".to_string(),
+                "info,kaws=debug".to_string(),
+            )]))
+            .await?;
         let startup = start.elapsed();
         // Measured once the fresh kaws has reconciled every object (those it found settled are
         // spread over a resync period), so its memory includes that work.
@@ -1404,11 +1456,15 @@ async fn main() -> anyhow::Result<()> {
         steady.cpu_per_reconcile.as_secs_f64() * 1000.0
     );
     println!(
-        "| CPU per AWS read, plain SDK loop (a Bucket resync's reads) | {:.3} ms |",
+        "| CPU per AWS read, plain SDK loop: a Bucket's 7 reads at once, 4 buckets at a time | {:.3} ms |",
         steady.sdk_cpu_per_read.as_secs_f64() * 1000.0
     );
     println!(
-        "| kaws' own CPU per no-op reconcile (less its reads at the SDK loop's cost) | {:.2} ms |",
+        "| CPU per AWS read, plain SDK loop: one read at a time, at the steady state's pace | {:.3} ms |",
+        steady.sdk_cpu_per_lone_read.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| kaws' own CPU per no-op reconcile (less its reads at the loop's cost, 7 at once) | at most {:.2} ms |",
         steady.own_cpu_ms()
     );
     println!();
@@ -1462,6 +1518,7 @@ async fn main() -> anyhow::Result<()> {
             "writes": steady.writes, "status_writes": steady.status_writes,
             "cpu_ms_per_reconcile": steady.cpu_per_reconcile.as_secs_f64() * 1000.0,
             "sdk_cpu_ms_per_read": steady.sdk_cpu_per_read.as_secs_f64() * 1000.0,
+            "sdk_cpu_ms_per_lone_read": steady.sdk_cpu_per_lone_read.as_secs_f64() * 1000.0,
             "own_cpu_ms_per_reconcile": steady.own_cpu_ms(),
         },
         "rss_idle_mib": idle,

@@ -6,6 +6,12 @@
 //! them (its 7 configuration reads at once, as for a bucket that is Ready), 4 buckets
 //! at a time, one round to open connections and then 3 measured rounds, on one thread, and
 //! prints `reads=<n> cpu_ns_per_read=<ns>`.
+//!
+//! `kaws-sdk-loop --one-at-a-time PACE_MS READS ENDPOINT REGION BUCKET...` makes a steady
+//! Bucket resync's one read (`GetBucketTagging`) instead, one read in flight at a time, a read
+//! starting every `PACE_MS` milliseconds (or as soon as the one before it is answered), the
+//! buckets in turn, `READS` reads after one per bucket to open connections: what a read costs
+//! a process that makes one now and then, as kaws' resyncs at a low rate do.
 
 use std::time::Duration;
 
@@ -25,8 +31,20 @@ fn cpu() -> anyhow::Result<Duration> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: kaws-sdk-loop ENDPOINT REGION BUCKET...";
+    let mut args = std::env::args().skip(1).peekable();
+    let usage = "usage: kaws-sdk-loop [--one-at-a-time PACE_MS READS] ENDPOINT REGION BUCKET...";
+    let one_at_a_time = if args.peek().map(String::as_str) == Some("--one-at-a-time") {
+        args.next();
+        let mut number = || -> anyhow::Result<u64> {
+            Ok(args.next().ok_or_else(|| anyhow::anyhow!(usage))?.parse()?)
+        };
+        Some((
+            Duration::from_millis(number()?),
+            u32::try_from(number()?)?.max(1),
+        ))
+    } else {
+        None
+    };
     let endpoint = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
     let region = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
     let buckets: Vec<String> = args.collect();
@@ -64,6 +82,28 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         };
+        if let Some((pace, reads)) = one_at_a_time {
+            let read = |b: &String| {
+                let (s3, b) = (s3.clone(), b.clone());
+                async move {
+                    let _ = s3.get_bucket_tagging().bucket(b).send().await;
+                }
+            };
+            for b in &buckets {
+                read(b).await;
+            }
+            let start = cpu()?;
+            let mut next = tokio::time::Instant::now();
+            for b in buckets.iter().cycle().take(reads as usize) {
+                tokio::time::sleep_until(next).await;
+                read(b).await;
+                // Never a burst to catch up after a slow answer.
+                next = (next + pace).max(tokio::time::Instant::now());
+            }
+            let per_read = (cpu()? - start) / reads;
+            println!("reads={reads} cpu_ns_per_read={}", per_read.as_nanos());
+            return Ok(());
+        }
         let round = || futures::stream::iter(&buckets).for_each_concurrent(CONCURRENCY, resync);
         round().await;
         let start = cpu()?;
