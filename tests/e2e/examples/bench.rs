@@ -1345,7 +1345,7 @@ async fn main() -> anyhow::Result<()> {
         env.kaws = env
             .start_kaws(&BTreeMap::from([(
                 "RUST_LOG".to_string(),
-                "info,kaws=debug".to_string(),
+                kaws_e2e::kaws::DEBUG_LOG.to_string(),
             )]))
             .await?;
         let startup = start.elapsed();

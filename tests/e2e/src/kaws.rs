@@ -30,6 +30,10 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The log filter of the kaws the tests start unless `KAWS_E2E_LOG` says otherwise: a debug
+/// line per reconcile, with its duration.
+pub const DEBUG_LOG: &str = "info,kaws=debug";
+
 /// A running `kaws run`.
 pub struct Kaws {
     child: Child,
@@ -76,7 +80,7 @@ impl Kaws {
             // `KAWS_E2E_LOG`: another filter for the kaws under test (e.g. to trace its calls).
             .env(
                 "RUST_LOG",
-                std::env::var("KAWS_E2E_LOG").unwrap_or_else(|_| "info,kaws=debug".to_string()),
+                std::env::var("KAWS_E2E_LOG").unwrap_or_else(|_| DEBUG_LOG.to_string()),
             )
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
